@@ -1,0 +1,70 @@
+import json
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from xattr_nb import InputError
+from xattr_nb.runtime import RECORD_MIMETYPE, Cost, pick_device, read_records, record, records, seed_everything
+
+
+def test_seed_everything_repeats_draws():
+    g1 = seed_everything(3)
+    a = (torch.rand(3), np.random.rand(2), torch.rand(2, generator=g1))
+    g2 = seed_everything(3)
+    b = (torch.rand(3), np.random.rand(2), torch.rand(2, generator=g2))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    seed_everything(4)
+    assert not torch.equal(torch.rand(3), a[0])
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "0"])
+def test_seed_rejects_bad_seed(seed):
+    with pytest.raises(InputError, match="seed"):
+        seed_everything(seed)
+
+
+def test_pick_device_auto_and_cpu():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+
+
+def test_pick_device_errors_name_the_argument():
+    with pytest.raises(InputError, match="device"):
+        pick_device("tpu-ish")
+    with pytest.raises(InputError, match="device"):
+        pick_device(0)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+def test_record_round_trip_through_a_notebook(capsys):
+    value = record("tour.auc", np.float32(0.25), unit="AUC", display=False)
+    assert value == np.float32(0.25)
+    assert records()["tour.auc"] == 0.25
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={RECORD_MIMETYPE: {"name": "a", "value": 1.5}, "text/plain": "a"}),
+        nbformat.v4.new_output("stream", text="noise"),
+    ]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), cell]
+    assert read_records(nb) == {"a": 1.5}
+    assert json.loads(json.dumps(records()))  # JSON-serialisable
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), object(), {"a": float("nan")}])
+def test_record_rejects_unserialisable_or_nan(value):
+    with pytest.raises(InputError, match="record"):
+        record("x", value, display=False)
+
+
+def test_record_rejects_empty_name():
+    with pytest.raises(InputError, match="name"):
+        record("  ", 1.0, display=False)
+
+
+def test_cost_adds():
+    assert Cost(1, 2, 0.5) + Cost(3, 4, 1.0) == Cost(4, 6, 1.5)

@@ -1,0 +1,213 @@
+"""The ``xattr-nb`` command: list the course, run notebooks with papermill, manage the zoo, open Lab.
+
+``xattr-nb run --all`` is the main job: it executes every notebook that exists, writes each
+executed copy under ``--out`` and a ``summary.json`` / ``summary.md`` with status, wall time and
+every figure the notebook ``record``-ed, and exits non-zero naming any notebook that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xattr_nb.papers import NOTEBOOKS_DIR, PAPERS, Paper, find
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p NAME VALUE`` value as papermill would read it: int, float, bool, None, else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass
+class RunResult:
+    number: int
+    slug: str
+    notebook: str
+    status: str  # "ok" | "failed" | "missing"
+    wall_s: float = 0.0
+    output: str | None = None
+    records: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    failing_cell: int | None = None
+
+
+def _failing_cell(exc: BaseException) -> int | None:
+    index = getattr(exc, "cell_index", None)
+    return int(index) if index is not None else None
+
+
+def run_notebook(paper: Paper, out_dir: Path, parameters: dict[str, Any], *, timeout: int | None) -> RunResult:
+    """Execute one notebook with papermill (kernel ``python3``) and collect what it recorded."""
+    import papermill as pm
+
+    from xattr_nb.runtime import read_records
+
+    src = NOTEBOOKS_DIR / paper.notebook_name
+    result = RunResult(paper.number, paper.slug, paper.notebook_name, "missing")
+    if not src.exists():
+        result.error = f"{src.name} does not exist yet (planned)"
+        return result
+    dst = out_dir / paper.notebook_name
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(src),
+            str(dst),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(NOTEBOOKS_DIR),
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+        result.status = "ok"
+    except Exception as exc:  # papermill re-raises the kernel's error; we report it and go on
+        result.status = "failed"
+        result.failing_cell = _failing_cell(exc)
+        name = getattr(exc, "ename", type(exc).__name__)
+        value = getattr(exc, "evalue", str(exc))
+        result.error = f"{name}: {value}".strip()
+    result.wall_s = round(time.perf_counter() - t0, 2)
+    if dst.exists():
+        result.output = str(dst)
+        result.records = read_records(dst)
+    return result
+
+
+def write_summary(results: list[RunResult], out_dir: Path, parameters: dict[str, Any]) -> None:
+    data = {"parameters": parameters, "notebooks": [asdict(r) for r in results]}
+    (out_dir / "summary.json").write_text(json.dumps(data, indent=2))
+    lines = ["# xattr-nb run", "", f"Parameters: `{json.dumps(parameters)}`", ""]
+    lines += ["| notebook | status | wall s | recorded |", "|---|---|---|---|"]
+    for r in results:
+        rec = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.records.items())
+        status = r.status if r.failing_cell is None else f"{r.status} (cell {r.failing_cell})"
+        lines.append(f"| {r.notebook} | {status} | {r.wall_s} | {rec} |")
+    errors = [r for r in results if r.error]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- **{r.notebook}**: {r.error}" for r in errors]
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    print(f"{'NN':<3} {'slug':<20} {'notebook':<8} title")
+    for p in PAPERS:
+        state = "present" if (NOTEBOOKS_DIR / p.notebook_name).exists() else "planned"
+        print(f"{p.number:02d}  {p.slug:<20} {state:<8} {p.title}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from xattr_nb.runtime import progress
+
+    if args.all == bool(args.notebooks):
+        print("xattr-nb run: name notebooks (e.g. `00` or `tour`) or pass --all, not both", file=sys.stderr)
+        return 2
+    try:
+        papers = [p for p in PAPERS if (NOTEBOOKS_DIR / p.notebook_name).exists()] if args.all else [
+            find(k) for k in args.notebooks
+        ]
+    except ValueError as exc:
+        print(f"xattr-nb run: {exc}", file=sys.stderr)
+        return 2
+    parameters = {name: parse_value(value) for name, value in args.parameter or []}
+    out_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    bar = progress(papers, desc="notebooks", unit="nb", disable=False)
+    for paper in bar:
+        bar.set_postfix_str(paper.notebook_name)
+        results.append(run_notebook(paper, out_dir, parameters, timeout=args.timeout))
+    write_summary(results, out_dir, parameters)
+    for r in results:
+        extra = f"  [{r.error}]" if r.error else ""
+        cell = f" at cell {r.failing_cell}" if r.failing_cell is not None else ""
+        print(f"{r.status.upper():<7} {r.notebook} ({r.wall_s} s){cell}{extra}")
+        for k, v in r.records.items():
+            print(f"          {k} = {v}")
+    print(f"summary: {out_dir / 'summary.md'}")
+    failed = [r for r in results if r.status != "ok"]
+    if failed:
+        print("failed: " + ", ".join(r.notebook for r in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from xattr_nb.models import zoo
+
+    if args.zoo_cmd == "list":
+        entries = {e.name: e for e in zoo.entries()}
+        names = sorted(set(entries) | set(zoo.recipes()))
+        for name in names:
+            e = entries.get(name)
+            shipped = f"shipped sha256={e.sha256[:12]} metrics={e.metrics}" if e else "not trained yet"
+            print(f"{name:<24} {shipped}")
+        return 0
+    if args.zoo_cmd == "train":
+        entry = zoo.train(args.name, seed=args.seed)
+        print(f"trained {entry.name}: {entry.metrics} -> {entry.file}")
+        return 0
+    bad = 0
+    for name, ok, message in zoo.verify():
+        print(f"{'OK ' if ok else 'BAD'} {name}: {message}")
+        bad += not ok
+    return 1 if bad else 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={NOTEBOOKS_DIR}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return subprocess.call(cmd + list(args.lab_args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xattr-nb", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the thirty papers and whether their notebook exists").set_defaults(fn=cmd_list)
+    run = sub.add_parser("run", help="execute notebooks with papermill and summarise what they recorded")
+    run.add_argument("notebooks", nargs="*", help="numbers or slugs, e.g. 00 tour 03 lima")
+    run.add_argument("--all", action="store_true", help="run every notebook that exists")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    run.add_argument("--out", help="folder for executed notebooks and the summary (default runs/<time>)")
+    run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    run.set_defaults(fn=cmd_run)
+    zoo = sub.add_parser("zoo", help="shipped checkpoints: list, train NAME, verify")
+    zsub = zoo.add_subparsers(dest="zoo_cmd", required=True)
+    zsub.add_parser("list")
+    train = zsub.add_parser("train")
+    train.add_argument("name")
+    train.add_argument("--seed", type=int, default=0)
+    zsub.add_parser("verify")
+    zoo.set_defaults(fn=cmd_zoo)
+    lab = sub.add_parser("lab", help="open JupyterLab on the notebooks folder")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER)
+    lab.set_defaults(fn=cmd_lab)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
