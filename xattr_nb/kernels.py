@@ -4,6 +4,10 @@
 - :func:`batched_forward` runs many inputs in chunks under ``no_grad``.
 - :func:`compose_masked` and :func:`masked_scores` evaluate one input under many keep-masks,
   building each chunk of masked copies on the fly so memory stays bounded by ``max_bytes``.
+- :func:`grid_regions`, :func:`check_regions` and :func:`cumulative_keep` build the region
+  partitions and the reveal-one-region-at-a-time masks of insertion/deletion curves.
+- :func:`compose_token_masked` and :func:`masked_token_scores` do the same for token sequences
+  (erased tokens are replaced by a neutral id).
 """
 
 from __future__ import annotations
@@ -99,7 +103,9 @@ def batched_forward(
     show_progress: bool = False,
 ) -> torch.Tensor:
     """Run ``model`` over ``inputs`` ``[N, ...]`` in chunks without gradients; outputs stay on the model's device."""
-    inputs = check_tensor(inputs, "inputs", finite=inputs.is_floating_point() if isinstance(inputs, torch.Tensor) else True)
+    inputs = check_tensor(
+        inputs, "inputs", finite=inputs.is_floating_point() if isinstance(inputs, torch.Tensor) else True
+    )
     per = inputs[0].numel() * inputs.element_size()
     step = chunk_size(per, batch_size=batch_size, max_bytes=max_bytes)
     starts = range(0, inputs.shape[0], step)
@@ -163,4 +169,148 @@ def masked_scores(
         elif output == "logprob":
             logits = logits.log_softmax(-1)
         scores.append(logits[:, int(target)])
+    return torch.cat(scores)
+
+
+# --------------------------------------------------------------------------------------------
+# Regions: a partition of the image into disjoint masks, revealed one by one (insertion curves)
+# --------------------------------------------------------------------------------------------
+
+
+def grid_regions(h: int, w: int, rows: int, cols: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Split an ``h x w`` image into a ``rows x cols`` grid of disjoint boolean masks ``[rows*cols, h, w]``.
+
+    Region ``i * cols + j`` is the cell in grid row ``i`` and column ``j`` (row-major, like
+    ``patches.flatten()``). Cell edges are ``round(k * h / rows)``, so when ``rows`` does not
+    divide ``h`` the cells differ by at most one pixel and still cover the image exactly.
+    """
+    h, w = check_int(h, "h", low=1), check_int(w, "w", low=1)
+    rows, cols = check_int(rows, "rows", low=1, high=h), check_int(cols, "cols", low=1, high=w)
+    r_edges = [round(k * h / rows) for k in range(rows + 1)]
+    c_edges = [round(k * w / cols) for k in range(cols + 1)]
+    row_id = torch.bucketize(torch.arange(h), torch.tensor(r_edges[1:-1]), right=True)
+    col_id = torch.bucketize(torch.arange(w), torch.tensor(c_edges[1:-1]), right=True)
+    cell = (row_id[:, None] * cols + col_id[None, :]).to(device)
+    return cell.unsqueeze(0) == torch.arange(rows * cols, device=device)[:, None, None]
+
+
+def check_regions(regions: object, name: str = "regions", *, hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """Check that ``regions`` ``[R, H, W]`` is a boolean partition: disjoint masks that cover every pixel."""
+    regions = check_tensor(regions, name, ndim=3, dtype="bool", layout="[R, H, W]")
+    if hw is not None and tuple(regions.shape[1:]) != tuple(hw):
+        raise InputError(f"`{name}` masks are {tuple(regions.shape[1:])} but the image is {tuple(hw)}")
+    per_pixel = regions.sum(0)
+    if bool((per_pixel > 1).any()):
+        raise InputError(f"`{name}` overlap on {int((per_pixel > 1).sum())} pixel(s); regions must be disjoint")
+    if bool((per_pixel == 0).any()):
+        raise InputError(
+            f"`{name}` leave {int((per_pixel == 0).sum())} pixel(s) uncovered; regions must cover the image"
+        )
+    return regions
+
+
+def check_order(order: object, n: int, name: str = "order") -> torch.Tensor:
+    """Check that ``order`` is a permutation of ``range(n)`` (a LongTensor ``[n]``)."""
+    if isinstance(order, (list, tuple)):
+        order = torch.as_tensor(order)
+    order = check_tensor(order, name, ndim=1, dtype="int", layout="[R]").long()
+    if order.shape[0] != n or not torch.equal(order.sort().values.cpu(), torch.arange(n)):
+        raise InputError(f"`{name}` must be a permutation of range({n}) (every region once); got {order.tolist()}")
+    return order
+
+
+def cumulative_keep(regions: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Keep-masks ``[R+1, H, W]`` that reveal the regions one at a time in ``order``.
+
+    Mask ``t`` shows the union of the first ``t`` regions of ``order``: mask 0 is empty, mask
+    ``R`` is the whole image (the regions are a partition). These are the inputs of an insertion
+    curve; their complements ``~mask`` are the inputs of the deletion curve.
+    """
+    regions = check_regions(regions)
+    order = check_order(order, regions.shape[0]).to(regions.device)
+    steps = regions[order].cumsum(0) > 0
+    return torch.cat([torch.zeros_like(regions[:1]), steps])
+
+
+# --------------------------------------------------------------------------------------------
+# Text: one token sequence under many keep-masks (erase = replace by a neutral token id)
+# --------------------------------------------------------------------------------------------
+
+
+def compose_token_masked(input_ids: torch.Tensor, keep: torch.Tensor, replace_id: int | torch.Tensor) -> torch.Tensor:
+    """Copies of one token sequence ``[T]`` with the positions where ``keep`` is False replaced: ``[M, T]``.
+
+    Replacing (by a pad, mask or filler id) instead of deleting keeps every copy the same length,
+    so positions stay aligned and the copies batch together. ``replace_id`` is one id for every
+    position, or a LongTensor ``[T]`` of per-position replacements (e.g. a same-category word).
+    """
+    input_ids = check_tensor(input_ids, "input_ids", ndim=1, dtype="int", layout="[T]")
+    keep = check_tensor(keep, "keep", ndim=2, dtype="bool", layout="[M, T]")
+    if keep.shape[1] != input_ids.shape[0]:
+        raise InputError(f"`keep` has {keep.shape[1]} positions but `input_ids` has {input_ids.shape[0]} tokens")
+    if isinstance(replace_id, torch.Tensor):
+        repl = check_tensor(replace_id, "replace_id", shape=tuple(input_ids.shape), dtype="int", layout="[T]")
+        if bool((repl < 0).any()):
+            raise InputError("`replace_id` must hold non-negative token ids")
+        repl = repl.to(input_ids)
+    else:
+        repl = torch.full_like(input_ids, check_int(replace_id, "replace_id", low=0))
+    keep = keep.to(input_ids.device)
+    return torch.where(keep, input_ids.unsqueeze(0), repl.unsqueeze(0))
+
+
+def _target_scores(logits: torch.Tensor, target: int, position: int, output: str) -> torch.Tensor:
+    if logits.ndim == 3:  # [B, T, V]: a language model, read the prediction at `position`
+        if not -logits.shape[1] <= position < logits.shape[1]:
+            raise InputError(f"`position` must lie in [-{logits.shape[1]}, {logits.shape[1]}); got {position}")
+        logits = logits[:, position]
+    elif logits.ndim != 2:
+        raise InputError(f"the model must return logits [B, C] or [B, T, V]; got shape {tuple(logits.shape)}")
+    if not 0 <= int(target) < logits.shape[-1]:
+        raise InputError(f"`target` must lie in [0, {logits.shape[-1]}) for this model; got {target}")
+    if output == "prob":
+        logits = logits.softmax(-1)
+    elif output == "logprob":
+        logits = logits.log_softmax(-1)
+    return logits[:, int(target)]
+
+
+@torch.no_grad()
+def masked_token_scores(
+    model: Callable[..., object],
+    input_ids: torch.Tensor,
+    keep: torch.Tensor,
+    target: int,
+    *,
+    replace_id: int | torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position: int = -1,
+    output: str = "prob",
+    batch_size: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Score of ``target`` for each masked copy of one token sequence: ``[M]``.
+
+    ``model(input_ids=[B, T], attention_mask=[B, T])`` returns logits ``[B, C]`` (a classifier)
+    or ``[B, T, V]`` (a language model: the score is read at ``position``), as a tensor or an
+    object with ``.logits``. Positions where ``keep[m]`` is False get ``replace_id``; the attention
+    mask is left as given, so a replaced token is still attended to (it stands for "no
+    information", not for "absent"). ``output`` is ``"prob"``, ``"logit"`` or ``"logprob"``.
+    """
+    check_choice(output, ("prob", "logit", "logprob"), "output")
+    position = check_int(position, "position")
+    target = check_int(target, "target", low=0)
+    input_ids = check_tensor(input_ids, "input_ids", ndim=1, dtype="int", layout="[T]")
+    if attention_mask is not None:
+        attention_mask = check_tensor(attention_mask, "attention_mask", shape=tuple(input_ids.shape), layout="[T]")
+    ids = compose_token_masked(input_ids, keep, replace_id)  # ints are small: build all at once
+    # ~8 KiB of activations per token is a rough guess for a small transformer; pass batch_size to be exact.
+    step = chunk_size(8 * 1024 * input_ids.shape[0], batch_size=batch_size, max_bytes=max_bytes)
+    scores = []
+    for s in progress(range(0, ids.shape[0], step), disable=not show_progress, desc="masked forwards"):
+        chunk = ids[s : s + step]
+        am = None if attention_mask is None else attention_mask.to(chunk.device).unsqueeze(0).expand_as(chunk)
+        logits = _logits(model(input_ids=chunk, attention_mask=am))
+        scores.append(_target_scores(logits, target, position, output))
     return torch.cat(scores)
