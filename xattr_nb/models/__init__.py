@@ -1,0 +1,42 @@
+"""Models: tiny ones that train in seconds, loaders for pretrained ones, a training loop, a zoo.
+
+- :mod:`~xattr_nb.models.vision`: :class:`TinyCNN`, :class:`TinyViT`, :func:`build` from a config dict.
+- :mod:`~xattr_nb.models.text`: :func:`word_tokenizer`, :func:`tiny_gpt2`, :class:`EncoderClassifier`,
+  :func:`check_tokenizer_matches`.
+- :mod:`~xattr_nb.models.hub`: :func:`load_encoder` (offline MiniLM), :func:`embed`,
+  :func:`load_causal_lm` and :func:`load_classifier` (HF names or local folders).
+- :mod:`~xattr_nb.models.fit`: :func:`fit` (a small AdamW loop with a progress bar), :func:`accuracy`.
+- :mod:`~xattr_nb.models.zoo`: shipped checkpoints in ``data/`` (safetensors + a checksummed manifest).
+"""
+
+from xattr_nb.models.fit import FitHistory, accuracy, fit
+from xattr_nb.models.hub import embed, load_causal_lm, load_classifier, load_encoder, minilm_path
+from xattr_nb.models.text import (
+    EncoderClassifier,
+    check_tokenizer_matches,
+    hf_arch_config,
+    tiny_gpt2,
+    word_tokenizer,
+)
+from xattr_nb.models.vision import ARCHITECTURES, TinyCNN, TinyViT, build, register_architecture
+
+__all__ = [
+    "ARCHITECTURES",
+    "EncoderClassifier",
+    "FitHistory",
+    "TinyCNN",
+    "TinyViT",
+    "accuracy",
+    "build",
+    "check_tokenizer_matches",
+    "embed",
+    "fit",
+    "hf_arch_config",
+    "load_causal_lm",
+    "load_classifier",
+    "load_encoder",
+    "minilm_path",
+    "register_architecture",
+    "tiny_gpt2",
+    "word_tokenizer",
+]

@@ -1,0 +1,312 @@
+"""The model zoo: small trained checkpoints shipped in ``data/``, checksummed, reproducible.
+
+Layout under a root folder (by default the repository's ``data/``, or ``$XATTR_NB_DATA``)::
+
+    manifest.json                 {"checkpoints": {name: entry, ...}}
+    checkpoints/<name>.safetensors
+
+Each manifest entry holds the file, its sha256, the config that rebuilds the architecture
+(``{"arch": ..., "kwargs": ...}``, see :func:`xattr_nb.models.vision.build`), the metrics the
+training reached, the command that retrains it (``xattr-nb zoo train <name>``) and the date.
+Weights are stored with safetensors only (no pickle: loading a checkpoint cannot run code), and
+:func:`load` refuses a file whose checksum differs from the manifest.
+
+Recipes (:func:`register`) say how to retrain a checkpoint: a config and a function
+``train(seed) -> (model, metrics)``. :func:`train` runs one and saves the result.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from xattr_nb.checks import InputError, check_int
+from xattr_nb.models import text as _text  # registers the text architectures with `build`
+from xattr_nb.models.vision import build
+from xattr_nb.runtime import pick_device
+
+MANIFEST = "manifest.json"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to (re)train a zoo checkpoint: ``train(seed) -> (model, metrics)`` builds a model of ``config``."""
+
+    name: str
+    config: dict[str, Any]
+    train: Callable[[int], tuple[nn.Module, dict[str, Any]]]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One manifest entry. ``file`` is relative to the zoo root."""
+
+    name: str
+    file: str
+    sha256: str
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+    created: str = ""
+    description: str = ""
+    n_params: int = 0
+
+    def path(self, root: str | os.PathLike | None = None) -> Path:
+        return _root(root) / self.file
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def default_root() -> Path:
+    """``$XATTR_NB_DATA`` if set, else the ``data/`` folder of the repository (next to the package)."""
+    env = os.environ.get("XATTR_NB_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+
+
+def _root(root: str | os.PathLike | None) -> Path:
+    if root is None:
+        return default_root()
+    if not isinstance(root, (str, os.PathLike)):
+        raise InputError(f"`root` must be a folder path or None; got {type(root).__name__}")
+    return Path(root)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(f"`name` must be lowercase letters, digits, '_', '-' or '.' (a file name); got {name!r}")
+    return name
+
+
+def _check_config(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict) or "arch" not in config:
+        raise InputError(f"`config` must be a dict {{'arch': ..., 'kwargs': {{...}}}}; got {config!r}")
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"`config` must be JSON-serialisable (it goes into manifest.json): {exc}") from exc
+    return config
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.exists():
+        return {"checkpoints": {}}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), dict):
+        raise InputError(f"{path} must hold {{'checkpoints': {{name: entry}}}}")
+    return data
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def register(
+    name: str,
+    *,
+    config: dict[str, Any],
+    train: Callable[[int], tuple[nn.Module, dict[str, Any]]],
+    description: str,
+    replace: bool = False,
+) -> Recipe:
+    """Register the recipe that trains checkpoint ``name``: ``train(seed)`` returns ``(model, metrics)``
+    with ``model`` an instance of ``config``. Registering a taken name needs ``replace=True``."""
+    name = _check_name(name)
+    config = _check_config(config)
+    if not callable(train):
+        raise InputError(f"`train` must be a function seed -> (model, metrics); got {type(train).__name__}")
+    if not isinstance(description, str):
+        raise InputError(f"`description` must be a str; got {type(description).__name__}")
+    if name in _RECIPES and not replace:
+        raise InputError(f"a recipe named {name!r} is already registered; pass replace=True to overwrite it")
+    _RECIPES[name] = Recipe(name, config, train, description)
+    return _RECIPES[name]
+
+
+def recipes() -> dict[str, Recipe]:
+    """The registered recipes by name (a copy)."""
+    return dict(_RECIPES)
+
+
+def entries(root: str | os.PathLike | None = None) -> list[ZooEntry]:
+    """The checkpoints listed in ``root``'s manifest, sorted by name."""
+    root = _root(root)
+    data = _read_manifest(root)["checkpoints"]
+    known = set(ZooEntry.__dataclass_fields__) - {"name"}
+    out = []
+    for n, e in sorted(data.items()):
+        if not isinstance(e, dict) or not {"file", "sha256", "config"} <= set(e):
+            raise InputError(f"{root / MANIFEST}: entry {n!r} must hold at least 'file', 'sha256' and 'config'")
+        out.append(ZooEntry(name=n, **{k: v for k, v in e.items() if k in known}))
+    return out
+
+
+def _entry(name: str, root: Path) -> ZooEntry:
+    known = {e.name: e for e in entries(root)}
+    if name not in known:
+        trainable = sorted(set(_RECIPES) - set(known))
+        hint = f"; recipes not yet trained: {trainable} (run `xattr-nb zoo train <name>`)" if trainable else ""
+        raise InputError(f"no checkpoint named {name!r} in {root / MANIFEST}; known: {sorted(known)}{hint}")
+    return known[name]
+
+
+def _config_of(model: nn.Module) -> dict[str, Any]:
+    cfg = getattr(model, "arch_config", None)
+    if cfg is None:
+        from transformers import PreTrainedModel
+
+        if isinstance(model, PreTrainedModel):
+            return _text.hf_arch_config(model)
+        raise InputError(f"pass `config` for a {type(model).__name__}: it has no `arch_config`")
+    return cfg
+
+
+def save(
+    name: str,
+    model: nn.Module,
+    *,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any],
+    root: str | os.PathLike | None = None,
+    description: str = "",
+) -> ZooEntry:
+    """Write ``model``'s weights to ``checkpoints/<name>.safetensors`` and its entry to the manifest.
+
+    ``config`` defaults to the model's ``arch_config`` (our models) or :func:`~xattr_nb.models.text.hf_arch_config`
+    (transformers models). Before writing, the config is built and its parameter names and shapes
+    compared with ``model``'s, so what is saved is guaranteed to load.
+    """
+    name = _check_name(name)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"`model` must be a torch module; got {type(model).__name__}")
+    config = _check_config(_config_of(model) if config is None else config)
+    if not isinstance(metrics, dict):
+        raise InputError(f"`metrics` must be a dict of JSON values; got {type(metrics).__name__}")
+    try:
+        json.dumps(metrics)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"`metrics` must be JSON-serialisable (plain numbers and strings): {exc}") from exc
+    want = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if want != have:
+        diff = sorted(set(want.items()) ^ set(have.items()))[:6]
+        raise InputError(f"`config` does not describe `model`: parameters differ, e.g. {diff}")
+
+    root = _root(root)
+    rel = f"checkpoints/{name}.safetensors"
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_model(model, tmp, metadata={"xattr_nb_config": json.dumps(config, sort_keys=True)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    entry = ZooEntry(
+        name=name,
+        file=rel,
+        sha256=_sha256(path),
+        config=config,
+        metrics=metrics,
+        command=f"xattr-nb zoo train {name}",
+        created=_dt.date.today().isoformat(),
+        description=description or (_RECIPES[name].description if name in _RECIPES else ""),
+        n_params=sum(p.numel() for p in model.parameters()),
+    )
+    manifest = _read_manifest(root)
+    manifest["checkpoints"][name] = {k: v for k, v in asdict(entry).items() if k != "name"}
+    manifest["checkpoints"] = dict(sorted(manifest["checkpoints"].items()))
+    _write_atomic(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return entry
+
+
+def load(name: str, *, root: str | os.PathLike | None = None, device: str = "cpu") -> nn.Module:
+    """Rebuild checkpoint ``name`` from its config and load its weights (strictly), in eval mode.
+
+    Refuses a file whose sha256 differs from the manifest's (a corrupted or replaced file).
+    """
+    name = _check_name(name)
+    root = _root(root)
+    entry = _entry(name, root)
+    path = entry.path(root)
+    if not path.exists():
+        raise InputError(f"checkpoint file {path} is missing; retrain it with `{entry.command}`")
+    actual = _sha256(path)
+    if actual != entry.sha256:
+        raise InputError(
+            f"checkpoint file {path} fails its checksum: the manifest expects sha256 {entry.sha256} "
+            f"but the file has {actual}; retrain it with `{entry.command}` or restore the file"
+        )
+    model = build(entry.config)
+    try:
+        load_model(model, path, strict=True)
+    except (RuntimeError, ValueError, OSError) as exc:  # missing/unexpected keys, wrong shapes, bad header
+        raise InputError(f"checkpoint file {path} does not fit its config {entry.config['arch']!r}: {exc}") from exc
+    return model.to(pick_device(device)).eval()
+
+
+def train(name: str, *, seed: int = 0, root: str | os.PathLike | None = None) -> ZooEntry:
+    """Run the registered recipe ``name`` with ``seed`` and save the result (what ``xattr-nb zoo train`` does)."""
+    name = _check_name(name)
+    seed = check_int(seed, "seed", low=0, high=2**32 - 1)
+    if name not in _RECIPES:
+        raise InputError(f"no recipe named {name!r}; registered: {sorted(_RECIPES)}")
+    recipe = _RECIPES[name]
+    out = recipe.train(seed)
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module) and isinstance(out[1], dict)):
+        raise InputError(f"recipe {name!r}: `train(seed)` must return (model, metrics dict)")
+    model, metrics = out
+    return save(
+        name, model, config=recipe.config, metrics={**metrics, "seed": seed}, root=root, description=recipe.description
+    )
+
+
+def verify(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
+    """Check every manifest entry: file present, checksum equal, weights loadable into the config.
+
+    Returns ``(name, ok, message)`` per checkpoint; never raises for a bad checkpoint.
+    """
+    root = _root(root)
+    out = []
+    for entry in entries(root):
+        try:
+            load(entry.name, root=root)
+            out.append((entry.name, True, f"ok ({entry.sha256[:12]})"))
+        except InputError as exc:
+            out.append((entry.name, False, str(exc)))
+    return out
