@@ -1,0 +1,592 @@
+"""One ``attribute(model, inputs, target, method=...)`` over captum's methods and ours.
+
+The entry point validates the arguments, runs the method with the model in eval mode, measures
+its cost (forward and backward passes per example, wall time) with
+:func:`xattr_nb.kernels.count_passes`, and returns an :class:`Attribution`.
+
+What the inputs are decides what the scores are:
+
+- ``[B, C, H, W]`` float images → ``kind="pixels"``, scores ``[B, H, W]`` (channels summed);
+- ``[B, F]`` float features → ``kind="features"``, scores ``[B, F]``;
+- ``[B, T]`` integer token ids → ``kind="tokens"``, scores ``[B, T]`` (methods in
+  :mod:`xattr_nb.attribution.text`, which registers them when the package is imported).
+
+The model must return logits ``[B, C]`` (or an object with ``.logits``); token models may return
+``[B, T, V]`` (a causal LM, see :mod:`~xattr_nb.attribution.text`).
+
+**Eval mode.** Attributions of a model in training mode are noisy (dropout) and can even change
+the model (batch-norm running statistics move on every forward). ``attribute`` therefore runs
+the model in eval mode; if it was in training mode it warns, and restores every submodule's
+own training flag afterwards, so a training loop that calls ``attribute`` keeps working.
+
+**Methods are a registry.** :func:`register_method` adds a method (a later paper's RISE or LiMA
+registers itself the same way), :func:`list_methods` lists them as rows a notebook can print as a
+table. A method function is called as ``fn(model, inputs, target, **kw)`` with the model in eval
+mode, ``inputs`` validated and ``target`` a LongTensor ``[B]`` already checked against the
+model's output size; it returns the scores (``[B, H, W]`` / ``[B, F]`` / ``[B, T]``), a pair
+``(scores, meta)``, or an :class:`Attribution`. The cost is measured around the call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xattr_nb.attribution.result import KINDS, Attribution
+from xattr_nb.checks import InputError, check_choice, check_int, check_target, check_tensor
+from xattr_nb.kernels import count_passes
+
+__all__ = [
+    "MethodSpec",
+    "attribute",
+    "eval_mode",
+    "find_layer",
+    "input_kind",
+    "list_methods",
+    "register_method",
+]
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered method: its name, the input kinds it handles, the function and a one-liner."""
+
+    name: str
+    kinds: tuple[str, ...]
+    fn: Callable[..., Any]
+    description: str
+
+
+# One name may be registered for several kinds by different functions: "saliency" on pixels is
+# captum's Saliency on the image, on tokens it is the gradient on the input embeddings.
+_REGISTRY: dict[str, list[MethodSpec]] = {}
+
+
+def register_method(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    kinds: tuple[str, ...] | list[str] | str,
+    description: str,
+    overwrite: bool = False,
+) -> MethodSpec:
+    """Add an attribution method that :func:`attribute` can call by ``name`` on inputs of ``kinds``.
+
+    ``fn(model, inputs, target, **kw)`` gets the model in eval mode, validated inputs and a
+    LongTensor ``target`` ``[B]``; it returns scores, ``(scores, meta)`` or an :class:`Attribution`.
+    Registering a name again for a kind it already handles raises unless ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InputError(f"`name` must be an identifier-like string such as 'rise'; got {name!r}")
+    if not callable(fn):
+        raise InputError(f"`fn` must be callable fn(model, inputs, target, **kw); got {type(fn).__name__}")
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise InputError(f"`kinds` must be a non-empty subset of {list(KINDS)}; got {list(kinds)}")
+    if not isinstance(description, str) or not description.strip():
+        raise InputError("`description` must be a non-empty one-line string")
+    specs = _REGISTRY.setdefault(name, [])
+    clash = [s for s in specs if set(s.kinds) & set(kinds)]
+    if clash and not overwrite:
+        raise InputError(
+            f"method {name!r} is already registered for {sorted(set(clash[0].kinds) & set(kinds))}; "
+            "pass overwrite=True to replace it"
+        )
+    # Overwriting removes the clashing kinds from the old entry; other kinds keep their function.
+    for s in clash:
+        specs.remove(s)
+        rest = tuple(k for k in s.kinds if k not in kinds)
+        if rest:
+            specs.append(replace(s, kinds=rest))
+    spec = MethodSpec(name, kinds, fn, description.strip())
+    specs.append(spec)
+    return spec
+
+
+def list_methods(kind: str | None = None) -> list[dict[str, str]]:
+    """Rows ``{"name", "kinds", "description"}``, one per registered (name, function) pair.
+
+    ``pandas.DataFrame(list_methods())`` prints them as a table. ``kind`` keeps only the methods
+    that handle that input kind.
+    """
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"`kind` must be one of {list(KINDS)} or None; got {kind!r}")
+    rows = []
+    for name in sorted(_REGISTRY):
+        for s in _REGISTRY[name]:
+            if kind is None or kind in s.kinds:
+                rows.append({"name": name, "kinds": ", ".join(s.kinds), "description": s.description})
+    return rows
+
+
+def _lookup(method: Any, kind: str) -> MethodSpec:
+    if not isinstance(method, str):
+        raise InputError(f"`method` must be a method name (str); got {type(method).__name__}")
+    if method not in _REGISTRY:
+        close = difflib.get_close_matches(method, list(_REGISTRY), n=3)
+        hint = f"; did you mean {close}?" if close else ""
+        raise InputError(f"unknown method {method!r}{hint} Known methods: {sorted(_REGISTRY)}")
+    for s in _REGISTRY[method]:
+        if kind in s.kinds:
+            return s
+    handled = sorted({k for s in _REGISTRY[method] for k in s.kinds})
+    others = sorted(r["name"] for r in list_methods(kind))
+    raise InputError(f"method {method!r} handles {handled} inputs, not {kind}; methods for {kind}: {others}")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def input_kind(inputs: torch.Tensor) -> str:
+    """``"pixels"`` for float ``[B, C, H, W]``, ``"features"`` for float ``[B, F]``, ``"tokens"`` for int ``[B, T]``."""
+    if not isinstance(inputs, torch.Tensor):
+        raise InputError(f"`inputs` must be a torch.Tensor; got {type(inputs).__name__}")
+    if inputs.is_floating_point():
+        if inputs.ndim == 4:
+            return "pixels"
+        if inputs.ndim == 2:
+            return "features"
+        raise InputError(
+            f"`inputs` must be images [B, C, H, W] or features [B, F] (float) or token ids [B, T] (int); "
+            f"got a float tensor of shape {tuple(inputs.shape)}"
+        )
+    if inputs.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8) and inputs.ndim == 2:
+        return "tokens"
+    raise InputError(
+        f"`inputs` must be images [B, C, H, W] or features [B, F] (float) or token ids [B, T] (int); "
+        f"got {inputs.dtype} of shape {tuple(inputs.shape)}"
+    )
+
+
+@contextmanager
+def eval_mode(model: nn.Module, *, warn: bool = True) -> Iterator[nn.Module]:
+    """Run the body with ``model`` in eval mode, then restore each submodule's own training flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    if warn and model.training:
+        warnings.warn(
+            f"{type(model).__name__} is in training mode; attribution runs it in eval mode (dropout off, "
+            "batch-norm statistics frozen) and restores the training flags afterwards. Call model.eval() "
+            "first to silence this.",
+            UserWarning,
+            stacklevel=3,
+        )
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor of a model output: the tensor itself, ``.logits``, or the first tuple element."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise InputError(f"the model must return a logits tensor or an object with `.logits`; got {type(output).__name__}")
+
+
+def find_layer(model: nn.Module, layer: nn.Module | str | None, *, default: type[nn.Module] = nn.Conv2d) -> nn.Module:
+    """Resolve ``layer``: a submodule of ``model``, a module name (``"features.3"``), or ``None`` for the
+    last submodule of type ``default`` (in registration order, which is forward order for the usual
+    ``nn.Sequential`` style CNN)."""
+    if layer is None:
+        found = [m for m in model.modules() if isinstance(m, default)]
+        if not found:
+            raise InputError(
+                f"`layer` not given and the model has no {default.__name__}; pass layer= a module or its name"
+            )
+        return found[-1]
+    names = dict(model.named_modules())
+    if isinstance(layer, str):
+        if layer not in names:
+            close = difflib.get_close_matches(layer, [n for n in names if n], n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            raise InputError(f"`layer` {layer!r} is not a module of this model{hint}")
+        return names[layer]
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in names.values()):
+            raise InputError(f"`layer` {type(layer).__name__} is not a submodule of this model")
+        return layer
+    raise InputError(f"`layer` must be an nn.Module, a module name or None; got {type(layer).__name__}")
+
+
+def _baseline(baselines: Any, inputs: torch.Tensor, name: str = "baselines") -> torch.Tensor:
+    """A baseline as a tensor shaped like ``inputs``: a number fills it; a tensor must be shaped like
+    ``inputs`` or like one example (then the same reference serves every example)."""
+    if isinstance(baselines, bool):
+        raise InputError(f"`{name}` must be a number or a tensor; got bool")
+    if isinstance(baselines, (int, float)):
+        if not math.isfinite(float(baselines)):
+            raise InputError(f"`{name}` must be finite; got {baselines}")
+        return torch.full_like(inputs, float(baselines))
+    b = check_tensor(baselines, name, dtype="float")
+    if tuple(b.shape) == tuple(inputs.shape):
+        return b.to(inputs)
+    if tuple(b.shape) == tuple(inputs.shape[1:]):
+        return b.to(inputs).unsqueeze(0).expand_as(inputs).contiguous()
+    raise InputError(
+        f"`{name}` must be a number, or a tensor shaped like `inputs` {tuple(inputs.shape)} or like one "
+        f"example {tuple(inputs.shape[1:])}; got {tuple(b.shape)}"
+    )
+
+
+def _forward(model: nn.Module) -> Callable[..., torch.Tensor]:
+    def fwd(*args: Any) -> torch.Tensor:
+        return logits_of(model(*args))
+
+    return fwd
+
+
+def _leaf(inputs: torch.Tensor) -> torch.Tensor:
+    # A copy that requires grad, so captum neither warns nor flips the caller's tensor.
+    return inputs.detach().clone().requires_grad_(True)
+
+
+def _opt_batch(internal_batch_size: Any) -> int | None:
+    return None if internal_batch_size is None else check_int(internal_batch_size, "internal_batch_size", low=1)
+
+
+def _to_kind(raw: torch.Tensor, kind: str, reduce: str = "sum") -> torch.Tensor:
+    """``[B, C, H, W]`` → ``[B, H, W]`` by summing channels (``mean`` when every channel holds the same
+    perturbation score, as occlusion over all channels does); ``[B, F]`` is kept."""
+    if kind == "pixels":
+        return raw.sum(1) if reduce == "sum" else raw.mean(1)
+    return raw
+
+
+# ----------------------------------------------------------------------------- captum methods
+
+# captum's quadrature rules for the IG path integral (its `method=` argument).
+_QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
+
+
+def saliency(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, *, abs: bool = True) -> torch.Tensor:
+    """|∂ logit_target / ∂ x| (captum ``Saliency``; ``abs=True`` is captum's default, ``abs=False`` keeps the sign).
+
+    For a linear model ``f(x) = w·x + b`` this is ``|w|`` (or ``w``) whatever ``x`` is.
+    """
+    from captum.attr import Saliency
+
+    raw = Saliency(_forward(model)).attribute(_leaf(inputs), target=target, abs=bool(abs))
+    return _to_kind(raw, input_kind(inputs))
+
+
+def input_x_gradient(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """x · ∂ logit_target / ∂ x (captum ``InputXGradient``); ``x·w`` for a linear model."""
+    from captum.attr import InputXGradient
+
+    raw = InputXGradient(_forward(model)).attribute(_leaf(inputs), target=target)
+    return _to_kind(raw, input_kind(inputs))
+
+
+def integrated_gradients(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    baselines: float | torch.Tensor = 0.0,
+    n_steps: int = 50,
+    quadrature: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Integrated gradients (captum ``IntegratedGradients``): (x − x') · ∫₀¹ ∂f(x' + α(x − x'))/∂x dα.
+
+    Complete: the scores sum to ``f(x) − f(x')`` up to the quadrature error of ``n_steps``; on a
+    linear model they equal ``(x − x')·w`` exactly. ``quadrature`` is captum's ``method`` (renamed:
+    ``method`` names the attribution method in :func:`attribute`); beware that captum 0.9's
+    ``"riemann_trapezoid"`` weights sum to ``(n_steps − 1)/n_steps``, so it is not complete.
+    Cost: ``n_steps`` forwards and backwards per example (captum's ``return_convergence_delta``
+    would add two forwards; we do not ask for it).
+    """
+    from captum.attr import IntegratedGradients
+
+    n_steps = check_int(n_steps, "n_steps", low=1)
+    base = _baseline(baselines, inputs)
+    raw = IntegratedGradients(_forward(model)).attribute(
+        inputs,
+        baselines=base,
+        target=target,
+        n_steps=n_steps,
+        method=check_choice(quadrature, _QUADRATURES, "quadrature"),
+        internal_batch_size=_opt_batch(internal_batch_size),
+    )
+    meta = {"baselines": baselines if not isinstance(baselines, torch.Tensor) else "tensor", "n_steps": n_steps}
+    return _to_kind(raw, input_kind(inputs)), meta
+
+
+def gradient_shap(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    baselines: float | torch.Tensor = 0.0,
+    n_samples: int = 20,
+    stdevs: float = 0.0,
+    seed: int = 0,
+) -> torch.Tensor:
+    """GradientSHAP (captum ``GradientShap``): expected gradients × (x − x') over random baselines
+    ``x'`` drawn from ``baselines`` (a number, one example, or a stack ``[N, ...]`` of references)
+    and random points on the path. Seeded: the same ``seed`` gives the same scores."""
+    from captum.attr import GradientShap
+
+    n_samples = check_int(n_samples, "n_samples", low=1)
+    seed = check_int(seed, "seed", low=0, high=2**32 - 1)
+    if isinstance(baselines, torch.Tensor) and baselines.ndim == inputs.ndim:
+        base = check_tensor(baselines, "baselines", dtype="float")
+        if tuple(base.shape[1:]) != tuple(inputs.shape[1:]):
+            raise InputError(
+                f"`baselines` for gradient_shap must be [N, *{tuple(inputs.shape[1:])}] references; "
+                f"got {tuple(base.shape)}"
+            )
+        base = base.to(inputs)
+    else:
+        base = _baseline(baselines, inputs[:1])
+    devices = [inputs.device] if inputs.device.type == "cuda" else []
+    # captum draws the path points with NumPy's global generator and the noise with torch's:
+    # seed both for the call and give the caller's streams back untouched.
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            raw = GradientShap(_forward(model)).attribute(
+                inputs, baselines=base, target=target, n_samples=n_samples, stdevs=float(stdevs)
+            )
+    finally:
+        np.random.set_state(np_state)
+    return _to_kind(raw, input_kind(inputs))
+
+
+def _ppe(internal_batch_size: int | None, batch: int) -> int:
+    # captum's perturbations_per_eval: how many perturbed copies of the batch share one forward.
+    ibs = _opt_batch(internal_batch_size)
+    return 1 if ibs is None else max(1, ibs // batch)
+
+
+def occlusion(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    window: int | tuple[int, ...] | None = None,
+    stride: int | tuple[int, ...] | None = None,
+    baselines: float | torch.Tensor = 0.0,
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Occlusion (captum ``Occlusion``): f(x) − f(x with a window replaced by the baseline), spread
+    over the window and averaged where windows overlap.
+
+    On pixels the window is ``(h, w)`` over all channels (default ``(4, 4)``), on features ``(w,)``
+    (default 1); ``stride`` defaults to the window (no overlap). The window covers every channel, so
+    each channel holds the same score and the pixel map is their mean (not their sum). With a
+    1-pixel window on a linear model the score of a pixel is Σ_c (x − x')·w.
+    ``internal_batch_size`` caps the rows of one forward (default: one perturbation per forward).
+    """
+    from captum.attr import Occlusion
+
+    kind = input_kind(inputs)
+    spatial = 2 if kind == "pixels" else 1
+    window = _window(window, spatial, 4 if kind == "pixels" else 1, "window")
+    stride = window if stride is None else _window(stride, spatial, 1, "stride")
+    if any(w > s for w, s in zip(window, inputs.shape[-spatial:], strict=True)):
+        raise InputError(f"`window` {window} is larger than the input {tuple(inputs.shape[-spatial:])}")
+    c = (inputs.shape[1],) if kind == "pixels" else ()
+    raw = Occlusion(_forward(model)).attribute(
+        inputs,
+        sliding_window_shapes=c + window,
+        strides=c + stride,
+        baselines=_baseline(baselines, inputs),
+        target=target,
+        perturbations_per_eval=_ppe(internal_batch_size, inputs.shape[0]),
+    )
+    return _to_kind(raw, kind, reduce="mean"), {"window": window, "stride": stride}
+
+
+def _window(value: Any, n: int, default: int, name: str) -> tuple[int, ...]:
+    if value is None:
+        return (default,) * n
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,) * n
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        raise InputError(f"`{name}` must be an int or a tuple of {n} ints; got {value!r}")
+    return tuple(check_int(v, name, low=1) for v in value)
+
+
+def feature_ablation(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    feature_mask: torch.Tensor | None = None,
+    baselines: float | torch.Tensor = 0.0,
+    internal_batch_size: int | None = None,
+) -> torch.Tensor:
+    """Feature ablation (captum ``FeatureAblation``): f(x) − f(x with one group replaced by the baseline).
+
+    Groups: ``feature_mask`` ``[B or 1, H, W]`` of group ids for pixels (regions, superpixels;
+    default each pixel across all channels), ``[B or 1, F]`` for features (default each feature).
+    Every pixel of a group receives the group's score.
+    """
+    from captum.attr import FeatureAblation
+
+    kind = input_kind(inputs)
+    b = inputs.shape[0]
+    if kind == "pixels":
+        h, w = inputs.shape[-2:]
+        if feature_mask is None:
+            fm = torch.arange(h * w, device=inputs.device).view(1, h, w)
+        else:
+            fm = check_tensor(feature_mask, "feature_mask", ndim=3, dtype="int", layout="[B or 1, H, W]")
+            if tuple(fm.shape[1:]) != (h, w) or fm.shape[0] not in (1, b):
+                raise InputError(f"`feature_mask` must be [{b} or 1, {h}, {w}]; got {tuple(fm.shape)}")
+        fm = fm.to(inputs.device).long().unsqueeze(1).expand(-1, inputs.shape[1], -1, -1)
+    elif feature_mask is None:
+        fm = None
+    else:
+        fm = check_tensor(feature_mask, "feature_mask", ndim=2, dtype="int", layout="[B or 1, F]")
+        if fm.shape[1] != inputs.shape[1] or fm.shape[0] not in (1, b):
+            raise InputError(f"`feature_mask` must be [{b} or 1, {inputs.shape[1]}]; got {tuple(fm.shape)}")
+        fm = fm.to(inputs.device).long()
+    raw = FeatureAblation(_forward(model)).attribute(
+        inputs,
+        baselines=_baseline(baselines, inputs),
+        target=target,
+        feature_mask=fm,
+        perturbations_per_eval=_ppe(internal_batch_size, b),
+    )
+    return _to_kind(raw, kind, reduce="mean")
+
+
+def grad_cam(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    layer: nn.Module | str | None = None,
+    relu: bool = True,
+    interpolate_mode: str = "bilinear",
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Grad-CAM (captum ``LayerGradCam``): ReLU(Σ_k mean(∂f/∂A_k) · A_k) at a conv layer, upsampled to the
+    input with ``LayerAttribution.interpolate``.
+
+    ``layer`` is a module or its name; the default is the model's last ``nn.Conv2d``. ``relu=False``
+    keeps the negative evidence (captum's default; Grad-CAM's paper applies the ReLU).
+    """
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    mod = find_layer(model, layer)
+    cam = LayerGradCam(_forward(model), mod).attribute(inputs, target=target, relu_attributions=bool(relu))
+    if cam.ndim != 4:
+        raise InputError(f"`layer` must output feature maps [B, K, h, w]; Grad-CAM got shape {tuple(cam.shape)}")
+    small = tuple(cam.shape[-2:])
+    up = LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode=interpolate_mode)
+    name = next((n for n, m in model.named_modules() if m is mod), "?")
+    return up[:, 0], {"layer": name, "layer_size": small}
+
+
+for _name, _fn, _desc in [
+    ("saliency", saliency, "|gradient| of the target logit w.r.t. the input (captum Saliency, abs=True)"),
+    ("input_x_gradient", input_x_gradient, "input × gradient (captum InputXGradient)"),
+    ("integrated_gradients", integrated_gradients, "path integral of gradients from a baseline (captum IG); complete"),
+    ("gradient_shap", gradient_shap, "expected gradients over random baselines and path points (captum GradientShap)"),
+    ("occlusion", occlusion, "drop in the target logit when a sliding window is set to the baseline (captum)"),
+    ("feature_ablation", feature_ablation, "drop in the target logit when a feature group is ablated (captum)"),
+]:
+    register_method(_name, _fn, kinds=("pixels", "features"), description=_desc)
+register_method("grad_cam", grad_cam, kinds=("pixels",), description="Grad-CAM at a conv layer, upsampled (captum)")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _check_kwargs(spec: MethodSpec, kw: dict[str, Any]) -> None:
+    params = inspect.signature(spec.fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in list(params.items())[3:] if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    bad = [k for k in kw if k not in accepted]
+    if bad:
+        raise InputError(f"method {spec.name!r} does not take {bad}; it takes {accepted}")
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, inputs: torch.Tensor, kind: str, kw: dict[str, Any]) -> torch.Tensor:
+    """One forward on the first example, outside the cost count, to learn the output size."""
+    if kind == "tokens":
+        mask = kw.get("attention_mask")
+        out = model(input_ids=inputs[:1], attention_mask=None if mask is None else mask[:1])
+    else:
+        out = model(inputs[:1])
+    return logits_of(out)
+
+
+def attribute(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | list[int] | torch.Tensor,
+    method: str = "integrated_gradients",
+    **kw: Any,
+) -> Attribution:
+    """Attribute the ``target`` logit of ``model`` on ``inputs`` to the input units with ``method``.
+
+    ``inputs``: images ``[B, C, H, W]`` → pixels ``[B, H, W]``; features ``[B, F]``; token ids
+    ``[B, T]`` (int) → tokens (pass ``attention_mask=`` and see :mod:`~xattr_nb.attribution.text`).
+    ``target``: one class index for the whole batch, or one per example. ``kw`` go to the method
+    (``baselines``, ``n_steps``, ``internal_batch_size``, ``layer``, ``window``...); a keyword the
+    method does not take is an error, not ignored. See :func:`list_methods` for the methods.
+
+    The result's ``cost`` counts the forward and backward passes per example the method made
+    (measured, not estimated); one extra forward of one example, to check ``target`` against the
+    model's output size, is not counted.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    kind = input_kind(inputs)
+    inputs = check_tensor(inputs, "inputs", dtype="float" if kind != "tokens" else "int")
+    spec = _lookup(method, kind)
+    _check_kwargs(spec, kw)
+    if kind == "tokens":
+        from xattr_nb.attribution.text import check_token_inputs
+
+        kw["attention_mask"] = check_token_inputs(model, inputs, kw.get("attention_mask"))
+    dev = next((p.device for p in model.parameters()), inputs.device)
+    if inputs.device != dev:
+        raise InputError(f"`inputs` are on {inputs.device} but the model is on {dev}; move one of them")
+    with eval_mode(model):
+        out = _probe(model, inputs, kind, kw)
+        if kind != "tokens" and out.ndim != 2:
+            raise InputError(f"the model must return logits [B, C]; got shape {tuple(out.shape)}")
+        tgt = check_target(target, int(out.shape[-1]), int(inputs.shape[0])).to(inputs.device)
+        inputs = inputs.detach()
+        with torch.enable_grad(), count_passes(model) as counter:
+            res = spec.fn(model, inputs, tgt, **kw)
+        cost = counter.cost()
+    meta: dict[str, Any] = {}
+    if isinstance(res, Attribution):
+        return replace(res, cost=cost, method=method)
+    if isinstance(res, tuple):
+        res, meta = res
+    mask = kw["attention_mask"].bool() if kind == "tokens" else None
+    if kind == "tokens":
+        res = res.masked_fill(~mask, 0.0)
+    return Attribution(
+        scores=res.detach().float(), kind=kind, method=method, target=tgt, cost=cost, mask=mask, meta=meta
+    )
