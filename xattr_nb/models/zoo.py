@@ -156,8 +156,14 @@ def register(
     return _RECIPES[name]
 
 
+def _builtin_recipes() -> None:
+    # Imported on first use: the recipes need the worlds and the trainer, which import this module.
+    import xattr_nb.models.recipes  # noqa: F401
+
+
 def recipes() -> dict[str, Recipe]:
-    """The registered recipes by name (a copy)."""
+    """The registered recipes by name (a copy), the project's own included."""
+    _builtin_recipes()
     return dict(_RECIPES)
 
 
@@ -177,6 +183,7 @@ def entries(root: str | os.PathLike | None = None) -> list[ZooEntry]:
 def _entry(name: str, root: Path) -> ZooEntry:
     known = {e.name: e for e in entries(root)}
     if name not in known:
+        _builtin_recipes()
         trainable = sorted(set(_RECIPES) - set(known))
         hint = f"; recipes not yet trained: {trainable} (run `xattr-nb zoo train <name>`)" if trainable else ""
         raise InputError(f"no checkpoint named {name!r} in {root / MANIFEST}; known: {sorted(known)}{hint}")
@@ -284,6 +291,7 @@ def train(name: str, *, seed: int = 0, root: str | os.PathLike | None = None) ->
     """Run the registered recipe ``name`` with ``seed`` and save the result (what ``xattr-nb zoo train`` does)."""
     name = _check_name(name)
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
+    _builtin_recipes()
     if name not in _RECIPES:
         raise InputError(f"no recipe named {name!r}; registered: {sorted(_RECIPES)}")
     recipe = _RECIPES[name]
