@@ -14,6 +14,13 @@ export JUPYTER_CONFIG_DIR=$STATE/jupyter-config JUPYTER_DATA_DIR=$STATE/jupyter-
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1 E2E_TMP=$STATE
 
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "=== chromium for the browser tests (Debian's package; never a downloaded browser)"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 echo "=== ruff"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .

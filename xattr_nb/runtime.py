@@ -42,10 +42,15 @@ def seed_everything(seed: int, *, threads: int | None = None):
     return torch.Generator().manual_seed(seed)
 
 
-def pick_device(device: str = "auto"):
-    """Resolve ``"auto"`` to CUDA, then Apple MPS, then CPU; check that an explicit device exists."""
+def pick_device(device: Any = "auto"):
+    """Resolve ``"auto"`` to CUDA, then Apple MPS, then CPU; check that an explicit device exists.
+
+    Accepts a name (``"cpu"``, ``"cuda:1"``) or a ``torch.device`` (returned after the same checks).
+    """
     import torch
 
+    if isinstance(device, torch.device):
+        device = str(device)
     if not isinstance(device, str):
         raise InputError(f"`device` must be a string such as 'auto', 'cpu' or 'cuda:0'; got {type(device).__name__}")
     if device == "auto":

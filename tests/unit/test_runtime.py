@@ -68,3 +68,7 @@ def test_record_rejects_empty_name():
 
 def test_cost_adds():
     assert Cost(1, 2, 0.5) + Cost(3, 4, 1.0) == Cost(4, 6, 1.5)
+
+
+def test_pick_device_accepts_a_torch_device():
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")
