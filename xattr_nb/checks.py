@@ -51,10 +51,11 @@ def check_tensor(
         if x.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
             raise InputError(f"`{name}` must be a {want} tensor{hint}; got shape {_shape(x)}")
-    if shape is not None:
-        if x.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, x.shape, strict=False)):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-            raise InputError(f"`{name}` must have shape {want}{hint}; got {_shape(x)}")
+    if shape is not None and (
+        x.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, x.shape, strict=False))
+    ):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise InputError(f"`{name}` must have shape {want}{hint}; got {_shape(x)}")
     if nonempty and x.numel() == 0:
         raise InputError(f"`{name}` is empty (shape {_shape(x)})")
     if dtype == "float" and not x.is_floating_point():

@@ -119,9 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("xattr-nb run: name notebooks (e.g. `00` or `tour`) or pass --all, not both", file=sys.stderr)
         return 2
     try:
-        papers = [p for p in PAPERS if (NOTEBOOKS_DIR / p.notebook_name).exists()] if args.all else [
-            find(k) for k in args.notebooks
-        ]
+        papers = (
+            [p for p in PAPERS if (NOTEBOOKS_DIR / p.notebook_name).exists()]
+            if args.all
+            else [find(k) for k in args.notebooks]
+        )
     except ValueError as exc:
         print(f"xattr-nb run: {exc}", file=sys.stderr)
         return 2

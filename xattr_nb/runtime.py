@@ -62,7 +62,9 @@ def pick_device(device: Any = "auto"):
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise InputError(f"`device` {device!r} is not a torch device name ('auto', 'cpu', 'cuda', 'cuda:1', 'mps')") from exc
+        raise InputError(
+            f"`device` {device!r} is not a torch device name ('auto', 'cpu', 'cuda', 'cuda:1', 'mps')"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"`device` is {device!r} but CUDA is not available here; use 'auto' or 'cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -39,7 +39,9 @@ def test_run_reports_records_and_failures(tmp_path, monkeypatch):
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
     good, bad = Paper(90, "good", "good"), Paper(91, "bad", "bad")
-    nbformat.write(_notebook("from xattr_nb.runtime import record\nrecord('twice', seed * 2)"), nbdir / good.notebook_name)
+    nbformat.write(
+        _notebook("from xattr_nb.runtime import record\nrecord('twice', seed * 2)"), nbdir / good.notebook_name
+    )
     nbformat.write(_notebook("assert seed == 0, 'seed was changed'"), nbdir / bad.notebook_name)
     monkeypatch.setattr(cli, "NOTEBOOKS_DIR", nbdir)
     monkeypatch.setattr(cli, "PAPERS", (good, bad))

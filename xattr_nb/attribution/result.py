@@ -66,13 +66,16 @@ class Attribution:
                 n = int(self.mask[i].sum()) if self.mask is not None else self.scores.shape[1]
                 if len(toks) != n:
                     raise InputError(f"`labels[{i}]` has {len(toks)} tokens but scores have {n} positions")
-        if self.kind in ("components", "features") and self.labels is not None:
-            if len(self.labels) != self.scores.shape[1]:
-                raise InputError(
-                    f"`labels` must name the {self.scores.shape[1]} {self.kind}; got {len(self.labels)} names"
-                )
+        if (
+            self.kind in ("components", "features")
+            and self.labels is not None
+            and len(self.labels) != self.scores.shape[1]
+        ):
+            raise InputError(f"`labels` must name the {self.scores.shape[1]} {self.kind}; got {len(self.labels)} names")
         if self.mask is not None:
-            self.mask = check_tensor(self.mask, "mask", shape=tuple(self.scores.shape[:2]), dtype="bool", layout="[B, T]")
+            self.mask = check_tensor(
+                self.mask, "mask", shape=tuple(self.scores.shape[:2]), dtype="bool", layout="[B, T]"
+            )
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
