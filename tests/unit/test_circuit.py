@@ -1,0 +1,162 @@
+"""Circuit: validation (one test per bad input), pruning with known answers, networkx round trip."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import pytest
+
+from xattr_nb.checks import InputError
+from xattr_nb.interventions import Circuit, CircuitEdge, CircuitNode, node_name
+
+
+def small() -> Circuit:
+    """embed -> L0.H0 (0.5) -> L0.MLP (-2.0) -> logits, plus a weak embed -> L0.H1 -> logits path."""
+    return Circuit.from_scores(
+        {"embed": 0.0, "L0.H0": 0.9, "L0.H1": -0.1, "L0.MLP": 0.4, "logits": 1.0},
+        {
+            ("embed", "L0.H0"): 0.5,
+            ("L0.H0", "L0.MLP"): -2.0,
+            ("L0.MLP", "logits"): 1.5,
+            ("embed", "L0.H1"): 0.05,
+            ("L0.H1", "logits"): 0.1,
+        },
+    )
+
+
+def test_node_names_and_from_scores_parse_layers_and_heads():
+    c = small()
+    assert node_name("head", 3, 5) == "L3.H5" and node_name("mlp", 2) == "L2.MLP" and node_name("embed") == "embed"
+    assert c.node("L0.H1") == CircuitNode("L0.H1", "head", 0, 1, -0.1)
+    assert c.node("embed").layer == -1 and c.node("logits").layer == 1
+    assert (c.n_layers, c.n_heads, len(c), len(c.edges)) == (1, 2, 5, 5)
+    assert repr(c) == "Circuit(5 nodes: 1 embed, 2 head, 1 mlp, 1 logits; 5 edges)"
+
+
+def test_threshold_keeps_strong_edges_and_drops_isolated_components():
+    c = small().threshold(0.5)
+    assert {(e.src, e.dst) for e in c.edges} == {("embed", "L0.H0"), ("L0.H0", "L0.MLP"), ("L0.MLP", "logits")}
+    assert [n.name for n in c.nodes] == ["embed", "L0.H0", "L0.MLP", "logits"]  # L0.H1 lost both its edges
+    assert c.meta["threshold"] == 0.5
+    kept = small().threshold(0.5, drop_isolated=False)
+    assert len(kept.nodes) == 5 and len(kept.edges) == 3
+    assert len(small().threshold(0.0).edges) == 5
+
+
+def test_top_k_by_absolute_score_with_io_and_edges_among_kept():
+    c = small().top(1)
+    assert [n.name for n in c.nodes] == ["embed", "L0.H0", "logits"]
+    assert [(e.src, e.dst) for e in c.edges] == [("embed", "L0.H0")]
+    c2 = small().top(2, keep_io=False)
+    assert [n.name for n in c2.nodes] == ["L0.H0", "L0.MLP"]
+    assert [(e.src, e.dst, e.weight) for e in c2.edges] == [("L0.H0", "L0.MLP", -2.0)]
+
+
+def test_networkx_round_trip_keeps_everything():
+    c = small()
+    g = c.to_networkx()
+    assert isinstance(g, nx.DiGraph) and nx.is_directed_acyclic_graph(g)
+    assert g.nodes["L0.H0"] == {"kind": "head", "layer": 0, "head": 0, "score": 0.9}
+    assert g.edges["L0.H0", "L0.MLP"]["weight"] == -2.0
+    back = Circuit.from_networkx(g)
+    assert back.nodes == c.nodes and set(back.edges) == set(c.edges) and back.meta == c.meta
+    # networkx does the graph algorithms: the strongest path by |weight| product goes through the MLP.
+    assert nx.has_path(g, "embed", "logits")
+
+
+def test_neighbours_and_to_dict():
+    c = small()
+    nb = c.neighbours("L0.MLP")
+    assert [e.src for e in nb["in"]] == ["L0.H0"] and [e.dst for e in nb["out"]] == ["logits"]
+    d = c.to_dict()
+    assert d["nodes"][1] == {"name": "L0.H0", "kind": "head", "layer": 0, "head": 0, "score": 0.9}
+    assert len(d["edges"]) == 5
+
+
+def test_random_circuit_is_seeded_and_full_size():
+    a, b = Circuit.random(12, 12, seed=3), Circuit.random(12, 12, seed=3)
+    assert a.nodes == b.nodes and a.edges == b.edges
+    assert Circuit.random(12, 12, seed=4).edges != a.edges
+    assert sum(n.kind == "head" for n in a.nodes) == 144 and sum(n.kind == "mlp" for n in a.nodes) == 12
+    assert (a.n_layers, a.n_heads) == (12, 12)
+    assert nx.is_directed_acyclic_graph(a.to_networkx())
+
+
+# ------------------------------------------------------------------ bad inputs, one each
+
+
+def test_rejects_empty_nodes():
+    with pytest.raises(InputError, match="`nodes` must be a non-empty"):
+        Circuit([])
+
+
+def test_rejects_duplicate_names():
+    with pytest.raises(InputError, match="unique names"):
+        Circuit([CircuitNode("embed", "embed", -1), CircuitNode("embed", "embed", -1)])
+
+
+def test_rejects_unknown_kind():
+    with pytest.raises(InputError, match=r"nodes\[0\]\.kind"):
+        Circuit([CircuitNode("x", "attention", 0)])
+
+
+def test_rejects_head_without_index():
+    with pytest.raises(InputError, match=r"nodes\[0\]\.head"):
+        Circuit([CircuitNode("L0.H0", "head", 0, None)])
+
+
+def test_rejects_head_index_on_mlp():
+    with pytest.raises(InputError, match=r"nodes\[0\]\.head` must be None"):
+        Circuit([CircuitNode("L0.MLP", "mlp", 0, 3)])
+
+
+def test_rejects_nan_score():
+    with pytest.raises(InputError, match=r"nodes\[0\]\.score"):
+        Circuit([CircuitNode("embed", "embed", -1, None, math.nan)])
+
+
+def test_rejects_nan_weight():
+    nodes = [CircuitNode("embed", "embed", -1), CircuitNode("logits", "logits", 1)]
+    with pytest.raises(InputError, match=r"edges\[0\]\.weight"):
+        Circuit(nodes, [CircuitEdge("embed", "logits", math.inf)])
+
+
+def test_rejects_edge_to_unknown_node():
+    with pytest.raises(InputError, match=r"edges\[0\]\.dst.*'L9.H9'"):
+        Circuit([CircuitNode("embed", "embed", -1)], [CircuitEdge("embed", "L9.H9", 1.0)])
+
+
+def test_rejects_backward_edge():
+    with pytest.raises(InputError, match="against the forward pass"):
+        Circuit.from_scores({"L0.MLP": 1.0, "L0.H0": 1.0}, {("L0.MLP", "L0.H0"): 1.0})
+
+
+def test_rejects_duplicate_edge():
+    nodes = [CircuitNode("embed", "embed", -1), CircuitNode("logits", "logits", 1)]
+    with pytest.raises(InputError, match="repeats the edge"):
+        Circuit(nodes, [CircuitEdge("embed", "logits", 1.0), CircuitEdge("embed", "logits", 2.0)])
+
+
+def test_rejects_badly_named_node():
+    with pytest.raises(InputError, match=r"'layer3\.head5' is not one of"):
+        Circuit.from_scores({"layer3.head5": 1.0})
+
+
+def test_rejects_graph_without_attributes():
+    g = nx.DiGraph()
+    g.add_node("L0.H0", kind="head")
+    with pytest.raises(InputError, match=r"lacks the attribute\(s\) \['layer'\]"):
+        Circuit.from_networkx(g)
+
+
+def test_rejects_unknown_node_lookup_with_suggestion():
+    with pytest.raises(InputError, match="did you mean"):
+        small().node("L0.H2")
+
+
+def test_rejects_negative_threshold_and_zero_k():
+    with pytest.raises(InputError, match="min_weight"):
+        small().threshold(-1.0)
+    with pytest.raises(InputError, match="`k`"):
+        small().top(0)
