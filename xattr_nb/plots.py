@@ -69,8 +69,24 @@ def style(dpi: int = DPI):
         yield
 
 
+class PlotFigure(Figure):
+    """A matplotlib ``Figure`` that shows itself as a PNG in any notebook front end.
+
+    IPython displays plain ``Figure`` objects only when the inline backend is active (not, for
+    example, under ``MPLBACKEND=Agg`` or in a script); ``_repr_png_`` makes the figures of this
+    module display everywhere, without pyplot's global state.
+    """
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), dpi=matplotlib.rcParams["figure.dpi"], layout="constrained")
+    return PlotFigure(figsize=(width, height), dpi=matplotlib.rcParams["figure.dpi"], layout="constrained")
 
 
 # --------------------------------------------------------------------------------------------

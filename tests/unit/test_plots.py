@@ -244,3 +244,9 @@ def test_comparison_bars_rejects_negative_std():
 def test_comparison_bars_rejects_empty():
     with pytest.raises(InputError, match="values"):
         plots.comparison_bars({})
+
+
+def test_figures_display_as_png_without_the_inline_backend():
+    fig = plots.comparison_bars({"a": 1.0, "b": 2.0}, metric="m")
+    png = fig._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
