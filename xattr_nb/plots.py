@@ -39,6 +39,7 @@ __all__ = [
     "SEQUENTIAL",
     "comparison_bars",
     "curves",
+    "figure",
     "image_heatmaps",
     "style",
     "token_heatmap",
@@ -85,8 +86,12 @@ class PlotFigure(Figure):
         return buf.getvalue()
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> PlotFigure:
+    """An empty figure in the project's style that displays itself in notebooks (add axes with ``add_subplot``)."""
     return PlotFigure(figsize=(width, height), dpi=matplotlib.rcParams["figure.dpi"], layout="constrained")
+
+
+_figure = figure
 
 
 # --------------------------------------------------------------------------------------------
