@@ -91,9 +91,6 @@ def figure(width: float, height: float) -> PlotFigure:
     return PlotFigure(figsize=(width, height), dpi=matplotlib.rcParams["figure.dpi"], layout="constrained")
 
 
-_figure = figure
-
-
 # --------------------------------------------------------------------------------------------
 # Tokens
 # --------------------------------------------------------------------------------------------
@@ -174,7 +171,7 @@ def token_heatmap(
     n_lines = y + 1
     with style():
         if ax is None:
-            fig = _figure(0.1 * line_chars + (0.9 if colorbar else 0.2), 0.3 * n_lines + (0.45 if title else 0.2))
+            fig = figure(0.1 * line_chars + (0.9 if colorbar else 0.2), 0.3 * n_lines + (0.45 if title else 0.2))
             ax = fig.add_subplot()
         else:
             fig, colorbar = ax.figure, False
@@ -287,7 +284,7 @@ def image_heatmaps(
     gray = imgs.mean(1).numpy()
     cols = 1 + len(all_maps)
     with style():
-        fig = _figure(cell * cols, cell * n + 0.3)
+        fig = figure(cell * cols, cell * n + 0.3)
         axes = fig.subplots(n, cols, squeeze=False)
         for i in range(n):
             axes[i, 0].imshow(
@@ -349,7 +346,7 @@ def curves(
     with style():
         if kinds == {True}:
             parts = ["insertion", "deletion"] if which == "both" else [which]
-            fig = _figure(3.6 * len(parts), 3.0)
+            fig = figure(3.6 * len(parts), 3.0)
             axes = fig.subplots(1, len(parts), squeeze=False)[0]
             for ax, part in zip(axes, parts, strict=True):
                 for name, v in data.items():
@@ -364,7 +361,7 @@ def curves(
                 ax.set_title(part)
                 ax.legend(fontsize=8)
         else:
-            fig = _figure(4.2, 3.0)
+            fig = figure(4.2, 3.0)
             ax = fig.add_subplot()
             for name, v in data.items():
                 x, y = _xy(str(name), v)
@@ -421,7 +418,7 @@ def comparison_bars(
     import seaborn as sns
 
     with style():
-        fig = _figure(max(3.0, 0.75 * len(rows) + 1.2), 3.0)
+        fig = figure(max(3.0, 0.75 * len(rows) + 1.2), 3.0)
         ax = fig.add_subplot()
         colors = sns.color_palette("deep", len(rows))
         xs = np.arange(len(rows))
