@@ -1,0 +1,664 @@
+"""LAQuer (Hirsch et al., ACL 2025): localize a highlighted span of a generated sentence to the
+minimal source spans that support it.
+
+The paper's framework has two stages: (1) start from a coarse attribution of the output
+sentence (the source sentences it cites), (2) *localize* it to the user's highlight: rewrite the
+highlight as a standalone fact (decontextualize), then pick the source spans that support exactly
+that fact. The paper localizes with a prompted LLM (GPT-4o) and with LLM internal representations.
+
+At small scale we have no instruct LLM, so this module implements the spec's stand-ins on the
+offline MiniLM encoder (a [recon] of the paper's methods, not its exact algorithms):
+
+- :func:`localize_sentence`: the coarse baseline, return the cited sentences whole;
+- :func:`localize_lexical`: content-word overlap (with a character edit ratio to break ties),
+  the repo's lexical alignment idea, blind to paraphrase;
+- :func:`localize_embed` ("LAQuer-embed", the LLM method's stand-in): MiniLM cosine between the
+  fact and each candidate clause, top-1, then greedily add clauses while they raise the recall of
+  the fact's (synonym-normalized) content words and their cosine stays >= ``tau``;
+- :func:`localize_internals` ("LAQuer-internals"): encode sources and output jointly, match each
+  highlighted token to the source token with the most similar last-layer state, return the
+  clauses holding the matches (hidden-state matching, as in "Peering into the Mind").
+
+The data come from :func:`grounded_facts`, a seeded world whose gold supporting clause is known
+for every highlight (to move to ``xattr_nb.worlds.text``). At full scale :func:`llm_localize`
+runs the paper's instruction on any local causal LM loaded with
+:func:`xattr_nb.models.load_causal_lm`, and :func:`map_spans` maps its answer back onto the
+sources (exact search, then a fuzzy fallback), as the paper's code does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_text, check_texts
+from xattr_nb.models import embed
+from xattr_nb.models.text import check_tokenizer_matches
+from xattr_nb.runtime import progress
+from xattr_nb.worlds.base import WorldData, check_n, check_seed
+from xattr_nb.worlds.text import word_char_spans
+
+__all__ = [
+    "NAMES",
+    "RELATIONS",
+    "STOPWORDS",
+    "SYNONYMS",
+    "VALUES",
+    "EmbeddingCache",
+    "GroundedFactsData",
+    "Instance",
+    "Span",
+    "candidate_units",
+    "candidates",
+    "content_words",
+    "decontextualize",
+    "evaluate",
+    "greedy_select",
+    "grounded_facts",
+    "highlight_text",
+    "llm_localize",
+    "localize",
+    "localize_embed",
+    "localize_internals",
+    "localize_lexical",
+    "localize_sentence",
+    "map_spans",
+    "span_metrics",
+    "span_text",
+    "token_matches",
+    "word_mask",
+]
+
+#: A localized source span: (document, sentence, first word, end word), words counted in the sentence.
+Span = tuple[int, int, int, int]
+
+# ----------------------------------------------------------------------------------------------
+# The world: grounded facts with gold clause alignments (to move to xattr_nb.worlds.text).
+
+NAMES: tuple[str, ...] = (
+    "alice", "bob", "carol", "david", "emma", "frank", "grace", "henry", "irene", "jack", "kate", "liam",
+)  # fmt: skip
+#: value type -> its values (one word each).
+VALUES: dict[str, tuple[str, ...]] = {
+    "city": ("paris", "rome", "london", "berlin", "madrid", "vienna", "lisbon", "prague"),
+    "job": ("baker", "teacher", "nurse", "pilot", "chef", "lawyer", "farmer", "painter"),
+    "instrument": ("piano", "violin", "guitar", "drums", "cello", "flute"),
+    "food": ("pizza", "sushi", "pasta", "curry", "soup", "salad"),
+    "language": ("french", "german", "spanish", "italian", "russian", "arabic"),
+    "pet": ("dog", "cat", "parrot", "horse", "rabbit", "turtle"),
+}
+#: value type -> (relation as written in the sources, its paraphrase in the generated output).
+RELATIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "city": (("lives in", "resides in"), ("grew up in", "was raised in"), ("works in", "is employed in")),
+    "job": (("works as a", "is employed as a"), ("trained as a", "qualified as a")),
+    "instrument": (("plays the", "performs on the"), ("teaches the", "gives lessons on the")),
+    "food": (("likes", "enjoys"), ("cooks", "prepares")),
+    "language": (("speaks", "is fluent in"), ("studies", "is learning")),
+    "pet": (("owns a", "has a"), ("feeds a", "looks after a")),
+}
+#: Function words and punctuation: never "content" (not counted by recall or the AIS proxy).
+STOPWORDS: frozenset[str] = frozenset(
+    {",", ".", "who", "is", "was", "a", "the", "in", "as", "on", "of", "to", "and", "up"}
+)
+#: Paraphrase content word -> the source relation's content word ("synonym-normalized" recall).
+SYNONYMS: dict[str, str] = {
+    "resides": "lives", "raised": "grew", "employed": "works", "qualified": "trained", "performs": "plays",
+    "gives": "teaches", "lessons": "teaches", "enjoys": "likes", "prepares": "cooks", "fluent": "speaks",
+    "learning": "studies", "has": "owns", "looks": "feeds", "after": "feeds",
+}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Instance:
+    """One grounded-generation example.
+
+    ``sources[d][s]``: the words of sentence ``s`` of document ``d`` (lower-case, punctuation as
+    separate words), e.g. ``alice , who lives in paris , works as a baker .``. ``output``: the
+    generated sentence's words, fusing one fact from each of three documents, relations
+    paraphrased (``alice resides in paris , is employed as a nurse , and ...``). ``subject``: the
+    output's subject. ``coarse``: the cited ``(doc, sent)`` pairs (the sentence-level attribution).
+    ``highlights[k]``: word span ``[start, end)`` of fact ``k`` in ``output`` (relation + value,
+    without the subject). ``gold[k]``: the source clause that states fact ``k``, a :data:`Span`.
+    ``facts[k]``: ``(subject, source relation, value)``.
+    """
+
+    sources: list[list[list[str]]]
+    output: list[str]
+    subject: str
+    coarse: list[tuple[int, int]]
+    highlights: list[tuple[int, int]]
+    gold: list[Span]
+    facts: list[tuple[str, str, str]]
+
+
+@dataclasses.dataclass
+class GroundedFactsData(WorldData):
+    """A list of :class:`Instance` (``instances``) and their output sentences as text (``texts``)."""
+
+    instances: list[Instance]
+    texts: list[str]
+    _items: ClassVar[tuple[str, ...]] = ("instances", "texts")
+
+
+def _sentence(
+    name: str, rel1: str, val1: str, rel2: str, val2: str
+) -> tuple[list[str], tuple[int, int], tuple[int, int]]:
+    """``name , who rel1 val1 , rel2 val2 .`` and the word spans of its two clauses."""
+    w = [name, ",", "who", *rel1.split(), val1, ","]
+    c1 = (2, len(w) - 1)
+    start = len(w)
+    w += [*rel2.split(), val2, "."]
+    return w, c1, (start, len(w) - 1)
+
+
+def grounded_facts(
+    n: int = 60,
+    *,
+    n_docs: int = 3,
+    n_sents: int = 4,
+    paraphrase: bool = True,
+    p_shared_value: float = 0.5,
+    seed: int = 0,
+) -> GroundedFactsData:
+    """``n`` seeded instances of content-grounded generation with gold clause alignments.
+
+    Each instance has ``n_docs`` documents of ``n_sents`` sentences. Every sentence says two facts
+    about one person in two clauses of the same value type: ``alice , who grew up in paris ,
+    lives in rome .``. One person (the subject) has one sentence in every document, each about a
+    different value type; the other sentences are about other people. The "generated" output
+    fuses one clause from each of the subject's sentences, in document order, with the relation
+    replaced by its paraphrase from :data:`RELATIONS` when ``paraphrase``:
+    ``alice was raised in paris , is employed as a nurse , and enjoys pizza .``.
+
+    Ground truth: for fact ``k`` the supporting clause (relation + value words) is
+    ``gold[k]``; the coarse attribution is the subject's ``n_docs`` sentences. With probability
+    ``p_shared_value`` the two clauses of a subject sentence share their value ("who teaches the
+    piano , plays the piano"), so only the (paraphrased) relation tells the right clause apart:
+    the case where word overlap cannot work and meaning must.
+    """
+    n = check_n(n)
+    n_docs = check_int(n_docs, "n_docs", low=1, high=len(VALUES))
+    n_sents = check_int(n_sents, "n_sents", low=1, high=len(NAMES) - 1)
+    if not isinstance(paraphrase, bool):
+        raise InputError(f"`paraphrase` must be a bool; got {type(paraphrase).__name__}")
+    p_shared_value = check_float(p_shared_value, "p_shared_value", low=0.0, high=1.0)
+    rng = np.random.default_rng(check_seed(seed))
+    types = list(VALUES)
+
+    def clause_pair(vtype: str, shared: bool) -> tuple[tuple[str, str], tuple[str, str], str, str]:
+        r1, r2 = (RELATIONS[vtype][i] for i in rng.choice(len(RELATIONS[vtype]), size=2, replace=False))
+        v1, v2 = (str(v) for v in rng.choice(VALUES[vtype], size=2, replace=False))
+        return r1, r2, v1, v2 if not shared else v1
+
+    instances = []
+    for _ in range(n):
+        people = [str(p) for p in rng.choice(NAMES, size=n_sents, replace=False)]
+        subject = people[0]
+        subj_types = [types[i] for i in rng.choice(len(types), size=n_docs, replace=False)]
+        sources, coarse, gold, facts, pieces = [], [], [], [], []
+        for d in range(n_docs):
+            where = int(rng.integers(n_sents))
+            others = iter(rng.permutation(people[1:]).tolist())
+            doc = []
+            for s in range(n_sents):
+                if s == where:
+                    r1, r2, v1, v2 = clause_pair(subj_types[d], bool(rng.uniform() < p_shared_value))
+                    words, c1, c2 = _sentence(subject, r1[0], v1, r2[0], v2)
+                    k = int(rng.integers(2))
+                    (rel, para), val, cl = ((r1, v1, c1), (r2, v2, c2))[k]
+                    coarse.append((d, s))
+                    gold.append((d, s, *cl))
+                    facts.append((subject, rel, val))
+                    pieces.append([*(para if paraphrase else rel).split(), val])
+                else:
+                    vt = types[int(rng.integers(len(types)))]
+                    r1, r2, v1, v2 = clause_pair(vt, bool(rng.uniform() < p_shared_value))
+                    words = _sentence(next(others), r1[0], v1, r2[0], v2)[0]
+                doc.append(words)
+            sources.append(doc)
+        output, highlights = [subject], []
+        for k, piece in enumerate(pieces):
+            if k > 0:
+                output += [","] + (["and"] if k == len(pieces) - 1 else [])
+            highlights.append((len(output), len(output) + len(piece)))
+            output += piece
+        output.append(".")
+        instances.append(Instance(sources, output, subject, coarse, highlights, gold, facts))
+    return GroundedFactsData(instances=instances, texts=[" ".join(i.output) for i in instances])
+
+
+# ----------------------------------------------------------------------------------------------
+# Steps.
+
+
+def _check_instance(inst: Any) -> Instance:
+    if not isinstance(inst, Instance):
+        raise InputError(f"`inst` must be a laquer.Instance (from grounded_facts); got {type(inst).__name__}")
+    return inst
+
+
+def _check_k(inst: Instance, k: Any) -> int:
+    return check_int(k, "k", low=0, high=len(inst.highlights) - 1)
+
+
+def candidate_units(words: Sequence[str]) -> list[tuple[int, int]]:
+    """Split one sentence into clause-like units: break at "," and "." (dropped) and before "who".
+
+    ``alice , who lives in paris , works as a baker .`` → ``alice`` / ``who lives in paris`` /
+    ``works as a baker``, as word spans ``[start, end)``. These are LAQuer's candidate source spans.
+    """
+    if isinstance(words, str) or not isinstance(words, Sequence) or len(words) == 0:
+        raise InputError("`words` must be a non-empty list of words (one sentence)")
+    units, start = [], 0
+    for i, w in enumerate([*words, "."]):
+        if w in (",", ".") or (w == "who" and i > start):
+            if i > start:
+                units.append((start, i))
+            start = i + 1 if w in (",", ".") else i
+    return units
+
+
+def candidates(inst: Instance, setting: str = "two_stage") -> list[Span]:
+    """Candidate source units: in the cited sentences (``"two_stage"``, the paper's default) or in
+    every sentence of every document (``"e2e"``, the paper's end-to-end setting)."""
+    inst = _check_instance(inst)
+    check_choice(setting, ("two_stage", "e2e"), "setting")
+    sents = (
+        inst.coarse
+        if setting == "two_stage"
+        else [(d, s) for d, doc in enumerate(inst.sources) for s in range(len(doc))]
+    )
+    return [(d, s, a, b) for d, s in sents for a, b in candidate_units(inst.sources[d][s])]
+
+
+def span_text(inst: Instance, span: Span) -> str:
+    """The words of a source span joined by spaces."""
+    d, s, a, b = span
+    return " ".join(_check_instance(inst).sources[d][s][a:b])
+
+
+def highlight_text(inst: Instance, k: int) -> str:
+    """The words of highlight ``k`` in the output, e.g. ``resides in paris``."""
+    a, b = _check_instance(inst).highlights[_check_k(inst, k)]
+    return " ".join(inst.output[a:b])
+
+
+def decontextualize(subject: str, highlight: str) -> str:
+    """Rule-based decontextualization (the spec's stand-in for the paper's LLM rewrite): prefix the
+    highlight with the output's subject, so ``resides in paris`` becomes ``alice resides in paris``."""
+    return f"{check_text(subject, 'subject').strip()} {check_text(highlight, 'highlight').strip()}"
+
+
+def content_words(words: Sequence[str] | str, *, normalize: bool = False) -> set[str]:
+    """The words that carry content (not in :data:`STOPWORDS`); with ``normalize`` each paraphrase
+    word is mapped to its source relation word by :data:`SYNONYMS` (``resides`` → ``lives``)."""
+    if isinstance(words, str):
+        words = words.split()
+    if not isinstance(words, Sequence):
+        raise InputError(f"`words` must be a string or a list of words; got {type(words).__name__}")
+    out = {w for w in words if w not in STOPWORDS}
+    return {SYNONYMS.get(w, w) for w in out} if normalize else out
+
+
+class EmbeddingCache:
+    """MiniLM sentence embeddings cached by text, so each distinct text is encoded once.
+
+    ``cache(texts)`` returns ``[len(texts), hidden]`` (L2-normalised: cosine = dot product);
+    ``cache.n_encoded`` counts the texts sent through the encoder (the spec's forward budget).
+    """
+
+    def __init__(self, tokenizer: Any, model: Any, batch_size: int = 128) -> None:
+        check_tokenizer_matches(model, tokenizer)
+        self.tokenizer, self.model = tokenizer, model
+        self.batch_size = check_int(batch_size, "batch_size", low=1)
+        self._store: dict[str, torch.Tensor] = {}
+        self.n_encoded = 0
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = check_texts(list(texts) if not isinstance(texts, str) else texts, "texts")
+        missing = list(dict.fromkeys(t for t in texts if t not in self._store))
+        if missing:
+            emb = embed(missing, self.tokenizer, self.model, self.batch_size, show_progress=False)
+            self._store.update(zip(missing, emb, strict=True))
+            self.n_encoded += len(missing)
+        return torch.stack([self._store[t] for t in texts])
+
+
+def greedy_select(
+    order: Sequence[int], unit_words: Sequence[set[str]], fact_words: set[str], eligible: Sequence[bool]
+) -> list[int]:
+    """LAQuer-style greedy span selection (hand-written; no library has it).
+
+    Take the first unit of ``order`` (the best-scored), then walk the rest in order and add a unit
+    when it is ``eligible`` (e.g. cosine >= tau) and it raises the recall of ``fact_words``
+    (the fact's content words covered by the union of the chosen units). Returns unit indices.
+    """
+    order = list(order)
+    if not order:
+        raise InputError("`order` must rank at least one candidate unit")
+    if len(unit_words) != len(eligible):
+        raise InputError(f"`unit_words` ({len(unit_words)}) and `eligible` ({len(eligible)}) must have equal length")
+    if any(not isinstance(i, (int, np.integer)) or not 0 <= i < len(unit_words) for i in order):
+        raise InputError(f"`order` must hold indices into `unit_words` (0..{len(unit_words) - 1}); got {order}")
+    chosen = [order[0]]
+    covered = set(unit_words[order[0]]) & fact_words
+    for i in order[1:]:
+        gain = (unit_words[i] & fact_words) - covered
+        if eligible[i] and gain:
+            chosen.append(i)
+            covered |= gain
+    return chosen
+
+
+def localize_sentence(inst: Instance, k: int) -> list[Span]:
+    """The coarse baseline: the cited sentences, whole (all non-punctuation words)."""
+    inst = _check_instance(inst)
+    _check_k(inst, k)
+    return [(d, s, 0, len(inst.sources[d][s])) for d, s in inst.coarse]
+
+
+def localize_lexical(inst: Instance, k: int, *, setting: str = "two_stage") -> list[Span]:
+    """Lexical alignment: rank units by exact content-word overlap with the decontextualized fact
+    (ties broken by ``difflib``'s character edit ratio, the repo's edit-distance flavour), then
+    :func:`greedy_select` with "eligible" = shares at least one word. Blind to paraphrase."""
+    inst = _check_instance(inst)
+    fact = decontextualize(inst.subject, highlight_text(inst, k))
+    cands = candidates(inst, setting)
+    fw = content_words(fact)
+    uw = [content_words(span_text(inst, c)) for c in cands]
+    score = [
+        (len(u & fw), difflib.SequenceMatcher(None, fact, span_text(inst, c)).ratio())
+        for u, c in zip(uw, cands, strict=True)
+    ]
+    order = sorted(range(len(cands)), key=lambda i: (-score[i][0], -score[i][1], i))
+    return [cands[i] for i in greedy_select(order, uw, fw, [s[0] > 0 for s in score])]
+
+
+def localize_embed(
+    inst: Instance, k: int, cache: EmbeddingCache, *, tau: float = 0.5, setting: str = "two_stage"
+) -> tuple[list[Span], torch.Tensor]:
+    """LAQuer-embed [recon]: MiniLM cosine between the fact ``f(h)`` and every candidate unit; keep
+    the top-1, then add units (best first) whose cosine >= ``tau`` while they raise the recall of
+    the fact's synonym-normalized content words. Returns the spans and the cosines of all candidates."""
+    inst = _check_instance(inst)
+    if not isinstance(cache, EmbeddingCache):
+        raise InputError(f"`cache` must be an EmbeddingCache; got {type(cache).__name__}")
+    tau = check_float(tau, "tau", low=-1.0, high=1.0)
+    fact = decontextualize(inst.subject, highlight_text(inst, k))
+    cands = candidates(inst, setting)
+    texts = [span_text(inst, c) for c in cands]
+    e = cache([fact, *texts])
+    sims = e[1:] @ e[0]
+    order = torch.argsort(sims, descending=True, stable=True).tolist()
+    uw = [content_words(t, normalize=True) for t in texts]
+    chosen = greedy_select(order, uw, content_words(fact, normalize=True), (sims >= tau).tolist())
+    return [cands[i] for i in chosen], sims
+
+
+def _joint_text(inst: Instance, sents: Sequence[tuple[int, int]]) -> tuple[str, list[tuple[int, int, int, int, int]]]:
+    """Sources joined by spaces, and for each word ``(char start, char end, doc, sent, word)``."""
+    words, where = [], []
+    for d, s in sents:
+        for j, w in enumerate(inst.sources[d][s]):
+            words.append(w)
+            where.append((d, s, j))
+    text = " ".join(words)
+    return text, [(a, b, *w) for (a, b), w in zip(word_char_spans(text), where, strict=True)]
+
+
+def token_matches(inst: Instance, tokenizer: Any, model: Any, *, setting: str = "two_stage") -> dict[str, Any]:
+    """Encode ``[sources] [SEP] [output]`` jointly with the encoder and compare last-layer states.
+
+    Returns ``sim`` ``[output tokens, source tokens]`` (cosine), ``out_word`` (the output word of
+    each output token), ``src_word`` (``(doc, sent, word)`` of each source token) and the token
+    strings; special tokens and punctuation are left out. One forward per instance.
+    """
+    inst = _check_instance(inst)
+    check_choice(setting, ("two_stage", "e2e"), "setting")
+    check_tokenizer_matches(model, tokenizer)
+    sents = (
+        inst.coarse
+        if setting == "two_stage"
+        else [(d, s) for d, doc in enumerate(inst.sources) for s in range(len(doc))]
+    )
+    src_text, src_words = _joint_text(inst, sents)
+    out_text = " ".join(inst.output)
+    out_spans = word_char_spans(out_text)
+    enc = tokenizer(src_text, out_text, return_offsets_mapping=True, return_tensors="pt")
+    seq = enc.sequence_ids(0)
+    offsets = enc.pop("offset_mapping")[0].tolist()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        h = model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state[0].float().cpu()
+    h = torch.nn.functional.normalize(h, dim=-1)
+    toks = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
+    src_idx, src_w, out_idx, out_w = [], [], [], []
+    for t, (sid, (a, _)) in enumerate(zip(seq, offsets, strict=True)):
+        if sid is None or toks[t] in STOPWORDS:
+            continue
+        if sid == 0:
+            w = next(x for x in src_words if x[0] <= a < x[1])
+            src_idx.append(t)
+            src_w.append(w[2:])
+        else:
+            out_idx.append(t)
+            out_w.append(next(j for j, (s0, s1) in enumerate(out_spans) if s0 <= a < s1))
+    return {
+        "sim": h[out_idx] @ h[src_idx].T,
+        "out_word": out_w,
+        "src_word": src_w,
+        "out_tokens": [toks[t] for t in out_idx],
+        "src_tokens": [toks[t] for t in src_idx],
+    }
+
+
+def localize_internals(inst: Instance, k: int, matches: dict[str, Any], *, setting: str = "two_stage") -> list[Span]:
+    """LAQuer-internals [recon]: each content token of highlight ``k`` points to its most similar
+    source token (from :func:`token_matches`); return the candidate units that contain a match."""
+    inst = _check_instance(inst)
+    a, b = inst.highlights[_check_k(inst, k)]
+    if not isinstance(matches, dict) or "sim" not in matches:
+        raise InputError("`matches` must be the dict returned by token_matches(inst, ...)")
+    rows = [i for i, w in enumerate(matches["out_word"]) if a <= w < b and inst.output[w] not in STOPWORDS]
+    if not rows:
+        raise InputError(f"highlight {k} has no content token in `matches` (was it built for this instance?)")
+    hit = {matches["src_word"][j] for j in matches["sim"][rows].argmax(1).tolist()}
+    return [
+        c for c in candidates(inst, setting) if any(d == c[0] and s == c[1] and c[2] <= w < c[3] for d, s, w in hit)
+    ]
+
+
+def word_mask(
+    inst: Instance, spans: Sequence[Span], sents: Sequence[tuple[int, int]] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The words of sentences ``sents`` (default: the cited ones) and a 0/1 score per word: 1 where
+    ``spans`` select it. Feeds token views (:class:`xattr_nb.widgets.TokenHeatmap`)."""
+    inst = _check_instance(inst)
+    sents = inst.coarse if sents is None else list(sents)
+    pos = _positions(inst, spans)
+    words = [w for d, s in sents for w in inst.sources[d][s]]
+    mask = np.array([float((d, s, j) in pos) for d, s in sents for j in range(len(inst.sources[d][s]))])
+    return words, mask
+
+
+def _positions(inst: Instance, spans: Sequence[Span]) -> set[tuple[int, int, int]]:
+    return {(d, s, j) for d, s, a, b in spans for j in range(a, b) if inst.sources[d][s][j] not in (",", ".")}
+
+
+def span_metrics(inst: Instance, k: int, spans: Sequence[Span]) -> dict[str, float]:
+    """Score a localization of highlight ``k`` against its gold clause, in source words
+    (punctuation excluded): ``length``, ``precision``, ``recall``, ``f1``, and ``ais`` = 1 when the
+    spans hold >= 90% of the gold clause's content words (the spec's AIS proxy), else 0."""
+    inst = _check_instance(inst)
+    k = _check_k(inst, k)
+    for s in spans:
+        if not (isinstance(s, tuple) and len(s) == 4):
+            raise InputError(f"`spans` must be (doc, sent, start, end) tuples; got {s!r}")
+    pred, gold = _positions(inst, spans), _positions(inst, [inst.gold[k]])
+    gold_content = {p for p in gold if inst.sources[p[0]][p[1]][p[2]] not in STOPWORDS}
+    tp = len(pred & gold)
+    prec = tp / len(pred) if pred else 0.0
+    rec = tp / len(gold)
+    f1 = 2 * prec * rec / (prec + rec) if tp else 0.0
+    ais = float(len(pred & gold_content) >= 0.9 * len(gold_content))
+    return {"length": float(len(pred)), "precision": prec, "recall": rec, "f1": f1, "ais": ais}
+
+
+METHODS = ("sentence", "lexical", "embed", "internals")
+
+
+def localize(
+    inst: Instance,
+    k: int,
+    method: str = "embed",
+    *,
+    tokenizer: Any = None,
+    model: Any = None,
+    cache: EmbeddingCache | None = None,
+    tau: float = 0.5,
+    setting: str = "two_stage",
+) -> list[Span]:
+    """Entry point: localize highlight ``k`` of ``inst`` with ``method`` in ``METHODS``.
+
+    ``"embed"`` needs ``cache`` (or ``tokenizer`` and ``model`` to build one); ``"internals"``
+    needs ``tokenizer`` and ``model`` (the MiniLM from :func:`xattr_nb.models.load_encoder`).
+    """
+    check_choice(method, METHODS, "method")
+    if method == "sentence":
+        return localize_sentence(inst, k)
+    if method == "lexical":
+        return localize_lexical(inst, k, setting=setting)
+    if method == "embed":
+        if cache is None:
+            if tokenizer is None or model is None:
+                raise InputError("method='embed' needs `cache` or both `tokenizer` and `model`")
+            cache = EmbeddingCache(tokenizer, model)
+        return localize_embed(inst, k, cache, tau=tau, setting=setting)[0]
+    if tokenizer is None or model is None:
+        raise InputError("method='internals' needs `tokenizer` and `model`")
+    return localize_internals(inst, k, token_matches(inst, tokenizer, model, setting=setting), setting=setting)
+
+
+def evaluate(
+    data: GroundedFactsData,
+    methods: Sequence[str] = METHODS,
+    *,
+    tokenizer: Any = None,
+    model: Any = None,
+    cache: EmbeddingCache | None = None,
+    tau: float = 0.5,
+    setting: str = "two_stage",
+    llm: tuple[Any, Any] | None = None,
+    show_progress: bool = False,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every method on every highlight of ``data``: ``{method: {metric: [n_highlights] array}}``.
+
+    MiniLM work is shared: one :class:`EmbeddingCache` across all facts and units (each distinct
+    text is encoded once) and one joint forward per instance for the internals. ``"llm"`` (the
+    paper's LLM method, :func:`llm_localize`) needs ``llm=(tokenizer, causal_lm)``.
+    """
+    if not isinstance(data, GroundedFactsData) or len(data) == 0:
+        raise InputError("`data` must be a non-empty GroundedFactsData (from grounded_facts)")
+    if isinstance(methods, str) or not methods:
+        raise InputError(f"`methods` must be a non-empty list of names from {[*METHODS, 'llm']}")
+    for m in methods:
+        check_choice(m, (*METHODS, "llm"), "methods")
+    if "llm" in methods and (not isinstance(llm, tuple) or len(llm) != 2):
+        raise InputError("method 'llm' needs `llm=(tokenizer, causal_lm)` (e.g. from load_causal_lm)")
+    needs_model = ("embed" in methods and cache is None) or "internals" in methods
+    if needs_model and (tokenizer is None or model is None):
+        raise InputError("methods 'embed'/'internals' need `tokenizer` and `model` (or `cache` for 'embed')")
+    if "embed" in methods and cache is None:
+        cache = EmbeddingCache(tokenizer, model)
+    rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for inst in progress(data.instances, desc=f"localize ({setting})", unit="instance", disable=not show_progress):
+        matches = token_matches(inst, tokenizer, model, setting=setting) if "internals" in methods else None
+        for k in range(len(inst.highlights)):
+            for m in methods:
+                if m == "embed":
+                    spans = localize_embed(inst, k, cache, tau=tau, setting=setting)[0]  # type: ignore[arg-type]
+                elif m == "internals":
+                    spans = localize_internals(inst, k, matches, setting=setting)  # type: ignore[arg-type]
+                elif m == "llm":
+                    spans = llm_localize(inst, k, *llm, setting=setting)  # type: ignore[misc]
+                else:
+                    spans = localize(inst, k, m, setting=setting)
+                rows[m].append(span_metrics(inst, k, spans))
+    return {m: {key: np.array([r[key] for r in rs]) for key in rs[0]} for m, rs in rows.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Full scale: the paper's LLM method on a local instruct model.
+
+INSTRUCTION = (
+    "Below are source sentences and a fact. Copy, word for word, the shortest spans of the sources that "
+    "together fully support the fact. Separate spans with ';'. Do not paraphrase and do not add anything.\n"
+)
+
+
+def map_spans(text: str, spans: Sequence[str], *, min_ratio: float = 0.6) -> list[tuple[int, int] | None]:
+    """Character offsets ``(start, end)`` of each LLM-copied span in ``text``.
+
+    Exact substring search first (the first occurrence); else a fuzzy fallback, as the paper's code
+    does with diff-match-patch: the window of ``text`` of the span's length with the best
+    ``difflib`` ratio, kept when the ratio >= ``min_ratio`` (``None`` otherwise). Fuzzy matches can
+    attach to the wrong occurrence of repeated text: check them.
+    """
+    text = check_text(text, "text")
+    if isinstance(spans, str) or not isinstance(spans, Sequence):
+        raise InputError("`spans` must be a list of strings")
+    min_ratio = check_float(min_ratio, "min_ratio", low=0.0, high=1.0)
+    out: list[tuple[int, int] | None] = []
+    for i, s in enumerate(spans):
+        s = check_text(s, f"spans[{i}]").strip()
+        at = text.find(s)
+        if at >= 0:
+            out.append((at, at + len(s)))
+            continue
+        best, where = 0.0, None
+        for a in range(0, max(1, len(text) - len(s) + 1)):
+            r = difflib.SequenceMatcher(None, s, text[a : a + len(s)], autojunk=False).ratio()
+            if r > best:
+                best, where = r, (a, min(len(text), a + len(s)))
+        if where is not None and best >= min_ratio:
+            a, b = where  # trim the window's edge spaces: the span starts and ends on a character
+            a += len(text[a:b]) - len(text[a:b].lstrip())
+            b -= len(text[a:b]) - len(text[a:b].rstrip())
+            out.append((a, b))
+        else:
+            out.append(None)
+    return out
+
+
+def llm_localize(
+    inst: Instance, k: int, tokenizer: Any, model: Any, *, max_new_tokens: int = 48, setting: str = "two_stage"
+) -> list[Span]:
+    """The paper's LLM method (scale="full"): prompt a causal LM with the instruction, the candidate
+    source sentences and the decontextualized fact; greedy-decode; split the answer on ';'; map each
+    span back with :func:`map_spans`; return the candidate units the mapped characters overlap."""
+    inst = _check_instance(inst)
+    check_tokenizer_matches(model, tokenizer)
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
+    check_choice(setting, ("two_stage", "e2e"), "setting")
+    sents = (
+        inst.coarse
+        if setting == "two_stage"
+        else [(d, s) for d, doc in enumerate(inst.sources) for s in range(len(doc))]
+    )
+    src_text, src_words = _joint_text(inst, sents)
+    fact = decontextualize(inst.subject, highlight_text(inst, k))
+    prompt = f"{INSTRUCTION}Sources: {src_text}\nFact: {fact}\nSpans:"
+    enc = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    answer = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).split("\n")[0]
+    pieces = [p for p in answer.split(";") if p.strip()]
+    hits = [h for h in (map_spans(src_text, pieces) if pieces else []) if h is not None]
+    words = {(d, s, j) for a, b in hits for c0, c1, d, s, j in src_words if c0 < b and a < c1}
+    return [c for c in candidates(inst, setting) if any((c[0], c[1], j) in words for j in range(c[2], c[3]))]
