@@ -19,7 +19,15 @@ from xattr_nb.models.detection import (
     train_detector,
 )
 from xattr_nb.models.fit import FitHistory, accuracy, fit
-from xattr_nb.models.hub import embed, load_causal_lm, load_classifier, load_encoder, minilm_path
+from xattr_nb.models.hub import (
+    ImageClassifier,
+    embed,
+    load_causal_lm,
+    load_classifier,
+    load_encoder,
+    load_image_classifier,
+    minilm_path,
+)
 from xattr_nb.models.text import (
     EncoderClassifier,
     check_tokenizer_matches,
@@ -34,6 +42,7 @@ __all__ = [
     "Detections",
     "EncoderClassifier",
     "FitHistory",
+    "ImageClassifier",
     "TinyCNN",
     "TinyGridDetector",
     "TinyViT",
@@ -48,6 +57,7 @@ __all__ = [
     "load_causal_lm",
     "load_classifier",
     "load_encoder",
+    "load_image_classifier",
     "minilm_path",
     "register_architecture",
     "tiny_gpt2",

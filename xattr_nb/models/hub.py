@@ -16,12 +16,13 @@ a long traceback). Every loader checks that tokenizer and model fit each other.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
+from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from xattr_nb.checks import InputError, check_int, check_texts
@@ -229,3 +230,61 @@ def embed(
             pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
             out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
     return torch.cat(out)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageClassifier(nn.Module):
+    """A Hugging Face image classifier behind the library's image convention.
+
+    ``forward(x)`` takes ``[B, 3, H, W]`` in ``[0, 1]`` (like every world of the project),
+    normalises with the checkpoint's mean and std and returns logits; ``features(x)`` returns the
+    backbone's pooled embedding ``[B, D]``. The HF model is ``self.hf``, so its modules are named
+    ``hf.<name>`` for hooks and Grad-CAM layers.
+    """
+
+    def __init__(self, hf_model: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        if not isinstance(hf_model, nn.Module):
+            raise InputError(f"`hf_model` must be a torch module; got {type(hf_model).__name__}")
+        self.hf = hf_model
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=self.normalize(x)).logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.hf.base_model(pixel_values=self.normalize(x))
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            hidden = out.last_hidden_state
+            pooled = hidden.mean(1) if hidden.ndim == 3 else hidden
+        return pooled.flatten(1)
+
+
+def load_image_classifier(
+    name_or_path: str | os.PathLike, *, device: str = "cpu", local_files_only: bool | None = None
+) -> ImageClassifier:
+    """An ``AutoModelForImageClassification`` (a hub name such as ``"microsoft/resnet-18"`` or a folder
+    written by ``save_pretrained``) as an :class:`ImageClassifier` in eval mode on ``device``.
+
+    Mean and std come from the checkpoint's image processor when one was saved, else ImageNet's.
+    """
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    hf = _from_pretrained(
+        AutoModelForImageClassification.from_pretrained, name_or_path, "image classifier", local_files_only
+    )
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    try:
+        proc = _from_pretrained(AutoImageProcessor.from_pretrained, name_or_path, "image processor", local_files_only)
+        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+    except (InputError, AttributeError, TypeError):
+        pass  # no processor saved with the weights: ImageNet statistics
+    return ImageClassifier(hf, mean, std).to(pick_device(device)).eval()
