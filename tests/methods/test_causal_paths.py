@@ -11,7 +11,7 @@ from torch import nn
 from xattr_nb.checks import InputError
 from xattr_nb.interventions import run_with_cache
 from xattr_nb.methods import causal_paths as cp
-from xattr_nb.models import TinyCNN
+from xattr_nb.models import TinyCNN, load_image_classifier
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -326,23 +326,23 @@ def test_class_recall(net: TinyCNN, data) -> None:
 # ------------------------------------------------------------------ full scale (local stand-ins)
 
 
-def test_load_image_classifier_from_a_local_folder(tmp_path) -> None:
+def test_hf_resnet_stand_in_through_the_shared_loader(tmp_path) -> None:
     from transformers import ResNetConfig, ResNetForImageClassification
 
     cfg = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=3)
     torch.manual_seed(0)
     ResNetForImageClassification(cfg).save_pretrained(tmp_path)
-    m = cp.load_image_classifier(tmp_path, local_files_only=True)
+    m = load_image_classifier(tmp_path, local_files_only=True)
     x = torch.rand(2, 3, 32, 32)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        want = m.model(pixel_values=(x - mean) / std).logits
+        want = m.hf(pixel_values=(x - mean) / std).logits
         torch.testing.assert_close(m(x), want)
     # the method runs on it: fan-out for the nodes (after the last residual), repeats for the paths
     lay = cp.hf_resnet_layout(m)
-    last = "model.resnet.encoder.stages.1.layers.0.layer"
-    assert lay.layer == "model.resnet.encoder.stages.1"
+    last = "hf.resnet.encoder.stages.1.layers.0.layer"
+    assert lay.layer == "hf.resnet.encoder.stages.1"
     assert lay.path_convs == (f"{last}.1.convolution", f"{last}.0.convolution")
     assert lay.levels == ("stage2", "stage2.conv2.in", "stage2.conv1.in")
     g = cp.build_graph(m, x, torch.tensor([0, 1]), layout=lay, top_k_nodes=2, top_k_edges=1, classes=[0])
@@ -354,23 +354,6 @@ def test_load_image_classifier_from_a_local_folder(tmp_path) -> None:
         with cp.path_intervention(m, lay.path_convs[0], j, i, ref_in):
             q = m(x[:1]).softmax(-1)[0, 0]
     torch.testing.assert_close(g.edge_effects[0][0][0], p - q, rtol=1e-4, atol=1e-6)
-
-
-def test_load_image_folder(tmp_path) -> None:
-    from PIL import Image
-
-    for c, color in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
-        (tmp_path / c).mkdir()
-        for i in range(3):
-            Image.new("RGB", (40 + 10 * i, 30), color).save(tmp_path / c / f"{i}.png")
-    x, y, classes = cp.load_image_folder(tmp_path, size=16, per_class=2, seed=0)
-    assert classes == ["cat", "dog"] and x.shape == (4, 3, 16, 16) and y.tolist() == [0, 0, 1, 1]
-    torch.testing.assert_close(x[0, :, 5, 5], torch.tensor([1.0, 0.0, 0.0]))
-    x2, _, _ = cp.load_image_folder(tmp_path, size=16, per_class=2, seed=0)
-    assert torch.equal(x, x2)
-
-
-# ------------------------------------------------------------------ bad inputs (one test each)
 
 
 def test_bad_model(data) -> None:
@@ -531,22 +514,6 @@ def test_bad_radius(data) -> None:
 def test_bad_sigma(data) -> None:
     with pytest.raises(InputError, match="`sigma`"):
         cp.noise_spearman(lambda inp, target: inp, data[0], 0, sigma=float("nan"))
-
-
-def test_bad_image_folder(tmp_path) -> None:
-    with pytest.raises(InputError, match="`root`"):
-        cp.load_image_folder(tmp_path / "missing")
-
-
-def test_bad_image_folder_class(tmp_path) -> None:
-    (tmp_path / "cat").mkdir()
-    with pytest.raises(InputError, match="`classes`"):
-        cp.load_image_folder(tmp_path, classes=["dog"])
-
-
-def test_bad_classifier_path(tmp_path) -> None:
-    with pytest.raises(InputError, match="cannot load an image classifier"):
-        cp.load_image_classifier(tmp_path / "nothing", local_files_only=True)
 
 
 def test_bad_resnet_layout(net: TinyCNN) -> None:

@@ -13,7 +13,9 @@ from torch import nn
 
 from xattr_nb.checks import InputError
 from xattr_nb.methods import difull as D
-from xattr_nb.models import TinyCNN
+from xattr_nb.models import ImageClassifier, TinyCNN, load_image_classifier
+from xattr_nb.models.hub import IMAGENET_MEAN, IMAGENET_STD
+from xattr_nb.worlds.folders import load_image_folder
 from xattr_nb.worlds.grids import make_grids
 
 CELL, SCALE, NCLS = 8, 2, 4
@@ -210,28 +212,38 @@ def test_hf_resnet_stand_in_and_image_folder(tmp_path):
     )
     torch.manual_seed(0)
     ResNetForImageClassification(cfg).save_pretrained(tmp_path / "resnet")
-    model = D.load_image_classifier(tmp_path / "resnet")
+    model = load_image_classifier(tmp_path / "resnet")
     rng = np.random.default_rng(0)
     for c in ("b_cls", "a_cls", "c_cls"):
         (tmp_path / "imgs" / c).mkdir(parents=True)
         for i in range(2):
             arr = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
             Image.fromarray(arr).save(tmp_path / "imgs" / c / f"{i}.png")
-    x, y, classes = D.load_image_folder(tmp_path / "imgs", size=32)
+    x, y, classes = load_image_folder(tmp_path / "imgs", size=32)
     assert x.shape == (6, 3, 32, 32) and classes == ["a_cls", "b_cls", "c_cls"] and y.tolist() == [0, 0, 1, 1, 2, 2]
-    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     grid = torch.cat([torch.cat([x[0], x[2]], 2), torch.cat([x[4], x[1]], 2)], 1)[None]  # [1, 3, 64, 64]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     gp = D.make_setting("GridPG", model, 2)
-    norm = (grid - torch.tensor(D.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(D.IMAGENET_STD).view(1, 3, 1, 1)
-    torch.testing.assert_close(gp(grid), model(norm).logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gp(grid), model.hf((grid - mean) / std).logits, rtol=1e-4, atol=1e-5)
     df = D.make_setting("DiFull", model, 2)
-    norm_cell = (x[4:5] - torch.tensor(D.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(D.IMAGENET_STD).view(
-        1, 3, 1, 1
-    )
-    torch.testing.assert_close(df(grid)[:, 6:9], model(norm_cell).logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(df(grid)[:, 6:9], model.hf((x[4:5] - mean) / std).logits, rtol=1e-4, atol=1e-5)
     # confident() runs the HF model through its stages, i.e. on normalized pixels.
-    pred = model((x - torch.tensor(D.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(D.IMAGENET_STD).view(1, 3, 1, 1))
-    assert D.confident(model, x, y, min_conf=0.0).tolist() == (pred.logits.argmax(1) == y).tolist()
+    pred = model.hf((x - mean) / std).logits
+    assert D.confident(model, x, y, min_conf=0.0).tolist() == (pred.argmax(1) == y).tolist()
+    # A bare HF ResNet gets ImageNet's statistics: the same setting.
+    torch.testing.assert_close(D.make_setting("GridPG", model.hf, 2)(grid), gp(grid))
+
+
+def test_stages_use_the_classifier_own_normalisation():
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    cfg = ResNetConfig(embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1], layer_type="basic", num_labels=3)
+    torch.manual_seed(0)
+    model = ImageClassifier(ResNetForImageClassification(cfg).eval(), mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    gp = D.make_setting("GridPG", model, 1)
+    torch.testing.assert_close(gp(x), model(x), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(gp(x), D.make_setting("GridPG", model.hf, 1)(x), atol=1e-3)
 
 
 def test_confident_keeps_correct_and_sure_predictions():
@@ -381,17 +393,6 @@ def test_bad_confident_min_conf(backbone):
 def test_bad_make_confident_grids_nothing_confident(backbone):
     with pytest.raises(InputError, match="confidence"):
         D.make_confident_grids(backbone, torch.rand(8, 1, 8, 8), torch.arange(8) % NCLS, min_conf=1.0)
-
-
-def test_bad_image_folder_path(tmp_path):
-    with pytest.raises(InputError, match="folder"):
-        D.load_image_folder(tmp_path / "missing")
-
-
-def test_bad_image_folder_without_images(tmp_path):
-    (tmp_path / "cls").mkdir()
-    with pytest.raises(InputError, match="no images"):
-        D.load_image_folder(tmp_path)
 
 
 def test_localization_dilate_counts_a_border_band():

@@ -12,6 +12,7 @@ from xattr_nb.attribution.subsets import effectiveness, greedy_cost
 from xattr_nb.checks import InputError
 from xattr_nb.kernels import grid_regions
 from xattr_nb.methods import smdl as S
+from xattr_nb.models import load_image_classifier
 
 # --------------------------------------------------------------------------------------------
 # A toy model whose answer is known: class 0's logit is 8 x the mean of the top-left quadrant
@@ -215,7 +216,7 @@ def test_hf_stand_in_classifier_features_and_entropy_search(tmp_path):
         downsample_in_first_stage=False,
     )
     ResNetForImageClassification(cfg).save_pretrained(tmp_path / "resnet")
-    model = S.load_image_classifier(tmp_path / "resnet")
+    model = load_image_classifier(tmp_path / "resnet")
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert model(x).shape == (1, 3)
     assert model.features(x).shape == (1, 16)
@@ -380,8 +381,3 @@ def test_bad_misclassified_too_few():
 def test_bad_evaluate_orders_lengths():
     with pytest.raises(InputError, match="one entry per image"):
         S.evaluate_orders(Toy(), torch.ones(2, 3, 8, 8), [torch.arange(4)], 0, [quadrants(), quadrants()])
-
-
-def test_bad_classifier_path(tmp_path):
-    with pytest.raises(InputError):
-        S.load_image_classifier(tmp_path / "missing")

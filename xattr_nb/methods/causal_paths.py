@@ -44,19 +44,18 @@ errors). Many interventions share one forward: the hook *fans out* the layer's o
 copy per intervention, so the layers before it run once (``fan_out=True``; a model with a skip
 connection around the hooked layer needs ``fan_out=False``, which repeats the inputs instead).
 
-At full scale (``scale="full"`` in the notebook) :func:`load_image_classifier` loads a Hugging Face
-image classifier (e.g. ``microsoft/resnet-50``) behind a ``[0, 1]``-pixel interface and
-:func:`load_image_folder` reads an ImageNet-style folder.
+At full scale (``scale="full"`` in the notebook) :func:`xattr_nb.models.load_image_classifier`
+loads a Hugging Face image classifier (e.g. ``microsoft/resnet-50``) behind a ``[0, 1]``-pixel
+interface, :func:`xattr_nb.worlds.folders.load_image_folder` reads an ImageNet-style folder and
+:func:`hf_resnet_layout` finds the layers to intervene on.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,12 +66,12 @@ from torch import nn
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_target, check_tensor
 from xattr_nb.interventions import first_tensor, get_module, hooks, patch_output, run_with_cache
+from xattr_nb.plots import figure
 from xattr_nb.runtime import Cost, progress, timer
 
 __all__ = [
     "CausalGraph",
     "Layout",
-    "PixelClassifier",
     "ablation_cam",
     "build_graph",
     "causal_cam",
@@ -86,8 +85,6 @@ __all__ = [
     "first_per_class",
     "graph_faithfulness",
     "hf_resnet_layout",
-    "load_image_classifier",
-    "load_image_folder",
     "max_sensitivity",
     "node_effects",
     "noise_spearman",
@@ -238,8 +235,8 @@ def tinycnn_layout(model: nn.Module) -> Layout:
 
 
 def hf_resnet_layout(model: nn.Module, *, depth: int = 2) -> Layout:
-    """The layout of a Hugging Face ResNet (``ResNetForImageClassification``, possibly inside a
-    :class:`PixelClassifier`): nodes at the last stage's output, paths through the convs of that
+    """The layout of a Hugging Face ResNet (``ResNetForImageClassification``, possibly inside an
+    :class:`~xattr_nb.models.ImageClassifier`, whose modules are then named ``hf.resnet...``): nodes at the last stage's output, paths through the convs of that
     stage's last residual layer, last conv first (``depth`` of them).
 
     The last conv's output channel ``i`` reaches stage output ``i`` only (batch norm, the residual
@@ -1037,30 +1034,15 @@ def explain(
 
 
 # --------------------------------------------------------------------------------------------
-# Figures (to move to xattr_nb.plots)
+# Figures (paper-specific; on xattr_nb.plots.figure)
 # --------------------------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float, dpi: int = 80) -> Any:
-    """A matplotlib Figure that shows itself as a PNG in any notebook front end (no pyplot state)."""
-    import io
-
-    from matplotlib.figure import Figure
-
-    class PngFigure(Figure):
-        def _repr_png_(self) -> bytes:
-            buf = io.BytesIO()
-            self.savefig(buf, format="png", bbox_inches="tight")
-            return buf.getvalue()
-
-    return PngFigure(figsize=(width, height), dpi=dpi, layout="constrained")
 
 
 def plot_images(x: torch.Tensor, y: Any, classes: Sequence[str], n: int = 8) -> Any:
     """The first ``n`` images of ``x`` ``[B, 3, H, W]`` in one row, titled with their class names."""
     x = _check_images(x)
     n = check_int(n, "n", low=1, high=x.shape[0])
-    fig = _figure(1.0 * n, 1.3)
+    fig = figure(1.0 * n, 1.3)
     for i, ax in enumerate(fig.subplots(1, n)):
         ax.imshow(x[i].permute(1, 2, 0).detach().cpu().clamp(0, 1).numpy())
         ax.set_title(str(classes[int(y[i])]), fontsize=8)
@@ -1072,7 +1054,7 @@ def plot_channel_maps(maps: torch.Tensor, n: int = 8, prefix: str = "a*") -> Any
     """The first ``n`` channel maps of ``maps`` ``[C, h, w]`` side by side."""
     maps = check_tensor(maps, "maps", ndim=3, dtype="float", layout="[C, h, w]")
     n = check_int(n, "n", low=1, high=maps.shape[0])
-    fig = _figure(1.0 * n, 1.2)
+    fig = figure(1.0 * n, 1.2)
     for u, ax in enumerate(fig.subplots(1, n)):
         ax.imshow(maps[u].detach().cpu().numpy(), cmap="magma")
         ax.set_title(f"{prefix}[{u}]", fontsize=8)
@@ -1085,7 +1067,7 @@ def plot_effects(effects: torch.Tensor, ce: torch.Tensor, y: Any, classes: Seque
     effects = check_tensor(effects, "effects", ndim=2, dtype="float", layout="[B, C]").cpu()
     ce = check_tensor(ce, "ce", ndim=2, dtype="float", layout="[K, C]").cpu()
     order = torch.argsort(torch.as_tensor(y).cpu(), stable=True)
-    fig = _figure(9, 2.8)
+    fig = figure(9, 2.8)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[3, 2])
     lim = float(effects.abs().max()) or 1.0
     ax1.imshow(effects[order].numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
@@ -1100,7 +1082,7 @@ def plot_effects(effects: torch.Tensor, ce: torch.Tensor, y: Any, classes: Seque
 def plot_path_effects(pe: torch.Tensor, heads: torch.Tensor, edges: torch.Tensor, title: str = "") -> Any:
     """Path effects ``[n_heads, C_in]`` as a heatmap, the kept ``edges`` ``[E, 2]`` circled."""
     pe = check_tensor(pe, "pe", ndim=2, dtype="float", layout="[n_heads, C_in]").cpu()
-    fig = _figure(9, 0.3 * pe.shape[0] + 1.2)
+    fig = figure(9, 0.3 * pe.shape[0] + 1.2)
     ax = fig.add_subplot()
     lim = float(pe.abs().max()) or 1.0
     ax.imshow(pe.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
@@ -1125,7 +1107,7 @@ def draw_graph(graph: CausalGraph, c: int, *, class_name: str | None = None, cel
         for r, n in enumerate(names):
             pos[n] = (n_lvl - 1 - lvl, -(r - (len(names) - 1) / 2))
     tall = max(len(ch) for ch in graph.nodes[c])
-    fig = _figure(1.8 * n_lvl + 0.8, 0.45 * tall + 1.0)
+    fig = figure(1.8 * n_lvl + 0.8, 0.45 * tall + 1.0)
     ax = fig.add_subplot()
     ce_max = max((d.get("effect", 0.0) for _, d in g.nodes(data=True)), default=1.0) or 1.0
     sizes = [
@@ -1147,104 +1129,3 @@ def draw_graph(graph: CausalGraph, c: int, *, class_name: str | None = None, cel
     ax.set_axis_off()
     ax.set_ylim(-tall / 2 - 0.5, tall / 2 + 1.0)
     return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Full scale: a Hugging Face image classifier and an image folder
-# --------------------------------------------------------------------------------------------
-
-
-class PixelClassifier(nn.Module):
-    """A Hugging Face image classifier behind the library's image convention: ``forward(x)`` takes
-    ``[B, 3, H, W]`` in ``[0, 1]``, normalises with the checkpoint's mean and std, returns logits.
-    The HF model is ``self.model``, so its modules are named ``model.<hf name>``."""
-
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=(x - self.mean) / self.std).logits
-
-
-def load_image_classifier(
-    name_or_path: str | os.PathLike, *, device: str = "cpu", local_files_only: bool | None = None
-) -> PixelClassifier:
-    """Load an ``AutoModelForImageClassification`` (a hub name such as ``"microsoft/resnet-50"`` or a
-    folder written by ``save_pretrained``) as a :class:`PixelClassifier` in eval mode.
-
-    Mean and std come from the checkpoint's image processor when it has one, else ImageNet's.
-    ``local_files_only`` defaults to ``True`` when ``HF_HUB_OFFLINE=1``.
-    """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from xattr_nb.runtime import pick_device
-
-    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
-        raise InputError("`name_or_path` must be a hub name or a local folder")
-    if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") == "1"
-    try:
-        model = AutoModelForImageClassification.from_pretrained(str(name_or_path), local_files_only=local_files_only)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load an image classifier from {str(name_or_path)!r}: {exc}") from exc
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    try:
-        proc = AutoImageProcessor.from_pretrained(str(name_or_path), local_files_only=local_files_only)
-        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass  # no processor saved with the weights: ImageNet statistics
-    return PixelClassifier(model, mean, std).to(pick_device(device)).eval()
-
-
-_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
-
-
-def load_image_folder(
-    root: str | os.PathLike,
-    *,
-    size: int = 224,
-    per_class: int = 50,
-    classes: Sequence[str] | None = None,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Read an ImageNet-style folder ``root/<class>/<image>``: ``(x [N, 3, size, size] in [0, 1], y [N], classes)``.
-
-    Images are resized (shorter side to ``size``) and centre-cropped; ``per_class`` images per
-    class, drawn at random (seeded) when a class has more. ``classes`` picks and orders the class
-    folders (default: all, sorted); ``y`` indexes into it.
-    """
-    from PIL import Image
-
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"`root` must be a folder of class folders; {root} is not a folder")
-    size = check_int(size, "size", low=8)
-    per_class = check_int(per_class, "per_class", low=1)
-    seed = check_int(seed, "seed", low=0, high=2**32 - 1)
-    found = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if classes is None:
-        classes = found
-    classes = list(classes)
-    missing = [c for c in classes if c not in found]
-    if not classes or missing:
-        raise InputError(f"`classes` must name class folders of {root}; missing {missing}, found {found[:10]}")
-    rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for k, c in enumerate(classes):
-        files = sorted(p for p in (root / c).iterdir() if p.suffix in _IMAGE_EXT)
-        if not files:
-            raise InputError(f"class folder {root / c} holds no image ({', '.join(_IMAGE_EXT)})")
-        if len(files) > per_class:
-            files = [files[i] for i in sorted(rng.choice(len(files), per_class, replace=False))]
-        for f in files:
-            img = Image.open(f).convert("RGB")
-            s = size / min(img.size)
-            img = img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), Image.BILINEAR)
-            left, top = (img.width - size) // 2, (img.height - size) // 2
-            arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
-            xs.append(torch.from_numpy(arr).permute(2, 0, 1))
-            ys.append(k)
-    return torch.stack(xs), torch.tensor(ys), classes

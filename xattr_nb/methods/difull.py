@@ -32,10 +32,8 @@ and layers of one setting) → :func:`aggatt_bins`. :func:`explain` chains them 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,8 +44,8 @@ from torch import nn
 from xattr_nb.attribution import attribute, list_methods, register_method
 from xattr_nb.attribution.methods import find_layer
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
-from xattr_nb.models import TinyCNN, fit
-from xattr_nb.runtime import Cost, pick_device, progress
+from xattr_nb.models import ImageClassifier, TinyCNN, fit
+from xattr_nb.runtime import Cost, progress
 from xattr_nb.worlds import grids as grid_world
 from xattr_nb.worlds.digits import make_digits
 
@@ -71,8 +69,6 @@ __all__ = [
     "from_cells",
     "gaussian_smooth",
     "head_batch",
-    "load_image_classifier",
-    "load_image_folder",
     "localization",
     "make_confident_grids",
     "make_setting",
@@ -143,7 +139,7 @@ def confident(model: nn.Module, images: Any, labels: Any, *, min_conf: float = 0
 
     DiFull keeps only such images (the official ``filter_high_conf_data``, 0.99 on ImageNet), so a
     head's evidence for its class really comes from its own cell. A backbone :func:`stages_of`
-    knows runs through its stages, exactly as the settings run it (an HF ResNet gets its ImageNet
+    knows runs through its stages, exactly as the settings run it (an HF ResNet gets its
     normalization there); any other module gets ``images`` as they are.
     """
     x = check_tensor(images, "images", ndim=4, dtype="float", layout="[N, C, H, W]")
@@ -210,15 +206,15 @@ class Stages:
 
 
 class _Normalize(nn.Module):
-    """``(x - mean) / std`` per channel: ImageNet models expect normalized inputs, grids are in [0, 1]."""
+    """An :class:`~xattr_nb.models.ImageClassifier`'s own input normalisation as the first stage
+    (its mean/std buffers then follow the setting's ``.to(device)``)."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, classifier: ImageClassifier):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return self.classifier.normalize(x)
 
 
 class _GapHead(nn.Module):
@@ -232,18 +228,16 @@ class _GapHead(nn.Module):
         return self.linear(x.mean(dim=(2, 3)))
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def stages_of(model: nn.Module) -> Stages:
     """Split a supported backbone at its ML-Att layers (the modules are shared, not copied).
 
     - :class:`~xattr_nb.models.TinyCNN`: ``middle`` after block ``len(widths) // 2 - 1`` (the
       model's own ``taps["middle"]``), ``final`` = the last block's output, head = GAP + linear.
-    - Hugging Face ``ResNetForImageClassification`` (e.g. ``microsoft/resnet-18``): ImageNet
-      normalization + stem + stages 1–2 → ``middle`` (the paper's "after layer2"), stages 3–4 →
-      ``final`` ("after layer4"), head = average pool + classifier.
+    - :class:`~xattr_nb.models.ImageClassifier` wrapping a Hugging Face ``ResNetForImageClassification``
+      (:func:`xattr_nb.models.load_image_classifier`, e.g. ``"microsoft/resnet-18"``): the
+      classifier's normalization + stem + stages 1–2 → ``middle`` (the paper's "after layer2"),
+      stages 3–4 → ``final`` ("after layer4"), head = average pool + classifier. A bare HF ResNet
+      is wrapped first, with ImageNet's mean and std.
     """
     if isinstance(model, TinyCNN):
         m = len(model.widths) // 2 - 1
@@ -255,16 +249,17 @@ def stages_of(model: nn.Module) -> Stages:
                 rest.append(model.pool)
             rest.append(blocks[i])
         return Stages(to_middle, nn.Sequential(*rest), _GapHead(model.head), model.n_classes)
-    resnet = getattr(model, "resnet", None)
-    if resnet is not None and hasattr(resnet, "encoder") and hasattr(model, "classifier"):
+    if not isinstance(model, ImageClassifier) and hasattr(model, "resnet"):
+        model = ImageClassifier(model).to(next(model.parameters()).device)  # a bare HF ResNet: ImageNet statistics
+    resnet = getattr(model.hf, "resnet", None) if isinstance(model, ImageClassifier) else None
+    if resnet is not None and hasattr(resnet, "encoder") and hasattr(model.hf, "classifier"):
         st = list(resnet.encoder.stages)
         half = len(st) // 2
-        norm = _Normalize(IMAGENET_MEAN, IMAGENET_STD).to(next(model.parameters()).device)
         return Stages(
-            nn.Sequential(norm, resnet.embedder, *st[:half]),
+            nn.Sequential(_Normalize(model), resnet.embedder, *st[:half]),
             nn.Sequential(*st[half:]),
-            nn.Sequential(resnet.pooler, model.classifier),
-            int(model.config.num_labels),
+            nn.Sequential(resnet.pooler, model.hf.classifier),
+            int(model.hf.config.num_labels),
         )
     raise InputError(
         f"`model` must be a TinyCNN or a Hugging Face ResNetForImageClassification; got {type(model).__name__}. "
@@ -935,57 +930,3 @@ def explain(
     for name in settings:
         out[name] = evaluate(make_setting(name, model, grids.scale), grids, methods=methods, **kw)
     return out
-
-
-def load_image_classifier(name_or_path: str | os.PathLike, *, device: str = "cpu") -> nn.Module:
-    """A Hugging Face image classifier (``AutoModelForImageClassification``; e.g. ``"microsoft/resnet-18"``,
-    the paper's ResNet18), from a local folder or the HF cache (offline first), in eval mode."""
-    from transformers import AutoModelForImageClassification
-
-    from xattr_nb.models.hub import _from_pretrained
-
-    model = _from_pretrained(AutoModelForImageClassification.from_pretrained, name_or_path, "image classifier", None)
-    return model.to(pick_device(device)).eval()
-
-
-def load_image_folder(
-    path: str | os.PathLike, *, size: int = 224, max_per_class: int | None = None, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Images of an ``ImageFolder``-style tree (``path/<class>/<image>``) as ``([N, 3, size, size] in
-    [0, 1], labels [N], class names)``.
-
-    Class ``i`` is the ``i``-th sub-folder in sorted order, which for ImageNet's val set sorted by
-    WordNet id is the standard class index. Each image is resized (shorter side) and centre-cropped
-    to ``size``. ``max_per_class`` keeps a seeded random subset of each class.
-    """
-    from PIL import Image
-
-    root = Path(os.fspath(path)).expanduser()
-    if not root.is_dir():
-        raise InputError(f"`path` {str(path)!r} is not a folder of class sub-folders")
-    size = check_int(size, "size", low=8)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not classes:
-        raise InputError(f"`path` {str(path)!r} has no class sub-folders")
-    rng = np.random.default_rng(check_int(seed, "seed", low=0))
-    xs, ys = [], []
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    for i, c in enumerate(classes):
-        files = sorted(f for f in (root / c).iterdir() if f.suffix.lower() in exts)
-        if max_per_class is not None:
-            k = check_int(max_per_class, "max_per_class", low=1)
-            files = [files[j] for j in sorted(rng.permutation(len(files))[:k])]
-        for f in files:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                r = size / min(w, h)
-                im = im.resize((max(size, round(w * r)), max(size, round(h * r))), Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - size) // 2, (h - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-                xs.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
-            ys.append(i)
-    if not xs:
-        raise InputError(f"`path` {str(path)!r} holds no images ({sorted(exts)})")
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.long), classes

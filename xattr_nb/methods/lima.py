@@ -56,6 +56,7 @@ from xattr_nb.attribution.subsets import (
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_target, check_tensor
 from xattr_nb.kernels import check_regions, grid_regions, masked_outputs, slic_regions
 from xattr_nb.metrics import Curves, highest_confidence
+from xattr_nb.models.hub import from_pretrained_offline
 from xattr_nb.runtime import Cost, pick_device, progress
 
 __all__ = [
@@ -587,16 +588,14 @@ def load_zero_shot_clip(
     paper's; or a local ``save_pretrained`` folder), offline first, in eval mode on ``device``."""
     from transformers import AutoTokenizer, CLIPModel
 
-    from xattr_nb.models.hub import _from_pretrained
-
     names = list(class_names) if not isinstance(class_names, str) else []
     if not names or not all(isinstance(c, str) and c.strip() for c in names):
         raise InputError("`class_names` must be a non-empty list of non-empty strings")
     temps = list(templates) if not isinstance(templates, str) else []
     if not temps or not all(isinstance(t, str) and "{}" in t for t in temps):
         raise InputError("`templates` must be a non-empty list of strings with a '{}' for the class name")
-    tok = _from_pretrained(AutoTokenizer.from_pretrained, name_or_path, "tokenizer", None)
-    clip = _from_pretrained(CLIPModel.from_pretrained, name_or_path, "CLIP model", None)
+    tok = from_pretrained_offline(AutoTokenizer.from_pretrained, name_or_path, "tokenizer", None)
+    clip = from_pretrained_offline(CLIPModel.from_pretrained, name_or_path, "CLIP model", None)
     dev = pick_device(device)
     clip = clip.to(dev).eval()
     size = int(getattr(clip.config.vision_config, "image_size", 224))

@@ -33,7 +33,6 @@ logit scale (5) is the ``scale`` of :func:`edl_confidence`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,14 +58,13 @@ from xattr_nb.checks import InputError, check_choice, check_float, check_int, ch
 from xattr_nb.kernels import check_regions, grid_regions, masked_outputs
 from xattr_nb.metrics import CurveSet, insertion_deletion, order_from_scores, region_scores
 from xattr_nb.models.fit import FitHistory, fit
-from xattr_nb.runtime import Cost, pick_device, progress
+from xattr_nb.runtime import Cost, progress
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "TERMS",
     "TUNED_WEIGHTS",
     "EDLLoss",
-    "HFImageClassifier",
     "SMDLResult",
     "edl_confidence",
     "edl_evidence",
@@ -76,8 +74,6 @@ __all__ = [
     "explain",
     "explain_one",
     "gradcam_prior",
-    "load_image_classifier",
-    "load_image_folder",
     "make_edl_twin",
     "misclassified",
     "prior_guided_regions",
@@ -320,7 +316,7 @@ def _embed_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     if not callable(feats):
         raise InputError(
             f"`model` ({type(model).__name__}) has no `features(x)` embedding for the effectiveness term: pass "
-            "`embed_fn`, or use a TinyCNN / load_image_classifier model"
+            "`embed_fn`, or use a TinyCNN / xattr_nb.models.load_image_classifier model"
         )
     return feats
 
@@ -613,60 +609,3 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     if wrong.numel() < n:
         raise InputError(f"only {wrong.numel()} of {images.shape[0]} images are misclassified; asked for n={n}")
     return wrong[:n]
-
-
-# --------------------------------------------------------------------------------------------
-# Full scale: a Hugging Face image classifier with an embedding
-# --------------------------------------------------------------------------------------------
-
-
-class HFImageClassifier(nn.Module):
-    """A Hugging Face ``AutoModelForImageClassification`` that takes images in [0, 1].
-
-    ``forward(x)`` normalises with the processor's mean/std (ImageNet's by default) and returns
-    logits; ``features(x)`` returns the backbone's pooled embedding ``[B, D]`` (the effectiveness
-    term's ``F``).
-    """
-
-    def __init__(self, hf_model: nn.Module, mean: Any = (0.485, 0.456, 0.406), std: Any = (0.229, 0.224, 0.225)):
-        super().__init__()
-        self.hf = hf_model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hf(pixel_values=self._norm(x)).logits
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.hf.base_model(pixel_values=self._norm(x))
-        pooled = getattr(out, "pooler_output", None)
-        if pooled is None:
-            pooled = out.last_hidden_state.mean(1) if out.last_hidden_state.ndim == 3 else out.last_hidden_state
-        return pooled.flatten(1)
-
-
-def load_image_folder(
-    path: str | os.PathLike, *, size: int = 224, max_per_class: int | None = None, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Images of an ``ImageFolder`` tree (``path/<class>/<image>``) as ``([N, 3, size, size] in [0, 1], labels, classes)``.
-
-    The paper-scale data path (e.g. CUB-200-2011's test split sorted into class folders). Delegates
-    to DiFull's loader, which resizes the shorter side and centre-crops to ``size``.
-    """
-    from xattr_nb.methods.difull import load_image_folder as _load
-
-    return _load(path, size=size, max_per_class=max_per_class, seed=seed)
-
-
-def load_image_classifier(name_or_path: str | os.PathLike, *, device: str = "cpu") -> HFImageClassifier:
-    """The paper-scale recognition model: a Hugging Face image classifier (e.g. ``"microsoft/resnet-101"``) from a
-    local folder or the HF cache (offline first), wrapped as :class:`HFImageClassifier`, in eval mode."""
-    from transformers import AutoModelForImageClassification
-
-    from xattr_nb.models.hub import _from_pretrained
-
-    hf = _from_pretrained(AutoModelForImageClassification.from_pretrained, name_or_path, "image classifier", None)
-    return HFImageClassifier(hf).to(pick_device(device)).eval()

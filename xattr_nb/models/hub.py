@@ -53,10 +53,16 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _from_pretrained(
+def from_pretrained_offline(
     loader: Callable[..., Any], name_or_path: Any, what: str, local_files_only: bool | None, **kwargs: Any
 ) -> Any:
-    """Call ``loader(name_or_path, ...)`` offline first; turn "cannot resolve" into an InputError."""
+    """Call ``loader(name_or_path, **kwargs)`` (any ``*.from_pretrained``) offline first.
+
+    ``what`` names the object in error messages ("tokenizer", "CLIP model"). Resolution order: a
+    local folder; the local Hugging Face cache; the hub, unless ``local_files_only`` is True (or,
+    when it is None, ``HF_HUB_OFFLINE`` is set). "Cannot resolve" becomes an
+    :class:`~xattr_nb.checks.InputError` that says what to do, instead of a long traceback.
+    """
     if isinstance(name_or_path, os.PathLike):
         name_or_path = os.fspath(name_or_path)
     if not isinstance(name_or_path, str) or not name_or_path.strip():
@@ -96,9 +102,11 @@ def _load_pair(
     auto_model: Any, name_or_path: Any, what: str, device: str, local_files_only: bool | None, **model_kwargs: Any
 ) -> tuple[Any, Any]:
     dev = pick_device(device)
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name_or_path, "tokenizer", local_files_only)
+    tokenizer = from_pretrained_offline(AutoTokenizer.from_pretrained, name_or_path, "tokenizer", local_files_only)
     try:
-        model = _from_pretrained(auto_model.from_pretrained, name_or_path, what, local_files_only, **model_kwargs)
+        model = from_pretrained_offline(
+            auto_model.from_pretrained, name_or_path, what, local_files_only, **model_kwargs
+        )
     except RuntimeError as exc:  # e.g. a head whose size differs from the checkpoint's
         raise InputError(f"could not load the {what} {name_or_path!r}: {exc}") from exc
     check_tokenizer_matches(model, tokenizer)
@@ -278,12 +286,14 @@ def load_image_classifier(
     """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    hf = _from_pretrained(
+    hf = from_pretrained_offline(
         AutoModelForImageClassification.from_pretrained, name_or_path, "image classifier", local_files_only
     )
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     try:
-        proc = _from_pretrained(AutoImageProcessor.from_pretrained, name_or_path, "image processor", local_files_only)
+        proc = from_pretrained_offline(
+            AutoImageProcessor.from_pretrained, name_or_path, "image processor", local_files_only
+        )
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
     except (InputError, AttributeError, TypeError):
         pass  # no processor saved with the weights: ImageNet statistics
