@@ -158,6 +158,7 @@ def register(
 
 def _builtin_recipes() -> None:
     # Imported on first use: the recipes need the worlds and the trainer, which import this module.
+    import xattr_nb.models.lm_recipes
     import xattr_nb.models.recipes  # noqa: F401
 
 

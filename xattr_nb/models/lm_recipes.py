@@ -1,0 +1,193 @@
+"""Zoo recipes for tiny language models on a text world whose ground truth is known.
+
+``xattr-nb zoo train ioi_gpt2`` / ``ioi_mlm`` run these. Both models read the IOI world of
+:func:`xattr_nb.worlds.text.ioi` ("when mary and john went to the store , john gave a drink to" →
+"mary"): the next token after the prompt is the indirect object, whose first mention is the
+ground-truth evidence (``io_pos``) and whose subject mentions (``s1_pos``, ``s2_pos``) are the
+attractors.
+
+- ``ioi_gpt2``: a 2-layer :func:`~xattr_nb.models.text.tiny_gpt2` trained with the full next-token
+  loss on ``[BOS] prompt answer [EOS]`` (so it also models the template words); metric: greedy
+  answer accuracy on held-out prompts.
+- ``ioi_mlm``: a 2-layer ``BertForMaskedLM`` trained to fill 15 % masked words of the same texts,
+  the small stand-in for the RoBERTa replacement model ReAGent uses in its paper.
+
+The tokenizer is not stored: :func:`ioi_tokenizer` rebuilds it from the world's vocabulary, word
+ids in the same order as :func:`~xattr_nb.worlds.text.encode_words`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from xattr_nb.checks import InputError, check_int
+from xattr_nb.models import zoo
+from xattr_nb.models.fit import fit
+from xattr_nb.models.text import hf_arch_config, tiny_gpt2, word_tokenizer
+from xattr_nb.worlds.text import SPECIALS, encode_words, ioi
+
+__all__ = [
+    "ioi_lm_batch",
+    "ioi_tokenizer",
+    "ioi_vocab",
+    "next_token_loss",
+    "tiny_mlm",
+    "train_ioi_gpt2",
+    "train_ioi_mlm",
+]
+
+PAD, BOS, EOS, MASK = 0, 2, 3, 4  # positions of "[PAD]", "[BOS]", "[EOS]", "[MASK]" in SPECIALS
+
+
+def ioi_vocab() -> list[str]:
+    """The IOI world's word list (specials first), the id order every IOI model uses."""
+    return list(ioi(1, seed=0).vocab)
+
+
+def ioi_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level HF tokenizer for the IOI world (ids = positions in :func:`ioi_vocab`)."""
+    vocab = ioi_vocab()
+    if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+        raise InputError("the IOI vocabulary must start with the world's SPECIALS")
+    return word_tokenizer(vocab[len(SPECIALS) :], specials=SPECIALS)
+
+
+def ioi_lm_batch(n: int, *, seed: int) -> dict[str, Any]:
+    """``n`` IOI items as LM sequences ``[BOS] prompt answer [EOS]`` (right-padded with ``[PAD]``).
+
+    Returns ``ids`` ``[n, T]``, ``prompt_len`` ``[n]`` (tokens before the answer, ``[BOS]``
+    included), ``answer`` ``[n]`` (the IO's id) and the world ``data``.
+    """
+    n = check_int(n, "n", low=1)
+    data = ioi(n, seed=seed)
+    vocab = data.vocab
+    texts = [f"[BOS] {t} {a} [EOS]" for t, a in zip(data.texts, data.answers, strict=True)]
+    ids, _ = encode_words(texts, vocab)
+    index = {w: i for i, w in enumerate(vocab)}
+    answer = torch.as_tensor([index[a] for a in data.answers])
+    prompt_len = torch.as_tensor([len(w) + 1 for w in data.words])
+    return {"ids": ids, "prompt_len": prompt_len, "answer": answer, "data": data}
+
+
+def next_token_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every next token (``[PAD]`` targets ignored): the full LM loss."""
+    return nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=PAD
+    )
+
+
+def _gpt2(vocab_size: int, seed: int = 0) -> PreTrainedModel:
+    return tiny_gpt2(
+        vocab_size, n_layer=2, n_head=4, d_model=64, n_ctx=32, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+        seed=seed,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def answer_accuracy(model: nn.Module, batch: dict[str, Any]) -> float:
+    """Share of prompts whose greedy next token is the indirect object."""
+    ids, plen = batch["ids"], batch["prompt_len"]
+    logits = model(input_ids=ids).logits
+    pred = logits[torch.arange(ids.shape[0]), plen - 1].argmax(-1)
+    return float((pred == batch["answer"]).float().mean())
+
+
+def train_ioi_gpt2(
+    seed: int, *, n_train: int = 6000, n_test: int = 500, epochs: int = 12, show_progress: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the 2-layer GPT-2 on IOI with the full next-token loss; report held-out answer accuracy."""
+    train = ioi_lm_batch(n_train, seed=seed)
+    test = ioi_lm_batch(n_test, seed=seed + 10_000)
+    model = _gpt2(len(train["data"].vocab), seed=seed)
+    fit(
+        model,
+        (train["ids"], train["ids"]),
+        epochs=epochs,
+        lr=3e-3,
+        batch_size=64,
+        loss_fn=next_token_loss,
+        seed=seed,
+        show_progress=show_progress,
+        grad_clip=1.0,
+    )
+    model.eval()
+    return model, {"test_answer_accuracy": round(answer_accuracy(model, test), 4), "n_train": n_train}
+
+
+def tiny_mlm(vocab_size: int, *, seed: int = 0) -> BertForMaskedLM:
+    """A 2-layer, 64-d ``BertForMaskedLM`` (dropout off), deterministic from ``seed``."""
+    cfg = BertConfig(
+        vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=PAD,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(cfg)
+    return model.eval()
+
+
+class _MaskedWords(torch.utils.data.Dataset):
+    """Fresh 15 % word masks per access, drawn from a seeded generator (BERT's recipe, all [MASK])."""
+
+    def __init__(self, ids: torch.Tensor, seed: int):
+        self.ids, self.gen = ids, torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.ids[i]
+        real = (x != PAD) & (x != BOS) & (x != EOS)
+        m = (torch.rand(x.shape, generator=self.gen) < 0.15) & real
+        if not bool(m.any()):
+            m[int(real.nonzero()[0])] = True
+        y = torch.where(m, x, torch.full_like(x, -100))
+        return torch.where(m, torch.full_like(x, MASK), x), (x != PAD).long(), y
+
+
+def _mlm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
+@torch.no_grad()
+def mlm_accuracy(model: nn.Module, batch: dict[str, Any], seed: int = 0) -> float:
+    """Accuracy of the MLM's argmax on 15 % masked words of held-out texts."""
+    ds = _MaskedWords(batch["ids"], seed)
+    xs, ms, ys = (torch.stack(t) for t in zip(*(ds[i] for i in range(len(ds))), strict=True))
+    pred = model(input_ids=xs, attention_mask=ms).logits.argmax(-1)
+    sel = ys != -100
+    return float((pred[sel] == ys[sel]).float().mean())
+
+
+def train_ioi_mlm(
+    seed: int, *, n_train: int = 3000, n_test: int = 300, epochs: int = 6, show_progress: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the tiny masked LM on IOI texts (answer included); report held-out masked-word accuracy."""
+    train = ioi_lm_batch(n_train, seed=seed + 1)
+    test = ioi_lm_batch(n_test, seed=seed + 20_000)
+    model = tiny_mlm(len(train["data"].vocab), seed=seed)
+    loader = torch.utils.data.DataLoader(
+        _MaskedWords(train["ids"], seed), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
+    fit(model, loader, epochs=epochs, lr=3e-3, loss_fn=_mlm_loss, seed=seed, show_progress=show_progress)
+    model.eval()
+    return model, {"test_masked_accuracy": round(mlm_accuracy(model, test), 4), "n_train": n_train}
+
+
+_V = len(ioi_vocab())
+zoo.register(
+    "ioi_gpt2",
+    config=hf_arch_config(_gpt2(_V)),
+    train=train_ioi_gpt2,
+    description="2-layer GPT-2 (d=64) on the IOI world, full next-token loss; tokenizer: lm_recipes.ioi_tokenizer()",
+)
+zoo.register(
+    "ioi_mlm",
+    config=hf_arch_config(tiny_mlm(_V)),
+    train=train_ioi_mlm,
+    description="2-layer BertForMaskedLM (d=64) on IOI texts, ReAGent's replacement sampler (RoBERTa stand-in)",
+)
