@@ -73,6 +73,7 @@ __all__ = [
     "greedy_step",
     "ranking_to_attribution",
     "ranking_to_map",
+    "region_distances",
 ]
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -141,6 +142,31 @@ def arccos_distances(embeddings: torch.Tensor) -> torch.Tensor:
     e = check_tensor(embeddings, "embeddings", ndim=2, dtype="float", layout="[R, D]")
     e = e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return torch.arccos((e @ e.T).clamp(-1.0, 1.0)) / math.pi
+
+
+def region_distances(
+    embed_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    regions: torch.Tensor,
+    *,
+    baseline: float | torch.Tensor = 0.0,
+    batch_size: int | None = 64,
+) -> torch.Tensor:
+    """The effectiveness term's distances ``[R, R]``: :func:`arccos_distances` of the embeddings of the
+    images that show one region each.
+
+    ``embed_fn`` maps images ``[B, C, H, W]`` to embeddings ``[B, D]`` (a recognition model's
+    penultimate features; ``model.features`` for a TinyCNN). Costs ``R`` forwards, once per image;
+    the effectiveness term then needs no forward pass (SMDL and LiMA share it).
+    """
+    if not callable(embed_fn):
+        raise InputError(f"`embed_fn` must be callable images [B, C, H, W] -> [B, D]; got {type(embed_fn).__name__}")
+    x = check_tensor(x, "x", ndim=3, dtype="float", layout="[C, H, W]")
+    regions = check_regions(regions, hw=tuple(x.shape[1:])).to(x.device)
+    emb = masked_outputs(embed_fn, x, regions, baseline=baseline, batch_size=batch_size)
+    if emb.ndim != 2:
+        raise InputError(f"`embed_fn` must return embeddings [B, D]; got shape {tuple(emb.shape)}")
+    return arccos_distances(emb.float())
 
 
 def effectiveness(distances: torch.Tensor, members: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,6 @@ from xattr_nb.attribution import Attribution, attribute, register_method
 from xattr_nb.attribution.subsets import (
     Ranking,
     SetScorer,
-    arccos_distances,
     bidirectional_cost,
     bidirectional_greedy_search,
     collaboration,
@@ -52,9 +51,10 @@ from xattr_nb.attribution.subsets import (
     greedy_cost,
     greedy_search,
     ranking_to_map,
+    region_distances,
 )
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_target, check_tensor
-from xattr_nb.kernels import check_regions, grid_regions, masked_outputs, slic_regions
+from xattr_nb.kernels import check_regions, grid_regions, slic_regions
 from xattr_nb.metrics import Curves, highest_confidence
 from xattr_nb.models.hub import from_pretrained_offline
 from xattr_nb.runtime import Cost, pick_device, progress
@@ -153,30 +153,6 @@ def partition(image: torch.Tensor, *, grid: int | tuple[int, int] = 4, n_segment
 
 
 @torch.no_grad()
-def region_distances(
-    embed_fn: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    regions: torch.Tensor,
-    *,
-    baseline: float | torch.Tensor = 0.0,
-    batch_size: int | None = 64,
-) -> torch.Tensor:
-    """The effectiveness term's distances ``d_ij = arccos(cos(e_i, e_j)) / pi`` ``[R, R]``.
-
-    ``e_i = embed_fn(x_{v_i})`` is the embedding of the image that shows region ``i`` alone
-    (for a :class:`~xattr_nb.models.TinyCNN`, ``model.features``: the GAP vector). Costs ``R``
-    forwards, once per image (LiMA's ``calculate_distance_of_each_element``).
-    """
-    if not callable(embed_fn):
-        raise InputError(f"`embed_fn` must be callable images [B, C, H, W] -> [B, D]; got {type(embed_fn).__name__}")
-    x = check_tensor(x, "x", ndim=3, dtype="float", layout="[C, H, W]")
-    regions = check_regions(regions, hw=tuple(x.shape[1:]))
-    emb = masked_outputs(embed_fn, x, regions.to(x.device), baseline=baseline, batch_size=batch_size)
-    if emb.ndim != 2:
-        raise InputError(f"`embed_fn` must return embeddings [B, D]; got shape {tuple(emb.shape)}")
-    return arccos_distances(emb.float().cpu())
-
-
 def lima_terms(target: int, distances: torch.Tensor | None = None) -> dict[str, Callable[..., torch.Tensor]]:
     """LiMA's four terms as :class:`~xattr_nb.attribution.subsets.SetScorer` terms (the scorer's ``fn`` returns
     probabilities). Without ``distances`` the effectiveness term is left out (the single-modal scripts)."""

@@ -46,16 +46,16 @@ from xattr_nb.attribution.result import Attribution
 from xattr_nb.attribution.subsets import (
     Ranking,
     SetScorer,
-    arccos_distances,
     collaboration,
     consistency,
     effectiveness,
     entropy_confidence,
     greedy_search,
     ranking_to_map,
+    region_distances,
 )
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_target, check_tensor
-from xattr_nb.kernels import check_regions, grid_regions, masked_outputs
+from xattr_nb.kernels import check_regions, grid_regions
 from xattr_nb.metrics import CurveSet, insertion_deletion, order_from_scores, region_scores
 from xattr_nb.models.fit import FitHistory, fit
 from xattr_nb.runtime import Cost, progress
@@ -322,30 +322,6 @@ def _embed_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @torch.no_grad()
-def region_distances(
-    embed_fn: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    regions: torch.Tensor,
-    *,
-    baseline: float | torch.Tensor = 0.0,
-    batch_size: int | None = 64,
-) -> torch.Tensor:
-    """Angular distances ``[m, m]`` between the embeddings of the images that keep one region each.
-
-    ``embed_fn`` maps images ``[B, C, H, W]`` to embeddings ``[B, D]`` (a recognition model's
-    penultimate features; ``model.features`` for a TinyCNN). One forward per region, once per
-    image; the effectiveness term then needs no forward (``d_ij = arccos(cos(e_i, e_j)) / pi``).
-    """
-    if not callable(embed_fn):
-        raise InputError(f"`embed_fn` must be callable images -> embeddings [B, D]; got {type(embed_fn).__name__}")
-    x = check_tensor(x, "x", ndim=3, dtype="float", layout="[C, H, W]")
-    regions = check_regions(regions, hw=tuple(x.shape[1:])).to(x.device)
-    emb = masked_outputs(embed_fn, x, regions, baseline=baseline, batch_size=batch_size)
-    if emb.ndim != 2:
-        raise InputError(f"`embed_fn` must return embeddings [B, D]; got shape {tuple(emb.shape)}")
-    return arccos_distances(emb.float())
-
-
 def _weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     if weights is None:
         return dict(DEFAULT_WEIGHTS)
