@@ -18,9 +18,12 @@ Recipes (:func:`register`) say how to retrain a checkpoint: a config and a funct
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import hashlib
+import importlib
 import json
 import os
+import pkgutil
 import re
 import tempfile
 from collections.abc import Callable
@@ -158,8 +161,12 @@ def register(
 
 def _builtin_recipes() -> None:
     # Imported on first use: the recipes need the worlds and the trainer, which import this module.
-    import xattr_nb.models.lm_recipes
-    import xattr_nb.models.recipes  # noqa: F401
+    # Every module of xattr_nb.models named `recipes` or `*_recipes` registers its checkpoints.
+    import xattr_nb.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name == "recipes" or info.name.endswith("_recipes"):
+            importlib.import_module(f"xattr_nb.models.{info.name}")
 
 
 def recipes() -> dict[str, Recipe]:
@@ -256,10 +263,13 @@ def save(
         description=description or (_RECIPES[name].description if name in _RECIPES else ""),
         n_params=sum(p.numel() for p in model.parameters()),
     )
-    manifest = _read_manifest(root)
-    manifest["checkpoints"][name] = {k: v for k, v in asdict(entry).items() if k != "name"}
-    manifest["checkpoints"] = dict(sorted(manifest["checkpoints"].items()))
-    _write_atomic(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    # Two trainings finishing at once must not drop each other's entry: read-modify-write under a lock.
+    with open(root / f".{MANIFEST}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = _read_manifest(root)
+        manifest["checkpoints"][name] = {k: v for k, v in asdict(entry).items() if k != "name"}
+        manifest["checkpoints"] = dict(sorted(manifest["checkpoints"].items()))
+        _write_atomic(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return entry
 
 
