@@ -65,6 +65,15 @@ def test_twin_draws_two_copies():
     assert d.masks.flatten(1).sum(1).float().mean() > 1.6 * one.masks.flatten(1).sum(1).float().mean()
 
 
+def test_twin_beside_a_central_object_finds_the_corners():
+    # Beside a central small object a copy fits only near the corners, which random draws used to miss.
+    d = make_shapes(400, twin=True, sizes=("small",), positions=("center",), backgrounds=("black",), seed=3)
+    one = make_shapes(400, sizes=("small",), positions=("center",), backgrounds=("black",), seed=3)
+    assert d.masks.flatten(1).sum(1).float().mean() > 1.6 * one.masks.flatten(1).sum(1).float().mean()
+    with pytest.raises(InputError, match="no room for a second copy"):
+        make_shapes(20, twin=True, sizes=("large",), positions=("center",), seed=0)
+
+
 def test_boxes_are_tight():
     d = make_shapes(50, styles=STYLES, seed=4)
     for m, b in zip(d.masks, d.boxes, strict=True):

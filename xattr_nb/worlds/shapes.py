@@ -392,6 +392,29 @@ def _free_centres(
     return cand_x[np.arange(n), first], cand_y[np.arange(n), first], ok
 
 
+def _grid_centres(
+    rng: np.random.Generator,
+    taken: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    r_new: np.ndarray,
+    h: int,
+    w: int,
+    rows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`_free_centres` for ``rows`` only, but searching every half-pixel centre: random draws
+    miss small free regions (a second copy beside a central object only fits in the corners)."""
+    cx, cy, ok = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows), dtype=bool)
+    for j, i in enumerate(rows):
+        r = r_new[i]
+        gx, gy = np.meshgrid(np.arange(r, w - 1 - r + 1e-9, 0.5), np.arange(r, h - 1 - r + 1e-9, 0.5))
+        free = np.ones(gx.shape, dtype=bool)
+        for tx, ty, tr in taken:
+            free &= np.hypot(gx - tx[i], gy - ty[i]) > tr[i] + r + 1.5
+        if free.any():
+            k = rng.choice(np.flatnonzero(free.ravel()))
+            cx[j], cy[j], ok[j] = gx.ravel()[k], gy.ravel()[k], True
+    return cx, cy, ok
+
+
 def _colours(ids: np.ndarray, rng: np.random.Generator, jitter: bool = True) -> np.ndarray:
     rgb = np.asarray(list(COLORS.values()), dtype=np.float32)[ids]
     if jitter:
@@ -559,6 +582,9 @@ def make_shapes(
                 break
             tx2, ty2, ok2 = _free_centres(rng, taken, ext, h, w)
             tx, ty, ok = np.where(ok, tx, tx2), np.where(ok, ty, ty2), ok | ok2
+        if not ok.all():
+            rows = np.flatnonzero(~ok)
+            tx[rows], ty[rows], ok[rows] = _grid_centres(rng, taken, ext, h, w, rows)
         if not ok.all():
             raise InputError(
                 "`twin=True` found no room for a second copy in some images: use smaller `sizes` "
