@@ -28,15 +28,18 @@ from xattr_nb.checks import InputError, check_int
 from xattr_nb.models import zoo
 from xattr_nb.models.fit import fit
 from xattr_nb.models.text import hf_arch_config, tiny_gpt2, word_tokenizer
-from xattr_nb.worlds.text import SPECIALS, encode_words, ioi
+from xattr_nb.worlds.text import IOI_NAMES, SPECIALS, IOIData, encode_words, ioi
 
 __all__ = [
+    "ioi_held_out_pair",
     "ioi_lm_batch",
+    "ioi_pair_items",
     "ioi_tokenizer",
     "ioi_vocab",
     "next_token_loss",
     "tiny_mlm",
     "train_ioi_gpt2",
+    "train_ioi_gpt2_4l",
     "train_ioi_mlm",
 ]
 
@@ -190,4 +193,91 @@ zoo.register(
     config=hf_arch_config(tiny_mlm(_V)),
     train=train_ioi_mlm,
     description="2-layer BertForMaskedLM (d=64) on IOI texts, ReAGent's replacement sampler (RoBERTa stand-in)",
+)
+
+
+# ---------------------------------------------------------------------------------------------- ioi_gpt2_4l (RelP)
+
+
+def ioi_held_out_pair(a: str, b: str) -> bool:
+    """Whether the (unordered) name pair ``{a, b}`` is held out of ``ioi_gpt2_4l``'s training: about
+    one pair in five, fixed by the names' positions in ``IOI_NAMES`` (so every name is still seen)."""
+    i, j = sorted((IOI_NAMES.index(a), IOI_NAMES.index(b)))
+    return (3 * i + j) % 5 == 0
+
+
+def ioi_pair_items(n: int, *, seed: int, held_out: bool) -> IOIData:
+    """``n`` IOI items whose (IO, S) pair is held out (``held_out=True``) or seen in training (``False``)."""
+    n = check_int(n, "n", low=1)
+    out, draw = [], 0
+    while sum(len(d) for d in out) < n:
+        data = ioi(2 * n, seed=seed + 7919 * draw)
+        keep = [i for i in range(len(data)) if ioi_held_out_pair(data.answers[i], data.wrong[i]) == held_out]
+        out.append(data.subset(torch.as_tensor(keep, dtype=torch.long)))
+        draw += 1
+    rows = [(d, i) for d in out for i in range(len(d))][:n]
+    first = out[0]
+    fields = {f: [getattr(d, f)[i] for d, i in rows] for f in IOIData._items}
+    fields = {f: torch.stack(v) if isinstance(getattr(first, f), torch.Tensor) else v for f, v in fields.items()}
+    return IOIData(**fields, vocab=first.vocab)
+
+
+def _gpt2_4l(vocab_size: int, seed: int = 0) -> PreTrainedModel:
+    return tiny_gpt2(
+        vocab_size, n_layer=4, n_head=4, d_model=64, d_mlp=256, n_ctx=32, bos_token_id=BOS, eos_token_id=EOS,
+        pad_token_id=PAD, seed=seed,
+    )  # fmt: skip
+
+
+def _lm_items(data: IOIData) -> dict[str, torch.Tensor]:
+    texts = [f"[BOS] {t} {a} [EOS]" for t, a in zip(data.texts, data.answers, strict=True)]
+    ids, _ = encode_words(texts, data.vocab)
+    index = {w: i for i, w in enumerate(data.vocab)}
+    return {
+        "ids": ids,
+        "prompt_len": torch.as_tensor([len(w) + 1 for w in data.words]),
+        "answer": torch.as_tensor([index[a] for a in data.answers]),
+    }
+
+
+def _answer_plus_lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the answer token plus 0.1 x the full next-token loss (``y`` = ids | prompt_len)."""
+    ids, plen = y[:, :-1], y[:, -1]
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    answer = nn.functional.cross_entropy(logits[rows, plen - 1], ids[rows, plen])
+    return answer + 0.1 * next_token_loss(logits, ids)
+
+
+def train_ioi_gpt2_4l(
+    seed: int,
+    *,
+    n_train: int = 6400,
+    n_test: int = 1000,
+    epochs: int = 60,
+    weight_decay: float = 0.1,
+    show_progress: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The RelP spec's model: a 4-layer, 4-head, d=64, d_mlp=256 ``gelu_new`` GPT-2 trained on IOI
+    prompts of seen name pairs (answer loss + 0.1 x next-token loss, AdamW 3e-3, batch 128); metric:
+    greedy answer accuracy on held-out name pairs. The spec's 1,500 steps without weight decay reached
+    0.875 on held-out pairs (0.987 on seen ones: it memorised pairs); 60 epochs = 3,000 steps with weight
+    decay 0.1 reach 1.0."""
+    train = _lm_items(ioi_pair_items(n_train, seed=seed, held_out=False))
+    test = _lm_items(ioi_pair_items(n_test, seed=seed + 10_000, held_out=True))
+    model = _gpt2_4l(len(ioi_vocab()), seed=seed)
+    y = torch.cat([train["ids"], train["prompt_len"][:, None]], 1)
+    hist = fit(
+        model, (train["ids"], y), epochs=epochs, lr=3e-3, batch_size=128, loss_fn=_answer_plus_lm_loss, seed=seed,
+        show_progress=show_progress, grad_clip=1.0, weight_decay=weight_decay,
+    )  # fmt: skip
+    model.eval()
+    metrics = {"held_out_pair_accuracy": round(answer_accuracy(model, test), 4), "n_train": n_train}
+    return model, {**metrics, "steps": hist.steps, "train_s": round(hist.wall_s, 1)}
+
+
+zoo.register(
+    "ioi_gpt2_4l",
+    config=hf_arch_config(_gpt2_4l(_V)),
+    train=train_ioi_gpt2_4l,
+    description="4-layer GPT-2 (d=64, d_mlp=256, gelu_new) on IOI, answer + 0.1 LM loss, held-out name pairs (RelP)",
 )

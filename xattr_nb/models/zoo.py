@@ -35,6 +35,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from xattr_nb.checks import InputError, check_int
+from xattr_nb.models import moe as _moe  # noqa: F401  (registers the MoE GPT-2 architecture with `build`)
 from xattr_nb.models import text as _text  # registers the text architectures with `build`
 from xattr_nb.models.vision import build
 from xattr_nb.runtime import pick_device
