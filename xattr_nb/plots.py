@@ -390,7 +390,7 @@ def _bar_value(name: str, value: Any) -> tuple[float, float, np.ndarray | None]:
             raise InputError(f"`{key}` must be finite; got {v}")
         return v, 0.0, None
     if isinstance(value, (list, tuple, np.ndarray)):
-        value = torch.as_tensor(np.asarray(value, dtype=float))
+        value = torch.as_tensor(np.array(value, dtype=float))  # a copy: pandas hands out read-only views
     t = check_tensor(value, key, ndim=(0, 1), layout="a number or 1-D samples")
     t = t.double().flatten()
     if t.numel() == 1:
