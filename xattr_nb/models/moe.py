@@ -65,7 +65,14 @@ class TopKMoEMLP(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, n_experts: int = 8, k: int = 2, d_ff: int = 64, *, normalize_topk: bool = True, seed=None
+        self,
+        d_model: int,
+        n_experts: int = 8,
+        k: int = 2,
+        d_ff: int = 64,
+        *,
+        normalize_topk: bool = True,
+        seed: int | None = None,
     ):
         super().__init__()
         self.d_model = check_int(d_model, "d_model", low=1)
