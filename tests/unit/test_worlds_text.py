@@ -144,6 +144,14 @@ def test_ioi_bad_corruption():
         ioi(4, corruption="shuffle")
 
 
+def test_kv_conflict_items_always_get_a_corrupted_value():
+    # All five facts may share the famous fact's attribute, leaving no unused value for the corruption:
+    # it then takes the memorised value, still different from the answer and absent from the context.
+    d = kv_qa(400, n_facts=5, p_conflict=1.0, seed=7)
+    for ans, corr, words in zip(d.answers, d.corrupted_answers, d.words, strict=True):
+        assert corr != ans and corr not in words
+
+
 def test_kv_bad_p_conflict():
     with pytest.raises(InputError, match="`p_conflict`"):
         kv_qa(4, p_conflict=1.2)

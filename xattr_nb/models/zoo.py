@@ -132,6 +132,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -249,6 +250,7 @@ def save(
     os.close(fd)
     try:
         save_model(model, tmp, metadata={"xattr_nb_config": json.dumps(config, sort_keys=True)})
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shipped checkpoint is readable by everyone
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -389,6 +389,8 @@ def kv_qa(n: int, *, n_facts: int = 5, p_conflict: float = 0.0, seed: int = 0) -
         w += _QUESTION.format(attr=fact_attrs[q], key=keys[q]).split(" ")
         a_pos = sp[q][0] + 5  # "the A of K is V ." -> V is word 5
         pool = [v for v in KV_ATTRIBUTES[fact_attrs[q]] if v not in used]
+        if not pool:  # every other value of the attribute is in the context: corrupt to the memorised one
+            pool = [v for v in KV_ATTRIBUTES[fact_attrs[q]] if v not in values]
         new_v = pool[rng.integers(len(pool))]
         cw = list(w)
         cw[a_pos] = new_v
