@@ -1,0 +1,117 @@
+"""RelP's IOI study: data pairing, the estimators' bookkeeping, the bootstrap and the full-scale path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xattr_nb.checks import InputError
+from xattr_nb.interventions.patching import attribution_patching
+from xattr_nb.methods.relp import (
+    IOIPairs,
+    bootstrap_delta,
+    correlations,
+    cost_table,
+    encode_pairs,
+    ioi_pairs,
+    load_model,
+    make_metric,
+    relp_study,
+    run_methods,
+)
+from xattr_nb.models.lm_recipes import _gpt2_4l, ioi_held_out_pair, ioi_pair_items, ioi_tokenizer, ioi_vocab
+from xattr_nb.worlds.text import encode_words
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return ioi_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _gpt2_4l(len(ioi_vocab()), seed=5)
+
+
+def test_encode_pairs_swaps_names(tok):
+    data = ioi_pair_items(6, seed=1, held_out=True)
+    data = data.subset(torch.as_tensor([i for i in range(6) if len(data.words[i]) == 14]))
+    p = encode_pairs(tok, data)
+    ids, _ = encode_words([f"[BOS] {t}" for t in data.texts], data.vocab)
+    assert torch.equal(p.clean_ids, ids)
+    idx = {w: i for i, w in enumerate(data.vocab)}
+    for i in range(len(p)):
+        assert int(p.answer[i]) == idx[data.answers[i]] and int(p.wrong[i]) == idx[data.wrong[i]]
+        swapped = torch.where(p.clean_ids[i] == p.answer[i], p.wrong[i], p.clean_ids[i])
+        swapped = torch.where(p.clean_ids[i] == p.wrong[i], p.answer[i], swapped)
+        assert torch.equal(p.corr_ids[i], swapped)
+    assert p.tokens[0] == "[BOS]" and p.tokens[10] == "S2" and p.tokens[-1] == "to"
+
+
+def test_batches_are_disjoint_held_out_and_aligned(tok):
+    batches = ioi_pairs(12, n_batches=3, seed=4)
+    texts = [t for b in batches for t in b.texts]
+    assert len(set(texts)) == 36 and all(b.clean_ids.shape == (12, 15) for b in batches)
+    vocab = ioi_vocab()
+    for b in batches:
+        assert all(ioi_held_out_pair(vocab[a], vocab[w]) for a, w in zip(b.answer, b.wrong, strict=True))
+    train = ioi_pairs(12, seed=4, held_out=False)[0]
+    assert not any(ioi_held_out_pair(vocab[a], vocab[w]) for a, w in zip(train.answer, train.wrong, strict=True))
+
+
+def test_run_methods_costs_and_rules_off(model):
+    pairs = ioi_pairs(6, seed=2)[0]
+    res = run_methods(model, pairs, ig_steps=2, per_example=True)
+    t = pairs.clean_ids.shape[1]
+    assert res["AP"].cost.forward == 2 + 3 * 4 * t
+    assert (res["AtP"].cost.forward, res["AtP"].cost.backward) == (2, 1)
+    assert (res["RelP"].cost.forward, res["RelP"].cost.backward) == (2, 1)
+    assert res["IG"].cost.forward == 2 + 2 * 12 and res["IG"].examples["mlp_out"].shape == (6, 4, t)
+    off = attribution_patching(model, pairs.clean_ids, pairs.corr_ids, make_metric(model, pairs), mode="relp", rules=())
+    assert (off.flat() - res["AtP"].flat()).abs().max() < 1e-6
+    table = correlations(res)
+    assert len(table) == 4 * 3 and set(table["site"]) == {"resid_pre", "attn_out", "mlp_out"}
+    assert table["pearson"].between(-1, 1).all() and table["jaccard"].between(0, 1).all()
+    costs = cost_table(res).set_index("method")
+    assert costs.loc["AP", "forward"] == 2 + 12 * t and costs.loc["IG", "backward"] == 24
+    # a method against itself: delta 0 with a degenerate interval
+    same = bootstrap_delta(res, a="AtP", b="AtP", n_boot=50)
+    assert same["delta"] == 0.0 and same["lo"] == same["hi"] == 0.0
+    d = bootstrap_delta(res, n_boot=50)
+    assert d["lo"] <= d["hi"]
+
+
+def test_study_takes_median_over_batches(model):
+    batches = ioi_pairs(4, n_batches=3, seed=3)
+    out = relp_study(model, batches, methods=("AP", "AtP"), show_progress=False)
+    pb = out["per_batch"]
+    assert set(pb["batch"]) == {0, 1, 2} and set(pb["site"]) == {"resid_pre", "attn_out", "mlp_out", "head"}
+    m = out["median"].set_index(["method", "site"]).loc[("AtP", "mlp_out"), "pearson"]
+    assert m == pytest.approx(pb[(pb.method == "AtP") & (pb.site == "mlp_out")]["pearson"].median())
+
+
+def test_full_scale_path_on_a_local_stand_in(tmp_path, tok, model):
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    tok2, lm = load_model("full", model_name=str(tmp_path))
+    pairs = ioi_pairs(4, seed=0, tokenizer=tok2)[0]
+    res = run_methods(lm, pairs, methods=("AP", "RelP"))
+    ref = run_methods(model, pairs, methods=("AP", "RelP"))
+    assert torch.allclose(res["RelP"].flat(), ref["RelP"].flat(), atol=1e-5)
+
+
+def test_bad_inputs_raise(model, tok):
+    pairs = ioi_pairs(4, seed=0)[0]
+    with pytest.raises(InputError, match="methods"):
+        run_methods(model, pairs, methods=("EAP",))
+    with pytest.raises(InputError, match="pairs"):
+        run_methods(model, pairs.clean_ids)
+    with pytest.raises(InputError, match="per_example"):
+        bootstrap_delta(run_methods(model, pairs, methods=("AP", "AtP", "RelP")))
+    with pytest.raises(InputError, match="scale"):
+        load_model("gpu")
+    with pytest.raises(InputError, match="IOIData"):
+        encode_pairs(tok, ["when mary and john"])
+    with pytest.raises(InputError, match="batches"):
+        relp_study(model, pairs)
+    assert isinstance(pairs, IOIPairs)
