@@ -1,0 +1,346 @@
+"""Tests of the AttnAttrib / QA-circuits method (xattr_nb.methods.qa_circuits) and its KV-QA recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xattr_nb.checks import InputError
+from xattr_nb.interventions.circuit import Circuit
+from xattr_nb.interventions.hooks import patch_output
+from xattr_nb.methods import qa_circuits as Q
+from xattr_nb.models import kv_recipes as K
+from xattr_nb.worlds.text import FAMOUS_FACTS, kv_qa
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return K.kv_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return K.kv_gpt2(len(tok), seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return K.kv_items(12, p_conflict=0.3, seed=5)
+
+
+@pytest.fixture(scope="module")
+def batch(data, tok):
+    return Q.encode_items(data, tok)
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_encode_items_maps_sentences_answers_and_twins(data, batch, tok):
+    vocab = data.vocab
+    assert batch.ids.shape == (12, len(data.words[0]) + 1)  # [BOS] + words, one length: no padding
+    for i in range(len(data)):
+        words = ["[BOS]", *data.words[i]]
+        assert [vocab[t] for t in batch.ids[i].tolist()] == words
+        for j, (a, b) in enumerate(data.sent_spans[i].tolist()):
+            assert (batch.sent_index[i, a + 1 : b + 1] == j).all()
+        assert int((batch.sent_index[i] >= 0).sum()) == int(data.sent_spans[i, -1, 1])  # nothing else is context
+        assert vocab[int(batch.answer[i])] == data.answers[i]
+        assert vocab[int(batch.corr_answer[i])] == data.corrupted_answers[i]
+        diff = (batch.ids[i] != batch.corr_ids[i]).nonzero().flatten().tolist()
+        assert diff == [int(data.answer_pos[i]) + 1]  # the twin differs only at the asked value
+        mem = data.memory_answers[i]
+        assert (int(batch.memory[i]) == -1) if not mem else vocab[int(batch.memory[i])] == mem
+    assert batch.gold.tolist() == data.gold_sentence.tolist()
+    assert (batch.last == batch.ids.shape[1] - 1).all()
+
+
+def test_closed_book_pairs_ask_famous_keys(data, tok):
+    cb = Q.closed_book_pairs(data, tok, seed=1)
+    vocab = data.vocab
+    famous = {k: v for (_, k), v in FAMOUS_FACTS.items()}
+    for i in range(len(cb)):
+        key, ckey = vocab[int(cb.ids[i, -4])], vocab[int(cb.corr_ids[i, -4])]
+        assert key in famous and ckey in famous and key != ckey
+        assert vocab[int(cb.answer[i])] == famous[key] and vocab[int(cb.corr_answer[i])] == famous[ckey]
+        assert (cb.ids[i, :-6] == cb.corr_ids[i, :-6]).all()  # the context is untouched
+    assert (cb.gold == -1).all()
+
+
+def test_repeat_sentence_texts_inserts_before_question(data):
+    texts = Q.repeat_sentence_texts(data, torch.zeros(len(data), dtype=torch.long))
+    w = data.words[0]
+    a, b = data.sent_spans[0, 0].tolist()
+    end = int(data.sent_spans[0, -1, 1])
+    assert texts[0] == " ".join(w[:end] + w[a:b] + w[end:])
+    assert texts[0].endswith("answer :") and len(texts[0].split()) == len(w) + (b - a)
+    with pytest.raises(InputError, match="sentence"):
+        Q.repeat_sentence_texts(data, torch.full((len(data),), 5))
+
+
+# ---------------------------------------------------------------- CMA
+
+
+def test_cma_is_zero_when_clean_equals_corrupted(model, batch):
+    same = Q.QABatch(**{**batch.__dict__, "corr_ids": batch.ids, "corr_mask": batch.mask, "corr_last": batch.last})
+    res = Q.cma(model, same)
+    assert torch.allclose(res.ie, torch.zeros_like(res.ie), atol=1e-5)
+    assert torch.allclose(res.m_clean, res.m_corr)
+    assert res.cost.forward == (2 + 15) * len(batch) and res.skipped == 0
+    assert res.names[:5] == ["L0.H0", "L0.H1", "L0.H2", "L0.H3", "L1.H0"] and res.names[-1] == "L2.MLP"
+
+
+def test_head_patch_matches_a_patch_of_the_projection_output(model, batch):
+    """Patching head h's slice of z equals adding (z_clean - z_corr)[h] @ W_O[h] to the c_proj output."""
+    res = Q.cma(model, batch)
+    layer, h = 1, 2
+    proj = model.transformer.h[layer].attn.c_proj
+    got = {}
+
+    def grab(key):
+        def fn(_m, args):
+            got[key] = args[0].detach().clone()
+
+        return fn
+
+    with torch.no_grad():
+        for key, ids in (("clean", batch.ids), ("corr", batch.corr_ids)):
+            handle = proj.register_forward_pre_hook(grab(key))
+            model(input_ids=ids)
+            handle.remove()
+        sl = slice(h * 24, (h + 1) * 24)
+        delta = torch.zeros_like(got["corr"])
+        delta[:, -1, sl] = got["clean"][:, -1, sl] - got["corr"][:, -1, sl]
+        add = delta[..., sl] @ proj.weight[sl]
+        with patch_output(model, f"transformer.h.{layer}.attn.c_proj", lambda out: out + add):
+            logits = model(input_ids=batch.corr_ids).logits[:, -1]
+    rows = torch.arange(len(batch))
+    m = logits[rows, batch.answer] - logits[rows, batch.corr_answer]
+    i = res.names.index(f"L{layer}.H{h}")
+    assert torch.allclose(res.ie[i], m - res.m_corr, atol=1e-4)
+
+
+def test_mlp_patch_matches_patch_output(model, batch):
+    res = Q.cma(model, batch)
+    with torch.no_grad():
+        from xattr_nb.interventions.hooks import run_with_cache
+
+        _, cache = run_with_cache(model, input_ids=batch.ids, names=["transformer.h.0.mlp"])
+        clean = cache["transformer.h.0.mlp"]
+
+        def put(out):
+            out = out.clone()
+            out[:, -1] = clean[:, -1]
+            return out
+
+        with patch_output(model, "transformer.h.0.mlp", put):
+            logits = model(input_ids=batch.corr_ids).logits[:, -1]
+    rows = torch.arange(len(batch))
+    m = logits[rows, batch.answer] - logits[rows, batch.corr_answer]
+    assert torch.allclose(res.ie[res.names.index("L0.MLP")], m - res.m_corr, atol=1e-4)
+
+
+def test_to_circuit_keeps_the_top_k_by_ie():
+    names = ["L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP"]
+    ie = torch.tensor([[1.0], [5.0], [0.5], [3.0], [-2.0], [4.0]])
+    res = Q.CMAResult(names, ie, torch.tensor([2.0]), torch.tensor([0.0]), Q.Cost())
+    circ = Q.to_circuit(res, 3, n_layers=2)
+    comps = {n.name: n.score for n in circ.nodes if n.kind in ("head", "mlp")}
+    assert comps == {"L0.H1": 2.5, "L1.MLP": 2.0, "L1.H0": 1.5}  # normalised by the gap m_clean - m_corr = 2
+    assert isinstance(circ, Circuit)
+    heads, mlps = res.grid(2, 2)
+    assert heads.tolist() == [[1.0, 5.0], [3.0, -2.0]] and mlps.tolist() == [0.5, 4.0]
+    with pytest.raises(InputError, match="k"):
+        Q.to_circuit(res, 7)
+
+
+# ---------------------------------------------------------------- AttnAttrib and sentences
+
+
+def test_attn_attrib_reads_one_head_on_the_context(model, batch):
+    a = Q.attn_attrib(model, batch, (2, 3))
+    with torch.no_grad():
+        out = model(input_ids=batch.ids, output_attentions=True)
+    expect = out.attentions[2][:, 3, -1] * batch.context
+    assert torch.allclose(a.scores, expect)
+    assert (a.scores[~batch.context] == 0).all()
+    assert a.cost.forward == len(batch) and a.cost.backward == 0
+    assert a.target.tolist() == out.logits[:, -1].argmax(-1).tolist()
+    with pytest.raises(InputError, match="head"):
+        Q.attn_attrib(model, batch, (3, 0))
+
+
+def test_predict_sentence_rules(batch):
+    scores = torch.zeros(batch.ids.shape)
+    i0 = int((batch.sent_index[0] == 3).nonzero()[0])
+    scores[0, i0] = 1.0  # one strong token in sentence 3, weaker mass spread over sentence 1
+    sel = (batch.sent_index[0] == 1).nonzero().flatten()
+    scores[0, sel] = 0.4
+    scores[0, -1] = 9.0  # a question token: never attributable
+    assert int(Q.predict_sentence(scores, batch, rule="argmax")[0]) == 3
+    assert int(Q.predict_sentence(scores, batch, rule="max")[0]) == 3
+    assert int(Q.predict_sentence(scores, batch, rule="sum")[0]) == 1  # 7 tokens x 0.4 > 1.0
+    ss = Q.sentence_scores(scores, batch.sent_index, batch.n_sent)
+    assert ss[0].tolist() == pytest.approx([0.0, 0.4 * len(sel), 0.0, 1.0, 0.0])
+    with pytest.raises(InputError, match="rule"):
+        Q.predict_sentence(scores, batch, rule="mean")
+
+
+def test_select_head_argmax_ties_and_circuit_restriction():
+    s = torch.tensor([[0.1, 0.9], [0.9, 0.2]])
+    assert Q.select_head(s) == (0, 1)  # tie: the earlier head
+    circ = Circuit.from_scores({"L1.H0": 1.0, "L1.MLP": 0.5})
+    assert Q.select_head(s, among=circ) == (1, 0)
+    with pytest.raises(InputError, match="among"):
+        Q.select_head(s, among=Circuit.from_scores({"L0.MLP": 1.0}))
+
+
+def test_head_scores_mass_and_accuracy(model, batch):
+    mass = Q.head_scores(model, batch, criterion="mass")
+    acc = Q.head_scores(model, batch, criterion="accuracy")
+    assert mass.shape == acc.shape == (3, 4)
+    assert ((mass >= 0) & (mass <= 1)).all() and ((acc >= 0) & (acc <= 1)).all()
+    with torch.no_grad():
+        att = model(input_ids=batch.ids, output_attentions=True).attentions[1][:, 2, -1]
+    gold = batch.sent_index == batch.gold[:, None]
+    assert float(mass[1, 2]) == pytest.approx(float((att * gold).sum(1).mean()), abs=1e-6)
+
+
+def test_leave_one_sentence_out_is_the_logit_drop(model, batch):
+    target = batch.answer
+    a = Q.leave_one_sentence_out(model, batch, target, pad_id=0)
+    assert a.cost.forward == (1 + batch.n_sent + 1) * len(batch)  # original + 5 sentences + the question group
+    with torch.no_grad():
+        full = model(input_ids=batch.ids).logits[:, -1].gather(1, target[:, None])[:, 0]
+        for j in (0, 4):
+            ids = batch.ids.masked_fill(batch.sent_index == j, 0)
+            drop = full - model(input_ids=ids).logits[:, -1].gather(1, target[:, None])[:, 0]
+            tok = (batch.sent_index[0] == j).nonzero()[0, 0]
+            assert torch.allclose(a.scores[:, tok], drop, atol=1e-4)
+
+
+def test_evaluate_accuracy_ci_and_costs(batch):
+    res = Q.evaluate(batch, {"gold": batch.gold, "off": (batch.gold + 1) % 5}, {"gold": Q.Cost(24, 12, 1.2)})
+    assert res["gold"]["accuracy"] == 1.0 and res["gold"]["ci_lo"] == res["gold"]["ci_hi"] == 1.0
+    assert res["off"]["accuracy"] == 0.0
+    assert res["gold"]["forwards"] == 2.0 and res["gold"]["backwards"] == 1.0
+    assert res["gold"]["wall_ms"] == pytest.approx(100.0)
+    lo, hi = Q.bootstrap_ci(np.r_[np.zeros(50), np.ones(50)], seed=0)
+    assert 0.35 < lo < 0.5 < hi < 0.65
+    with pytest.raises(InputError):
+        Q.bootstrap_ci([])
+
+
+def test_random_sentences_are_seeded_and_in_range(batch):
+    r = Q.random_sentences(batch, seed=3)
+    assert torch.equal(r, Q.random_sentences(batch, seed=3)) and ((r >= 0) & (r < 5)).all()
+
+
+def test_bad_inputs_raise(model, batch, tok):
+    with pytest.raises(InputError, match="KVData"):
+        Q.encode_items(["a text"], tok)
+    with pytest.raises(InputError, match="QABatch"):
+        Q.cma(model, "not a batch")
+    cb = Q.closed_book_pairs(K.kv_items(4, seed=1), tok)
+    with pytest.raises(InputError, match="gold"):
+        Q.head_scores(model, cb)
+    with pytest.raises(InputError, match="criterion"):
+        Q.head_scores(model, batch, criterion="entropy")
+    with pytest.raises(InputError, match="texts"):
+        Q.encode_items(K.kv_items(3, seed=0), tok, texts=["x"])
+
+
+# ---------------------------------------------------------------- recipe and loaders
+
+
+def test_kv_lm_batch_labels_only_the_answer():
+    b = K.kv_lm_batch(200, seed=3)
+    vocab = K.kv_vocab()
+    famous = set(FAMOUS_FACTS.values())
+    labelled = b["labels"] != K.IGNORE
+    assert (labelled.sum(1) == 1).all()
+    names = list(K.KV_MIX)
+    for i in range(200):
+        t = int(labelled[i].nonzero()[0])
+        assert int(b["labels"][i, t]) == int(b["ids"][i, t + 1])  # the next token is the answer
+        kind = names[int(b["kind"][i])]
+        if kind in ("closed_book", "consistent", "memory"):
+            assert vocab[int(b["ids"][i, t + 1])] in famous
+        if kind == "same_attribute":  # every fact has the asked attribute
+            words = [vocab[j] for j in b["ids"][i].tolist()]
+            attrs = {words[j + 1] for j, w in enumerate(words) if w == "the"}
+            assert len(attrs) == 1
+    assert set(b["kind"].tolist()) == set(range(len(names)))
+    with pytest.raises(InputError, match="mix"):
+        K.kv_lm_batch(4, seed=0, mix={"copy": 1.0})
+
+
+def test_kv_items_retries_a_failing_world_seed():
+    # kv_qa raises for some seeds with many conflict items (no value left for the corrupted copy)
+    bad = next(s for s in range(200) if _fails(s))
+    items = K.kv_items(200, p_conflict=1.0, seed=bad)
+    assert len(items) == 200 and bool(items.is_conflict.all())
+
+
+def _fails(seed: int) -> bool:
+    try:
+        kv_qa(200, p_conflict=1.0, seed=seed)
+    except ValueError:
+        return True
+    return False
+
+
+def test_full_scale_path_on_a_local_folder(tmp_path, model, tok, data):
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    m2, t2 = Q.load_full(str(tmp_path))
+    b2 = Q.encode_items(data, t2)
+    b1 = Q.encode_items(data, tok)
+    assert torch.equal(b2.ids, b1.ids) and torch.equal(b2.sent_index, b1.sent_index)
+    a1, s1 = Q.explain(model, b1, (2, 0))
+    a2, s2 = Q.explain(m2, b2, (2, 0))
+    assert torch.allclose(a1.scores, a2.scores, atol=1e-6) and torch.equal(s1, s2)
+
+
+def test_steering_counts_context_and_memory_answers_on_conflict_items(model, tok):
+    data, batch = Q.eval_items(16, tok, p_conflict=0.5, seed=2)
+    n_conf = int(data.is_conflict.sum())
+    out = Q.steering(model, tok, data, {"gold": batch.gold})
+    assert set(out) == {"none", "gold"} and out["none"]["n"] == n_conf > 0
+    sub = Q.encode_items(data.subset(data.is_conflict.nonzero().flatten()), tok)
+    f = Q.context_faithfulness(model, sub)
+    assert out["none"]["context"] == pytest.approx(float(f["context"].float().mean()))
+    assert 0.0 <= out["gold"]["memory"] <= 1.0
+    with pytest.raises(InputError, match="conflict"):
+        Q.steering(model, tok, K.kv_items(4, seed=0), {})
+
+
+def test_model_shape_and_plot(model):
+    assert Q.model_shape(model) == (3, 4)
+    fig = Q.plot_components(np.zeros((3, 4)), np.ones(3), title="t")
+    assert len(fig.axes) == 2  # the grid and its colour bar
+
+
+def test_shipped_checkpoint_reproduces_its_manifest_metrics():
+    from xattr_nb.models import zoo
+
+    entry = {e.name: e for e in zoo.entries()}["kv_gpt2"]
+    model = zoo.load("kv_gpt2")
+    assert model.config.n_layer == 3 and model.config.n_head == 4 and model.config.n_embd == 96
+    got = K.conflict_rates(model, seed=entry.metrics["seed"] + 10_000)
+    for key in ("copy_accuracy", "context_rate", "memory_rate", "closed_book_accuracy"):
+        assert round(got[key], 4) == entry.metrics[key], key
+
+
+def test_find_head_chains_cma_circuit_and_selection(model, batch):
+    choice = Q.find_head(model, batch, k=4)
+    comps = [n for n in choice.circuit.nodes if n.kind in ("head", "mlp")]
+    assert len(comps) == 4
+    assert choice.head == Q.select_head(Q.head_scores(model, batch))
+    assert choice.in_circuit == (f"L{choice.head[0]}.H{choice.head[1]}" in {n.name for n in comps})
+    restricted = Q.find_head(model, batch, k=4, among_circuit=True)
+    if any(n.kind == "head" for n in comps):
+        assert restricted.in_circuit
