@@ -8,6 +8,12 @@
 - :mod:`~xattr_nb.models.fit`: :func:`fit` (a small AdamW loop with a progress bar), :func:`accuracy`.
 - :mod:`~xattr_nb.models.detection`: :class:`TinyGridDetector` (ShapesWorld scenes), box IoU, NMS,
   mAP, :func:`~xattr_nb.models.detection.detection_score` (the VPS / D-RISE object score).
+- :mod:`~xattr_nb.models.sae`: sparse autoencoders (:class:`TopKSAE`, :class:`L1SAE`), :func:`train_sae`,
+  dead-latent revival, top activations.
+- :mod:`~xattr_nb.models.moe`: :class:`TopKMoEMLP`, :func:`moeify_gpt2` (a tiny mixture of experts in HF
+  GPT-2), :func:`routing_weights`, router-only training helpers.
+- :mod:`~xattr_nb.models.attention`: the ``"xattr_eager"`` attention function (readable, detachable
+  attention probabilities for HF models).
 - :mod:`~xattr_nb.models.zoo`: shipped checkpoints in ``data/`` (safetensors + a checksummed manifest).
 """
 
@@ -28,6 +34,8 @@ from xattr_nb.models.hub import (
     load_image_classifier,
     minilm_path,
 )
+from xattr_nb.models.moe import TopKMoEMLP, moeify_gpt2, routing_weights
+from xattr_nb.models.sae import L1SAE, TopKSAE, train_sae
 from xattr_nb.models.text import (
     EncoderClassifier,
     check_tokenizer_matches,
@@ -39,6 +47,7 @@ from xattr_nb.models.vision import ARCHITECTURES, TinyCNN, TinyViT, build, regis
 
 __all__ = [
     "ARCHITECTURES",
+    "L1SAE",
     "Detections",
     "EncoderClassifier",
     "FitHistory",
@@ -46,6 +55,8 @@ __all__ = [
     "TinyCNN",
     "TinyGridDetector",
     "TinyViT",
+    "TopKMoEMLP",
+    "TopKSAE",
     "accuracy",
     "build",
     "check_tokenizer_matches",
@@ -59,8 +70,11 @@ __all__ = [
     "load_encoder",
     "load_image_classifier",
     "minilm_path",
+    "moeify_gpt2",
     "register_architecture",
+    "routing_weights",
     "tiny_gpt2",
     "train_detector",
+    "train_sae",
     "word_tokenizer",
 ]

@@ -5,7 +5,12 @@
 - :mod:`~xattr_nb.worlds.grids`: DiFull/GridPG grids of distinct-class images;
 - :mod:`~xattr_nb.worlds.digits`: sklearn digits with planted label noise;
 - :mod:`~xattr_nb.worlds.text`: templated text tasks (IOI, key-value QA, topics) with gold spans;
-- :mod:`~xattr_nb.worlds.facts`: grounded facts, source documents and a fused output with the gold clause of every fact.
+- :mod:`~xattr_nb.worlds.facts`: grounded facts, source documents and a fused output with the gold clause of every fact;
+- :mod:`~xattr_nb.worlds.bias`: a corpus whose cues control how often a group gets a derogatory adjective;
+- :mod:`~xattr_nb.worlds.spurious_text`: harmful/benign requests with a topic that agrees with the label in
+  training and not in the shifted test;
+- :mod:`~xattr_nb.worlds.concepts`: a latent-concept generative model with exact posteriors;
+- :mod:`~xattr_nb.worlds.multitask`: digit tasks under paraphrased instructions (frequent and rare).
 
 Every generator returns a dataclass of tensors (a :class:`~xattr_nb.worlds.base.WorldData`) that
 supports ``len``, :func:`subset`, :func:`split` and ``.to(device)``.
