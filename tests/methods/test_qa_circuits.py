@@ -28,7 +28,7 @@ def model(tok):
 
 @pytest.fixture(scope="module")
 def data():
-    return K.kv_items(12, p_conflict=0.3, seed=5)
+    return kv_qa(12, p_conflict=0.3, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -244,13 +244,13 @@ def test_bad_inputs_raise(model, batch, tok):
         Q.encode_items(["a text"], tok)
     with pytest.raises(InputError, match="QABatch"):
         Q.cma(model, "not a batch")
-    cb = Q.closed_book_pairs(K.kv_items(4, seed=1), tok)
+    cb = Q.closed_book_pairs(kv_qa(4, seed=1), tok)
     with pytest.raises(InputError, match="gold"):
         Q.head_scores(model, cb)
     with pytest.raises(InputError, match="criterion"):
         Q.head_scores(model, batch, criterion="entropy")
     with pytest.raises(InputError, match="texts"):
-        Q.encode_items(K.kv_items(3, seed=0), tok, texts=["x"])
+        Q.encode_items(kv_qa(3, seed=0), tok, texts=["x"])
 
 
 # ---------------------------------------------------------------- recipe and loaders
@@ -278,21 +278,6 @@ def test_kv_lm_batch_labels_only_the_answer():
         K.kv_lm_batch(4, seed=0, mix={"copy": 1.0})
 
 
-def test_kv_items_retries_a_failing_world_seed():
-    # kv_qa raises for some seeds with many conflict items (no value left for the corrupted copy)
-    bad = next(s for s in range(200) if _fails(s))
-    items = K.kv_items(200, p_conflict=1.0, seed=bad)
-    assert len(items) == 200 and bool(items.is_conflict.all())
-
-
-def _fails(seed: int) -> bool:
-    try:
-        kv_qa(200, p_conflict=1.0, seed=seed)
-    except ValueError:
-        return True
-    return False
-
-
 def test_full_scale_path_on_a_local_folder(tmp_path, model, tok, data):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
@@ -315,7 +300,7 @@ def test_steering_counts_context_and_memory_answers_on_conflict_items(model, tok
     assert out["none"]["context"] == pytest.approx(float(f["context"].float().mean()))
     assert 0.0 <= out["gold"]["memory"] <= 1.0
     with pytest.raises(InputError, match="conflict"):
-        Q.steering(model, tok, K.kv_items(4, seed=0), {})
+        Q.steering(model, tok, kv_qa(4, seed=0), {})
 
 
 def test_model_shape_and_plot(model):

@@ -47,6 +47,7 @@ from xattr_nb.interventions.hooks import block_names
 from xattr_nb.interventions.patching import activation_patching, component_sites, logit_diff
 from xattr_nb.kernels import count_passes
 from xattr_nb.runtime import Cost, timer
+from xattr_nb.worlds.text import kv_qa
 
 __all__ = [
     "RULES",
@@ -247,14 +248,8 @@ def closed_book_pairs(data: Any, tokenizer: Any, *, seed: int = 0) -> QABatch:
 
 
 def eval_items(n: int, tokenizer: Any, *, p_conflict: float = 0.25, seed: int = 0) -> tuple[Any, QABatch]:
-    """``n`` KV-QA items (``p_conflict`` of them knowledge-conflict items) and their :class:`QABatch`.
-
-    Drawn with :func:`xattr_nb.models.kv_recipes.kv_items`, which retries the world's generator at
-    the next seed on the rare configuration it cannot corrupt.
-    """
-    from xattr_nb.models.kv_recipes import kv_items
-
-    data = kv_items(check_int(n, "n", low=1), p_conflict=check_float(p_conflict, "p_conflict", low=0.0, high=1.0),
+    """``n`` KV-QA items (``p_conflict`` of them knowledge-conflict items) and their :class:`QABatch`."""
+    data = kv_qa(check_int(n, "n", low=1), p_conflict=check_float(p_conflict, "p_conflict", low=0.0, high=1.0),
                     seed=check_int(seed, "seed", low=0))  # fmt: skip
     return data, encode_items(data, tokenizer)
 

@@ -42,7 +42,7 @@ from xattr_nb.checks import InputError, check_float, check_int
 from xattr_nb.models import zoo
 from xattr_nb.models.fit import fit
 from xattr_nb.models.text import hf_arch_config, tiny_gpt2, word_tokenizer
-from xattr_nb.worlds.text import FAMOUS_FACTS, KV_ATTRIBUTES, SPECIALS, KVData, encode_words, kv_memory_texts, kv_qa
+from xattr_nb.worlds.text import FAMOUS_FACTS, KV_ATTRIBUTES, SPECIALS, encode_words, kv_memory_texts, kv_qa
 
 __all__ = [
     "COUNTERFACTUAL_FACTS",
@@ -51,7 +51,6 @@ __all__ = [
     "answer_predictions",
     "conflict_rates",
     "kv_gpt2",
-    "kv_items",
     "kv_lm_batch",
     "kv_tokenizer",
     "kv_train_loader",
@@ -85,22 +84,6 @@ def kv_tokenizer() -> PreTrainedTokenizerFast:
     if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
         raise InputError("the KV vocabulary must start with the world's SPECIALS")
     return word_tokenizer(vocab[len(SPECIALS) :], specials=SPECIALS)
-
-
-def kv_items(n: int, *, p_conflict: float = 0.0, seed: int = 0, max_tries: int = 20) -> KVData:
-    """``kv_qa(n, p_conflict=..., seed=...)``, retried at the next seeds (``seed + 7919 * try``) when it fails.
-
-    ``kv_qa`` raises ``ValueError`` for an item whose asked attribute has no value left for the
-    corrupted copy (a conflict item whose 5 facts share the famous fact's 6-value attribute, about
-    1 in 500 conflict items); the retry keeps every caller deterministic for a given ``seed``.
-    """
-    n, seed = check_int(n, "n", low=1), check_int(seed, "seed", low=0)
-    for t in range(check_int(max_tries, "max_tries", low=1)):
-        try:
-            return kv_qa(n, p_conflict=p_conflict, seed=seed + 7919 * t)
-        except ValueError:
-            continue
-    raise InputError(f"kv_qa failed at {max_tries} seeds from {seed}; lower `n` or `p_conflict`")
 
 
 def _closed_book(words: list[str], rng: np.random.Generator) -> tuple[list[str], str]:
@@ -296,7 +279,7 @@ def conflict_rates(model: nn.Module, n: int = 400, *, p_conflict: float = 0.5, s
     """Held-out behaviour: ``copy_accuracy`` on ordinary items, and on conflict items the share answered
     with the context value (``context_rate``) or the memorised one (``memory_rate``); plus the
     ``closed_book_accuracy`` on famous questions whose key is not in the context."""
-    data = kv_items(n, p_conflict=p_conflict, seed=seed)
+    data = kv_qa(n, p_conflict=p_conflict, seed=seed)
     pred = answer_predictions(model, data.texts, data.vocab)
     conf = data.is_conflict.tolist()
     ordinary = [p == a for p, a, c in zip(pred, data.answers, conf, strict=True) if not c]
