@@ -27,6 +27,7 @@ from xattr_nb.attribution.methods import _lookup, attribute
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.attribution.text import encode_texts
 from xattr_nb.checks import InputError, check_int, check_tensor
+from xattr_nb.models.text import check_position_limit
 from xattr_nb.runtime import Cost
 
 __all__ = ["attribute_generation", "attribute_steps", "greedy_continue", "step_batch"]
@@ -47,12 +48,7 @@ def greedy_continue(
     """
     ids = check_tensor(input_ids, "input_ids", ndim=1, dtype="int", layout="[T]")
     max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
-    cfg = getattr(model, "config", None)
-    limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-    if limit is not None and ids.shape[0] + max_new_tokens > int(limit):
-        raise InputError(
-            f"`max_new_tokens` ({max_new_tokens}) + prompt ({ids.shape[0]}) exceeds the model's {limit} positions"
-        )
+    check_position_limit(model, ids.shape[0], max_new_tokens)
     model.eval()
     out = ids.to(_device(model))
     for _ in range(max_new_tokens):

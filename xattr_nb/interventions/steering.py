@@ -33,6 +33,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor
 from xattr_nb.interventions.hooks import block_names, hooks
+from xattr_nb.models.text import check_position_limit
 
 __all__ = ["add_vector", "perplexity", "resolve_site", "steer_generate", "sweep_alpha"]
 
@@ -186,12 +187,7 @@ def steer_generate(
     """
     ids = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[B, T]")
     max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
-    cfg = getattr(model, "config", None)
-    limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-    if limit is not None and ids.shape[1] + max_new_tokens > int(limit):
-        raise InputError(
-            f"`max_new_tokens` ({max_new_tokens}) + prompt ({ids.shape[1]}) exceeds the model's {limit} positions"
-        )
+    check_position_limit(model, ids.shape[1], max_new_tokens)
     if eos_token_id is not None:
         eos_token_id = check_int(eos_token_id, "eos_token_id", low=0)
     was_training = model.training

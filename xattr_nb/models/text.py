@@ -128,6 +128,17 @@ def tiny_gpt2(
     return model.eval()
 
 
+def check_position_limit(model: nn.Module, prompt_len: int, max_new_tokens: int) -> None:
+    """Refuse a generation that would run past the model's positions (``n_positions`` /
+    ``max_position_embeddings``), naming ``max_new_tokens``: never truncate silently."""
+    cfg = getattr(model, "config", None)
+    limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    if limit is not None and prompt_len + max_new_tokens > int(limit):
+        raise InputError(
+            f"`max_new_tokens` ({max_new_tokens}) + prompt ({prompt_len}) exceeds the model's {limit} positions"
+        )
+
+
 def _model_config(model: nn.Module) -> Any:
     return getattr(model, "config", None)
 
