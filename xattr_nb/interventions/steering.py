@@ -33,6 +33,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor
 from xattr_nb.interventions.hooks import block_names, hooks
+from xattr_nb.kernels import _logits
 from xattr_nb.models.text import check_position_limit
 
 __all__ = ["add_vector", "perplexity", "resolve_site", "steer_generate", "sweep_alpha"]
@@ -154,9 +155,9 @@ def add_vector(
         yield dict(model.named_modules())[name]
 
 
-def _logits(out: Any) -> torch.Tensor:
-    logits = getattr(out, "logits", out)
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 3:
+def _lm_logits(out: Any) -> torch.Tensor:
+    logits = _logits(out)
+    if logits.ndim != 3:
         raise InputError("`model` must be a causal LM returning logits [B, T, V] (or an output with `.logits`)")
     return logits
 
@@ -197,7 +198,7 @@ def steer_generate(
     try:
         with add_vector(model, layer, vec, alpha, positions):
             for _ in range(max_new_tokens):
-                nxt = _logits(model(input_ids=out))[:, -1].argmax(-1)
+                nxt = _lm_logits(model(input_ids=out))[:, -1].argmax(-1)
                 if eos_token_id is not None:
                     nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                     done |= nxt == eos_token_id
@@ -226,7 +227,7 @@ def perplexity(
     nll, n = 0.0, 0
     for s in range(0, ids.shape[0], batch_size):
         x, m = ids[s : s + batch_size].to(dev), mask[s : s + batch_size].to(dev)
-        logits = _logits(model(input_ids=x, attention_mask=m.long())).float()
+        logits = _lm_logits(model(input_ids=x, attention_mask=m.long())).float()
         tgt_mask = m[:, 1:] & m[:, :-1]
         lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None])[..., 0]
         nll -= float(lp[tgt_mask].sum())
