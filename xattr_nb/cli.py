@@ -151,9 +151,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
+    """``zoo list|train|verify``: a bad input (unknown name, broken or missing manifest) is one line on
+    stderr and exit status 2, never a traceback; ``verify`` prints one OK/BAD line per checkpoint and
+    exits 1 when any is BAD."""
+    from xattr_nb.checks import InputError
     from xattr_nb.models import zoo
 
+    try:
+        return _zoo(args, zoo)
+    except InputError as exc:
+        print(f"xattr-nb zoo {args.zoo_cmd}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _zoo(args: argparse.Namespace, zoo: Any) -> int:
     if args.zoo_cmd == "list":
+        root = zoo.default_root()
+        if not (root / zoo.MANIFEST).is_file():
+            print(f"note: no zoo manifest at {root / zoo.MANIFEST}; nothing is shipped there", file=sys.stderr)
         entries = {e.name: e for e in zoo.entries()}
         names = sorted(set(entries) | set(zoo.recipes()))
         for name in names:
@@ -165,10 +180,16 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         entry = zoo.train(args.name, seed=args.seed)
         print(f"trained {entry.name}: {entry.metrics} -> {entry.file}")
         return 0
+    results = zoo.verify()
     bad = 0
-    for name, ok, message in zoo.verify():
+    for name, ok, message in results:
         print(f"{'OK ' if ok else 'BAD'} {name}: {message}")
         bad += not ok
+    if not results:
+        print(f"xattr-nb zoo verify: {zoo.default_root() / zoo.MANIFEST} lists no checkpoint", file=sys.stderr)
+        return 1
+    if bad:
+        print(f"xattr-nb zoo verify: {bad} of {len(results)} checkpoint(s) BAD", file=sys.stderr)
     return 1 if bad else 0
 
 

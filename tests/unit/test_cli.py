@@ -55,3 +55,85 @@ def test_run_reports_records_and_failures(tmp_path, monkeypatch):
     assert by["bad"]["status"] == "failed" and "seed was changed" in by["bad"]["error"]
     assert by["bad"]["failing_cell"] is not None
     assert "| 90_good.ipynb | ok |" in (out / "summary.md").read_text()
+
+
+# --- issue 10 item 5 (and item 4's CLI side): zoo subcommands never print a traceback on bad input ------------
+
+
+@pytest.fixture
+def local_zoo(tmp_path, monkeypatch):
+    """A zoo of two tiny checkpoints in tmp_path, made the default root through $XATTR_NB_DATA."""
+    import torch
+
+    from xattr_nb.models import zoo
+    from xattr_nb.models.vision import TinyCNN
+
+    for seed, name in enumerate(["a_good", "b_bad"]):
+        torch.manual_seed(seed)
+        zoo.save(name, TinyCNN(3, widths=(4, 8)), metrics={}, root=tmp_path)
+    monkeypatch.setenv("XATTR_NB_DATA", str(tmp_path))
+    return tmp_path
+
+
+def _one_line_error(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_zoo_train_unknown_name_is_one_line_listing_recipes(capsys):
+    from xattr_nb.models import zoo
+
+    assert cli.main(["zoo", "train", "nosuch"]) == 2
+    out, err = capsys.readouterr()
+    line = _one_line_error(err)
+    assert out == "" and line.startswith("xattr-nb zoo train: no recipe named 'nosuch'")
+    assert all(name in line for name in zoo.recipes())
+
+
+def test_zoo_train_misspelled_name_suggests(capsys):
+    assert cli.main(["zoo", "train", "shape_cnn"]) == 2
+    assert "did you mean ['shapes_cnn']" in _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv", [["zoo", "train", "Bad/Name"], ["zoo", "train", "shapes_cnn", "--seed", "-1"]])
+def test_zoo_train_bad_arguments_exit_2(capsys, argv):
+    assert cli.main(argv) == 2
+    assert _one_line_error(capsys.readouterr().err).startswith("xattr-nb zoo train: ")
+
+
+def test_zoo_verify_truncated_checkpoint_prints_bad_and_exits_1(local_zoo, capsys):
+    from xattr_nb.models import zoo
+
+    manifest = json.loads((local_zoo / "manifest.json").read_text())
+    path = local_zoo / manifest["checkpoints"]["b_bad"]["file"]
+    path.write_bytes(path.read_bytes()[:-64])
+    manifest["checkpoints"]["b_bad"]["sha256"] = zoo._sha256(path)  # the manifest records the broken file
+    (local_zoo / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["zoo", "verify"]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("OK  a_good: ok")
+    assert lines[1].startswith("BAD b_bad: ") and str(path) in lines[1] and "truncated or corrupt" in lines[1]
+    assert "Traceback" not in err and "1 of 2" in err
+
+
+def test_zoo_verify_all_good_exits_0(local_zoo, capsys):
+    assert cli.main(["zoo", "verify"]) == 0
+    assert [line[:3] for line in capsys.readouterr().out.splitlines()] == ["OK ", "OK "]
+
+
+def test_zoo_verify_missing_root_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XATTR_NB_DATA", str(tmp_path / "nowhere"))
+    assert cli.main(["zoo", "verify"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "no zoo manifest" in line and str(tmp_path / "nowhere" / "manifest.json") in line
+
+
+@pytest.mark.parametrize("sub", ["list", "verify"])
+def test_zoo_broken_manifest_is_one_line(local_zoo, capsys, sub):
+    (local_zoo / "manifest.json").write_text("{not json")
+    assert cli.main(["zoo", sub]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert line.startswith(f"xattr-nb zoo {sub}: ") and "not valid JSON" in line

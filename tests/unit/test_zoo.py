@@ -193,3 +193,146 @@ def test_shipped_manifest_verifies():
     assert (root / "manifest.json").exists()
     bad = [(name, msg) for name, ok, msg in zoo.verify(root) if not ok]
     assert bad == []
+
+
+# --- issue 10 item 4: a broken file that the manifest records, a missing root, malformed entries -------------
+
+
+def record_file_in_manifest(root: Path, name: str) -> None:
+    """Rewrite ``name``'s manifest sha256 to its file's current hash (as if the manifest were updated)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    entry = manifest["checkpoints"][name]
+    entry["sha256"] = zoo._sha256(root / entry["file"])
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def set_entry_field(root: Path, name: str, key: str, value) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["checkpoints"][name][key] = value
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda b: b[: len(b) // 2], id="truncated-half"),
+        pytest.param(lambda b: b[:-1], id="truncated-one-byte"),
+        pytest.param(lambda b: b[:8], id="header-length-only"),
+        pytest.param(lambda b: b[:4], id="shorter-than-header-length"),
+        pytest.param(lambda b: b"", id="empty"),
+        pytest.param(lambda b: b + b"\0" * 16, id="trailing-bytes"),
+        pytest.param(lambda b: (1 << 40).to_bytes(8, "little") + b[8:], id="huge-header-length"),
+        pytest.param(lambda b: b[:8] + b"{not json" + b[17:], id="header-not-json"),
+    ],
+)
+def test_load_refuses_broken_file_whose_checksum_matches(tmp_path, corrupt):
+    entry = zoo.save("cnn", small_cnn(), metrics={}, root=tmp_path)
+    path = tmp_path / entry.file
+    path.write_bytes(corrupt(path.read_bytes()))
+    record_file_in_manifest(tmp_path, "cnn")  # the checksum passes: only the format check can catch it
+    with pytest.raises(InputError) as info:
+        zoo.load("cnn", root=tmp_path)
+    msg = str(info.value)
+    assert str(path) in msg and ("truncated or corrupt" in msg or "does not fit" in msg)
+    assert "xattr-nb zoo train cnn" in msg
+
+
+def test_verify_reports_truncated_file_and_checks_the_others(tmp_path):
+    zoo.save("a_good", small_cnn(0), metrics={}, root=tmp_path)
+    bad = zoo.save("b_truncated", small_cnn(1), metrics={}, root=tmp_path)
+    zoo.save("c_good", small_cnn(2), metrics={}, root=tmp_path)
+    path = tmp_path / bad.file
+    path.write_bytes(path.read_bytes()[:-100])
+    record_file_in_manifest(tmp_path, "b_truncated")
+    report = zoo.verify(tmp_path)  # must not raise
+    assert [(n, ok) for n, ok, _ in report] == [("a_good", True), ("b_truncated", False), ("c_good", True)]
+    assert str(path) in report[1][2] and "truncated or corrupt" in report[1][2]
+
+
+def test_verify_reports_malformed_entry_and_checks_the_others(tmp_path):
+    zoo.save("good", small_cnn(), metrics={}, root=tmp_path)
+    zoo.save("nofile", small_cnn(), metrics={}, root=tmp_path)
+    zoo.save("badcfg", small_cnn(), metrics={}, root=tmp_path)
+    set_entry_field(tmp_path, "nofile", "file", "../../elsewhere.safetensors")
+    set_entry_field(tmp_path, "badcfg", "config", {"arch": "NoSuchArch", "kwargs": {}})
+    report = {n: (ok, msg) for n, ok, msg in zoo.verify(tmp_path)}
+    assert report["good"][0] is True
+    assert report["nofile"][0] is False and "'file' must be a path inside the zoo folder" in report["nofile"][1]
+    assert report["badcfg"][0] is False and "NoSuchArch" in report["badcfg"][1]
+
+
+def test_load_missing_root_says_there_is_no_manifest(tmp_path):
+    # a registered recipe of the same name used to make this read "recipes not yet trained: ['cnn']"
+    zoo.register("cnn", config=small_cnn().arch_config, train=lambda s: (small_cnn(s), {}), description="")
+    missing = tmp_path / "no_such_folder"
+    with pytest.raises(InputError, match="no zoo manifest") as info:
+        zoo.load("cnn", root=missing)
+    msg = str(info.value)
+    assert str(missing / "manifest.json") in msg and "does not exist" in msg and "not yet trained" not in msg
+    with pytest.raises(InputError, match="no zoo manifest"):
+        zoo.load("cnn", root=tmp_path)  # the folder exists but holds no manifest
+    with pytest.raises(InputError, match="no zoo manifest") as info:
+        zoo.verify(missing)  # verify has nothing to check: an empty list would read as "all fine"
+    assert str(missing) in str(info.value)
+
+
+def test_load_refuses_file_saved_for_another_config(tmp_path):
+    zoo.save("cnn", small_cnn(), metrics={}, root=tmp_path)
+    other = zoo.save("other", TinyCNN(3, widths=(4, 9)), metrics={}, root=tmp_path)
+    set_entry_field(tmp_path, "cnn", "file", other.file)
+    record_file_in_manifest(tmp_path, "cnn")
+    with pytest.raises(InputError, match="does not fit its manifest config") as info:
+        zoo.load("cnn", root=tmp_path)
+    assert str(tmp_path / other.file) in str(info.value) and "[4, 9]" in str(info.value)
+
+
+def test_load_refuses_foreign_file_without_saved_config(tmp_path):
+    from safetensors.torch import save_model
+
+    entry = zoo.save("cnn", small_cnn(), metrics={}, root=tmp_path)
+    save_model(TinyCNN(3, widths=(4, 9)), str(tmp_path / entry.file))  # no xattr_nb_config metadata
+    record_file_in_manifest(tmp_path, "cnn")
+    with pytest.raises(InputError, match="does not fit its config 'TinyCNN'"):
+        zoo.load("cnn", root=tmp_path)
+
+
+def test_load_refuses_checkpoint_path_that_is_a_folder(tmp_path):
+    entry = zoo.save("cnn", small_cnn(), metrics={}, root=tmp_path)
+    (tmp_path / entry.file).unlink()
+    (tmp_path / entry.file).mkdir()
+    with pytest.raises(InputError, match="is not a file"):
+        zoo.load("cnn", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("file", "/abs/x.safetensors", "'file' must be a path inside"),
+        ("file", 3, "'file' must be a path inside"),
+        ("sha256", "abc", "'sha256' must be 64"),
+        ("config", "TinyCNN", "'config' must be a dict"),
+    ],
+)
+def test_entries_rejects_malformed_fields(tmp_path, key, value, match):
+    zoo.save("cnn", small_cnn(), metrics={}, root=tmp_path)
+    set_entry_field(tmp_path, "cnn", key, value)
+    with pytest.raises(InputError, match=match):
+        zoo.entries(tmp_path)
+
+
+def test_manifest_not_utf8_is_input_error(tmp_path):
+    (tmp_path / "manifest.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(InputError, match="not valid JSON"):
+        zoo.entries(tmp_path)
+
+
+def test_load_unknown_name_suggests_close_one(tmp_path):
+    zoo.save("alpha", small_cnn(), metrics={}, root=tmp_path)
+    with pytest.raises(InputError, match=r"did you mean \['alpha'\]"):
+        zoo.load("alpah", root=tmp_path)
+
+
+def test_train_unknown_recipe_lists_known_and_suggests(tmp_path):
+    zoo.register("shapes_cnn", config=small_cnn().arch_config, train=lambda s: (small_cnn(s), {}), description="")
+    with pytest.raises(InputError, match=r"no recipe named 'shape_cnn'; known: \['shapes_cnn'\]; did you mean"):
+        zoo.train("shape_cnn", root=tmp_path)

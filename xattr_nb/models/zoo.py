@@ -9,7 +9,9 @@ Each manifest entry holds the file, its sha256, the config that rebuilds the arc
 (``{"arch": ..., "kwargs": ...}``, see :func:`xattr_nb.models.vision.build`), the metrics the
 training reached, the command that retrains it (``xattr-nb zoo train <name>``) and the date.
 Weights are stored with safetensors only (no pickle: loading a checkpoint cannot run code), and
-:func:`load` refuses a file whose checksum differs from the manifest.
+:func:`load` refuses a file whose checksum differs from the manifest, a file that is not a whole
+safetensors file, and one whose saved config or parameters do not match its manifest entry, each
+with an :class:`~xattr_nb.checks.InputError` that names the file and what is wrong.
 
 Recipes (:func:`register`) say how to retrain a checkpoint: a config and a function
 ``train(seed) -> (model, metrics)``. :func:`train` runs one and saves the result.
@@ -18,6 +20,7 @@ Recipes (:func:`register`) say how to retrain a checkpoint: a config and a funct
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import fcntl
 import hashlib
 import importlib
@@ -31,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -105,6 +109,11 @@ def _check_config(config: Any) -> dict[str, Any]:
     return config
 
 
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    return f"; did you mean {close}?" if close else ""
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -118,9 +127,11 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     if not path.exists():
         return {"checkpoints": {}}
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:  # a folder named manifest.json, no permission to read it
+        raise InputError(f"{path} cannot be read: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), dict):
         raise InputError(f"{path} must hold {{'checkpoints': {{name: entry}}}}")
     return data
@@ -177,26 +188,54 @@ def recipes() -> dict[str, Recipe]:
     return dict(_RECIPES)
 
 
+def _parse_entry(root: Path, name: str, e: Any) -> ZooEntry:
+    """One raw manifest entry as a :class:`ZooEntry`, its fields checked; InputError naming it otherwise."""
+    where = f"{root / MANIFEST}: entry {name!r}"
+    if not isinstance(e, dict) or not {"file", "sha256", "config"} <= set(e):
+        raise InputError(f"{where} must hold at least 'file', 'sha256' and 'config'")
+    file, sha, config = e["file"], e["sha256"], e["config"]
+    if not isinstance(file, str) or not file or Path(file).is_absolute() or ".." in Path(file).parts:
+        raise InputError(
+            f"{where}: 'file' must be a path inside the zoo folder, e.g. 'checkpoints/x.safetensors'; got {file!r}"
+        )
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise InputError(f"{where}: 'sha256' must be 64 lowercase hex digits; got {sha!r}")
+    if not isinstance(config, dict) or "arch" not in config:
+        raise InputError(f"{where}: 'config' must be a dict {{'arch': ..., 'kwargs': {{...}}}}; got {config!r}")
+    known = set(ZooEntry.__dataclass_fields__) - {"name"}
+    return ZooEntry(name=name, **{k: v for k, v in e.items() if k in known})
+
+
 def entries(root: str | os.PathLike | None = None) -> list[ZooEntry]:
-    """The checkpoints listed in ``root``'s manifest, sorted by name."""
+    """The checkpoints listed in ``root``'s manifest, sorted by name (none if ``root`` has no manifest)."""
     root = _root(root)
     data = _read_manifest(root)["checkpoints"]
-    known = set(ZooEntry.__dataclass_fields__) - {"name"}
-    out = []
-    for n, e in sorted(data.items()):
-        if not isinstance(e, dict) or not {"file", "sha256", "config"} <= set(e):
-            raise InputError(f"{root / MANIFEST}: entry {n!r} must hold at least 'file', 'sha256' and 'config'")
-        out.append(ZooEntry(name=n, **{k: v for k, v in e.items() if k in known}))
-    return out
+    return [_parse_entry(root, n, e) for n, e in sorted(data.items())]
+
+
+def _require_manifest(root: Path) -> None:
+    path = root / MANIFEST
+    if not path.is_file():
+        what = "does not exist" if not root.exists() else ("is a file" if not root.is_dir() else "has none")
+        env = os.environ.get("XATTR_NB_DATA")
+        note = f" ($XATTR_NB_DATA is {env!r})" if env else ""
+        raise InputError(
+            f"no zoo manifest at {path} (the folder {root} {what}){note}; pass the folder that holds "
+            "manifest.json as `root` or set $XATTR_NB_DATA to it"
+        )
 
 
 def _entry(name: str, root: Path) -> ZooEntry:
+    _require_manifest(root)
     known = {e.name: e for e in entries(root)}
     if name not in known:
         _builtin_recipes()
         trainable = sorted(set(_RECIPES) - set(known))
         hint = f"; recipes not yet trained: {trainable} (run `xattr-nb zoo train <name>`)" if trainable else ""
-        raise InputError(f"no checkpoint named {name!r} in {root / MANIFEST}; known: {sorted(known)}{hint}")
+        raise InputError(
+            f"no checkpoint named {name!r} in {root / MANIFEST}; known: {sorted(known)}"
+            f"{_did_you_mean(name, set(known) | set(_RECIPES))}{hint}"
+        )
     return known[name]
 
 
@@ -279,26 +318,62 @@ def save(
 def load(name: str, *, root: str | os.PathLike | None = None, device: str = "cpu") -> nn.Module:
     """Rebuild checkpoint ``name`` from its config and load its weights (strictly), in eval mode.
 
-    Refuses a file whose sha256 differs from the manifest's (a corrupted or replaced file).
+    Raises :class:`~xattr_nb.checks.InputError`, naming the path and what is wrong, when ``root`` has
+    no manifest, ``name`` is not in it, or the file is missing, differs from the manifest's sha256
+    (a corrupted or replaced file), is not a whole safetensors file (truncated: its checksum can match
+    a manifest that recorded it broken), was saved for another config, or does not fit the config.
     """
     name = _check_name(name)
     root = _root(root)
-    entry = _entry(name, root)
+    dev = pick_device(device)
+    return _load_entry(_entry(name, root), root).to(dev).eval()
+
+
+def _load_entry(entry: ZooEntry, root: Path) -> nn.Module:
+    """Check ``entry``'s file (present, checksum, a whole safetensors file, saved config) and load it on CPU."""
     path = entry.path(root)
+    fix = f"retrain it with `{entry.command or f'xattr-nb zoo train {entry.name}'}` or restore the file"
     if not path.exists():
-        raise InputError(f"checkpoint file {path} is missing; retrain it with `{entry.command}`")
-    actual = _sha256(path)
+        raise InputError(f"checkpoint file {path} is missing; {fix}")
+    if not path.is_file():
+        raise InputError(f"checkpoint file {path} is not a file; {fix}")
+    try:
+        actual = _sha256(path)
+    except OSError as exc:
+        raise InputError(f"checkpoint file {path} cannot be read: {exc}") from exc
     if actual != entry.sha256:
         raise InputError(
             f"checkpoint file {path} fails its checksum: the manifest expects sha256 {entry.sha256} "
-            f"but the file has {actual}; retrain it with `{entry.command}` or restore the file"
+            f"but the file has {actual}; {fix}"
         )
-    model = build(entry.config)
+    # The checksum only says the file is the one the manifest recorded; a truncated or otherwise broken
+    # file can be recorded too. Everything safetensors can say about the file becomes an InputError.
+    try:
+        with safe_open(path, framework="pt") as f:
+            saved = (f.metadata() or {}).get("xattr_nb_config")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(
+            f"checkpoint file {path} is not a readable safetensors file (truncated or corrupt: {exc}); {fix}"
+        ) from exc
+    if saved is not None:
+        try:
+            saved_config = json.loads(saved)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"checkpoint file {path}: its saved config is not valid JSON ({exc}); {fix}") from exc
+        if saved_config != entry.config:
+            raise InputError(
+                f"checkpoint file {path} does not fit its manifest config: the file was saved for {saved_config} "
+                f"but {root / MANIFEST} entry {entry.name!r} says {entry.config}"
+            )
+    try:
+        model = build(entry.config)
+    except InputError as exc:
+        raise InputError(f"{root / MANIFEST}: entry {entry.name!r} has a config that cannot be built: {exc}") from exc
     try:
         load_model(model, path, strict=True)
-    except (RuntimeError, ValueError, OSError) as exc:  # missing/unexpected keys, wrong shapes, bad header
+    except (SafetensorError, RuntimeError, ValueError, OSError) as exc:  # keys, shapes, bad header or data
         raise InputError(f"checkpoint file {path} does not fit its config {entry.config['arch']!r}: {exc}") from exc
-    return model.to(pick_device(device)).eval()
+    return model
 
 
 def train(name: str, *, seed: int = 0, root: str | os.PathLike | None = None) -> ZooEntry:
@@ -307,7 +382,7 @@ def train(name: str, *, seed: int = 0, root: str | os.PathLike | None = None) ->
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     _builtin_recipes()
     if name not in _RECIPES:
-        raise InputError(f"no recipe named {name!r}; registered: {sorted(_RECIPES)}")
+        raise InputError(f"no recipe named {name!r}; known: {sorted(_RECIPES)}{_did_you_mean(name, _RECIPES)}")
     recipe = _RECIPES[name]
     out = recipe.train(seed)
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module) and isinstance(out[1], dict)):
@@ -319,16 +394,24 @@ def train(name: str, *, seed: int = 0, root: str | os.PathLike | None = None) ->
 
 
 def verify(root: str | os.PathLike | None = None) -> list[tuple[str, bool, str]]:
-    """Check every manifest entry: file present, checksum equal, weights loadable into the config.
+    """Check every manifest entry: well-formed, file present, checksum equal, a whole safetensors
+    file saved for the entry's config, weights loadable into that config.
 
-    Returns ``(name, ok, message)`` per checkpoint; never raises for a bad checkpoint.
+    Returns ``(name, ok, message)`` per checkpoint; never raises for a bad checkpoint or a malformed
+    entry (that entry is reported not ok and the others are still checked). Raises
+    :class:`~xattr_nb.checks.InputError` only when there is no list to check: ``root`` has no
+    manifest, or the manifest is not a JSON ``{"checkpoints": {...}}``.
     """
     root = _root(root)
+    _require_manifest(root)
     out = []
-    for entry in entries(root):
+    for name, raw in sorted(_read_manifest(root)["checkpoints"].items()):
         try:
-            load(entry.name, root=root)
-            out.append((entry.name, True, f"ok ({entry.sha256[:12]})"))
+            entry = _parse_entry(root, name, raw)
+            _load_entry(entry, root)
+            out.append((name, True, f"ok ({entry.sha256[:12]})"))
         except InputError as exc:
-            out.append((entry.name, False, str(exc)))
+            out.append((name, False, str(exc)))
+        except Exception as exc:  # documented never to raise for a bad checkpoint: report it
+            out.append((name, False, f"{type(exc).__name__}: {exc}"))
     return out
