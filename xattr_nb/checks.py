@@ -79,8 +79,15 @@ def check_target(target: Any, n_classes: int, batch: int, name: str = "target"):
     """
     import torch
 
+    kinds = "an int class index, a list of ints or a 1-D integer tensor [B]"
     if isinstance(target, bool):
-        raise InputError(f"`{name}` must be an int or integer tensor of class indices; got bool")
+        raise InputError(f"`{name}` must be {kinds}; got bool")
+    if isinstance(target, str) or (isinstance(target, (list, tuple)) and any(isinstance(v, str) for v in target)):
+        raise InputError(
+            f"`{name}` must be {kinds}; got the class name(s) {target!r}, which this function cannot look up"
+        )
+    if not isinstance(target, (int, np.integer, list, tuple, np.ndarray, torch.Tensor)):
+        raise InputError(f"`{name}` must be {kinds}; got {type(target).__name__}")
     if isinstance(target, (int, np.integer)):
         t = torch.full((batch,), int(target), dtype=torch.long)
     else:
@@ -94,6 +101,55 @@ def check_target(target: Any, n_classes: int, batch: int, name: str = "target"):
     if bool(bad.any()):
         raise InputError(f"`{name}` must lie in [0, {n_classes}) for this model; got {t[bad].unique().tolist()}")
     return t
+
+
+def check_placement(x: Any, model: Any, name: str = "inputs", *, dtype: bool = True) -> None:
+    """Raise :class:`InputError` unless the tensor ``x`` can go into ``model`` as it is.
+
+    ``model`` is an ``nn.Module`` (its first parameter, or buffer, stands for it) or one of its
+    parameters. Refused, each with a message naming both sides:
+
+    - ``x`` or the model on the ``meta`` device, which holds shapes but no data;
+    - ``x`` on another device than the model's parameters;
+    - with ``dtype=True``, a floating-point ``x`` whose dtype differs from the model's floating-point
+      parameters (float64 images into a float32 model): nothing is cast silently.
+
+    A model without parameters or buffers, or with floating parameters of several dtypes, is not
+    checked for dtype. Reads only metadata: no device synchronisation.
+    """
+    import torch
+
+    if x.device.type == "meta":
+        raise InputError(
+            f"`{name}` is on the meta device, which holds shapes but no data; create or load it on a real "
+            "device (e.g. 'cpu' or 'cuda')"
+        )
+    if isinstance(model, torch.Tensor):
+        ref, dtypes = model, {model.dtype} if model.is_floating_point() else set()
+    else:
+        ref = next(iter(model.parameters()), None)
+        if ref is None:
+            ref = next(iter(model.buffers()), None)
+        if ref is None:
+            return
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if ref.device.type == "meta":
+        raise InputError(
+            "the model's parameters are on the meta device (no weights loaded); load or materialise them "
+            f"(e.g. model.to_empty(device='cpu') then load a state dict) before passing `{name}`"
+        )
+    if x.device != ref.device:
+        raise InputError(
+            f"`{name}` is on {x.device} but the model's parameters are on {ref.device}; move one of them "
+            f"(e.g. `{name}.to({str(ref.device)!r})`)"
+        )
+    if dtype and x.is_floating_point() and len(dtypes) == 1 and x.dtype not in dtypes:
+        (want,) = dtypes
+        short = str(want).removeprefix("torch.")
+        raise InputError(
+            f"`{name}` is {str(x.dtype).removeprefix('torch.')} but the model's parameters are {short}; "
+            f"convert one of them (e.g. `{name}.to(torch.{short})`): nothing is cast silently"
+        )
 
 
 def check_text(text: Any, name: str = "text") -> str:

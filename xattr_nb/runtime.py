@@ -146,7 +146,13 @@ def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> Iterator[T]:
 
 @dataclass(frozen=True)
 class Cost:
-    """What a computation spent: forward and backward passes (counted per example) and wall time."""
+    """What a computation spent: forward and backward passes, and wall time.
+
+    Passes are counted as rows through the model and **totalled over the batch**
+    (:func:`xattr_nb.kernels.count_passes`): one forward of a batch of 4 is ``forward=4``, saliency
+    on it costs ``Cost(4, 4, ...)`` and IG with 50 steps ``Cost(200, 200, ...)``. Divide by the
+    batch size for the cost per example. Costs add up with ``+``.
+    """
 
     forward: int = 0
     backward: int = 0

@@ -176,8 +176,8 @@ def test_grad_cam_upsamples_and_accepts_layer_by_name_or_module():
     by_mod = attribute(net, x, 0, "grad_cam", layer=net[0])
     assert by_name.scores.shape == (2, 8, 8) and by_name.meta["layer_size"] == (8, 8)
     torch.testing.assert_close(by_name.scores, by_mod.scores)
-    last = attribute(net, x, 0, "grad_cam")
-    assert last.meta["layer"] == "3" and last.meta["layer_size"] == (4, 4) and last.scores.shape == (2, 8, 8)
+    last = attribute(net, x, 0, "grad_cam")  # default: the ReLU after the last conv (the block's output)
+    assert last.meta["layer"] == "4" and last.meta["layer_size"] == (4, 4) and last.scores.shape == (2, 8, 8)
 
 
 # ----------------------------------------------------------------------------- cost
@@ -361,3 +361,127 @@ def test_bad_model_not_module(x):
 def test_bad_window_too_large(pix_linear, img):
     with pytest.raises(InputError, match="larger than the input"):
         attribute(pix_linear, img, 0, "occlusion", window=6)
+
+
+# ----------------------------------------------------------------------------- issue 10, items 6-9
+
+
+def _tiny_cnn():
+    from xattr_nb.models import TinyCNN
+
+    torch.manual_seed(0)
+    model = TinyCNN(4, widths=(4, 8)).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, so conv and block outputs differ
+        for block in model.blocks:
+            block.norm.running_mean.uniform_(-0.5, 0.5)
+            block.norm.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_grad_cam_default_layer_is_the_last_conv_blocks_output():
+    model = _tiny_cnn()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert M.default_cam_layer(model) is model.last_conv
+    a = attribute(model, x, 1, "grad_cam")
+    assert a.meta["layer"] == "blocks.1"  # the ConvBlock: after its batch norm and ReLU
+    by_hand = attribute(model, x, 1, "grad_cam", layer=model.last_conv)  # what the tour picks by hand
+    torch.testing.assert_close(a.scores, by_hand.scores)
+    raw_conv = attribute(model, x, 1, "grad_cam", layer=model.last_conv.conv)
+    assert not torch.allclose(a.scores, raw_conv.scores)  # the old default: a different map
+
+
+def test_default_cam_layer_rules_for_other_models():
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return torch.relu(self.norm(self.conv(x)))
+
+    class Net(nn.Module):  # no `last_conv`: the parent block of the last conv is its output
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.fc = Block(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.body(x).mean((2, 3)))
+
+    net = Net().eval()
+    assert M.default_cam_layer(net) is net.body
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    assert M.default_cam_layer(seq) is seq[2]  # conv -> norm -> ReLU in a Sequential: the ReLU
+    assert M.default_cam_layer(CamNet()).__class__ is nn.Conv2d  # nothing follows conv2: the conv itself
+    assert M.find_layer(seq, None, default=nn.BatchNorm2d) is seq[1]  # other default types: last of the type
+
+
+def test_float64_inputs_into_float32_model_name_both_dtypes(linear, x):
+    with pytest.raises(InputError, match=r"`inputs` is float64 but the model's parameters are float32"):
+        attribute(linear, x.double(), 0, "saliency")
+    model = _tiny_cnn()
+    images = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    for method in ("integrated_gradients", "grad_cam", "occlusion"):
+        with pytest.raises(InputError, match=r"`inputs` is float64 but the model's parameters are float32"):
+            attribute(model, images, 0, method)
+    assert x.dtype == torch.float32  # nothing was cast in place either
+
+
+def test_meta_inputs_and_meta_model_rejected_up_front(linear):
+    with pytest.raises(InputError, match=r"`inputs` is on the meta device"):
+        attribute(linear, torch.empty(4, 6, device="meta"), 0, "saliency")
+    with pytest.raises(InputError, match=r"model's parameters are on the meta device"):
+        attribute(nn.Linear(6, 3, device="meta"), torch.randn(4, 6), 0, "saliency")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inputs_on_another_device_name_both_devices(linear, x):
+    with pytest.raises(InputError, match=r"`inputs` is on cuda:0 but the model's parameters are on cpu"):
+        attribute(linear, x.cuda(), 0, "saliency")
+
+
+class Named(nn.Module):
+    """A linear classifier that names its classes, as HF classifiers do in config.id2label."""
+
+    def __init__(self, inner: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.inner, self.id2label = inner, dict(enumerate(names))
+
+    def forward(self, z):
+        return self.inner(z)
+
+
+def test_target_class_names_through_id2label(linear, x):
+    named = Named(linear, ["circle", "square", "triangle"]).eval()
+    by_name = attribute(named, x, "square", "saliency")
+    torch.testing.assert_close(by_name.scores, attribute(linear, x, 1, "saliency").scores)
+    assert by_name.target.tolist() == [1, 1, 1, 1]
+    per = attribute(named, x, ["circle", "square", "triangle", "circle"], "saliency")
+    assert per.target.tolist() == [0, 1, 2, 0]
+    with pytest.raises(InputError, match=r"`target` 'cirlce' is not a class.*did you mean \['circle'\].*'triangle'"):
+        attribute(named, x, "cirlce", "saliency")
+
+
+def test_target_string_without_id2label_says_what_target_may_be(linear, x):
+    with pytest.raises(InputError, match=r"'circle' is a class name.*no `config.id2label`.*an int, a list of ints"):
+        attribute(linear, x, "circle", "saliency")
+    with pytest.raises(InputError, match=r"`target` must be an int class index, a list of ints.*got float"):
+        attribute(linear, x, 1.0, "saliency")
+
+
+def test_cost_is_total_over_the_batch_as_documented(linear, x):
+    from xattr_nb.runtime import Cost
+
+    one = attribute(linear, x[:1], 0, "saliency").cost
+    four = attribute(linear, x, 0, "saliency").cost
+    assert (one.forward, one.backward) == (1, 1)
+    assert (four.forward, four.backward) == (4, 4)  # rows through the model, summed over the batch
+    ig = attribute(linear, x, 0, "integrated_gradients", n_steps=5).cost
+    assert (ig.forward, ig.backward) == (4 * 5, 4 * 5)
+    for doc in (Cost.__doc__, Attribution.__doc__, attribute.__doc__, M.__doc__):
+        assert "totalled over the batch" in doc and "(per example)" not in doc
+
+
+def test_target_class_names_refused_when_id2label_does_not_describe_the_head(linear, x):
+    named = Named(linear, ["circle", "square"]).eval()  # 2 names, 3 logits
+    with pytest.raises(InputError, match=r"cannot look up `target` 'square'.*returns 3 logits"):
+        attribute(named, x, "square", "saliency")

@@ -251,3 +251,57 @@ def test_bad_method_for_tokens(bert_cls, bert_tok):
 def test_bad_attention_mask_values(bert_cls):
     with pytest.raises(InputError, match="attention_mask"):
         attribute(bert_cls, torch.tensor([[2, 5, 3]]), 0, attention_mask=torch.tensor([[1, 2, 1]]))
+
+
+# ----------------------------------------------------------------------------- string targets (issue 10, item 6)
+
+
+@pytest.fixture(scope="module")
+def named_cls():
+    """The BERT classifier with real class names in its config (id2label), as fine-tuned HF models have."""
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=12,
+        id2label={0: "animals", 1: "places", 2: "colours"},
+        pad_token_id=0,
+        initializer_range=0.3,
+    )
+    return BertForSequenceClassification(cfg).eval()
+
+
+def test_classifier_string_target_is_a_class_name(named_cls, bert_tok):
+    by_name = attribute_text(named_cls, bert_tok, TEXTS, "places", "saliency")
+    by_index = attribute_text(named_cls, bert_tok, TEXTS, 1, "saliency")
+    assert by_name.target.tolist() == [1, 1]
+    torch.testing.assert_close(by_name.scores, by_index.scores)
+    per_text = attribute_text(named_cls, bert_tok, TEXTS, ["colours", "animals"], "saliency")
+    assert per_text.target.tolist() == [2, 0]
+
+
+def test_classifier_string_target_error_quotes_the_string_not_a_token_id(named_cls, bert_tok):
+    # "dog" is a word of the tokenizer (id 10): the error must speak of 'dog', the classes, not of 10.
+    with pytest.raises(InputError, match=r"`target` 'dog' is not a class.*\['animals', 'places', 'colours'\]") as info:
+        attribute_text(named_cls, bert_tok, TEXTS, "dog", "saliency")
+    assert "10" not in str(info.value)
+    with pytest.raises(InputError, match=r"2 targets but there are 1 texts"):
+        attribute_text(named_cls, bert_tok, TEXTS[0], ["places", "animals"], "saliency")
+
+
+def test_lm_string_target_errors_quote_the_string(gpt, gpt_tok):
+    with pytest.raises(InputError, match=r"`target` 'sat on' is 2 tokens \['sat', 'on'\] \(ids \["):
+        attribute_text(gpt, gpt_tok, "the cat", "sat on", baseline=1)
+    with pytest.raises(InputError, match=r"`target` 'zebra' is not in the tokenizer's vocabulary.*'<unk>', id 0"):
+        attribute_text(gpt, gpt_tok, "the cat", "zebra", baseline=1)
+    a = attribute_text(gpt, gpt_tok, ["the cat", "a dog"], ["sat", "ran"], "saliency")
+    assert a.target.tolist() == gpt_tok.convert_tokens_to_ids(["sat", "ran"])
+
+
+def test_lm_string_target_through_attribute_points_to_attribute_text(gpt, gpt_tok):
+    ids = gpt_tok("the cat", return_tensors="pt")["input_ids"]
+    with pytest.raises(InputError, match=r"`target` 'sat' is a string.*attribute_text"):
+        attribute(gpt, ids, "sat", "saliency")

@@ -53,3 +53,48 @@ def test_check_int_range():
     assert check_int(3, "n", low=1) == 3
     with pytest.raises(InputError, match=r"`n` must lie in \[1, inf\]"):
         check_int(0, "n", low=1)
+
+
+def test_check_target_says_what_target_may_be():
+    with pytest.raises(InputError, match=r"an int class index, a list of ints or a 1-D integer tensor.*'circle'"):
+        check_target("circle", 3, 1)
+    with pytest.raises(InputError, match=r"an int class index.*got float"):
+        check_target(1.0, 3, 1)
+
+
+class _FakeParam:
+    def __init__(self, device: str, dtype: torch.dtype) -> None:
+        self.device, self.dtype = torch.device(device), dtype
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+
+class _FakeModel:
+    """Reports a parameter on a device this machine need not have (no data is ever touched)."""
+
+    def __init__(self, device: str, dtype: torch.dtype = torch.float32) -> None:
+        self.p = _FakeParam(device, dtype)
+
+    def parameters(self):
+        return iter([self.p])
+
+    def buffers(self):
+        return iter([])
+
+
+def test_check_placement_names_both_sides():
+    from xattr_nb.checks import check_placement
+
+    x = torch.zeros(2, 3)
+    check_placement(x, torch.nn.Linear(3, 2))  # same device and dtype: fine
+    check_placement(x, torch.nn.ReLU())  # nothing to compare with: fine
+    with pytest.raises(InputError, match=r"`inputs` is on cpu but the model's parameters are on cuda:0"):
+        check_placement(x, _FakeModel("cuda:0"))
+    with pytest.raises(InputError, match=r"`inputs` is on the meta device"):
+        check_placement(torch.empty(2, 3, device="meta"), torch.nn.Linear(3, 2))
+    with pytest.raises(InputError, match=r"model's parameters are on the meta device"):
+        check_placement(x, _FakeModel("meta"))
+    with pytest.raises(InputError, match=r"`images` is float16 but the model's parameters are float32"):
+        check_placement(x.half(), torch.nn.Linear(3, 2), "images")
+    check_placement(torch.zeros(2, 3, dtype=torch.long), torch.nn.Linear(3, 2))  # ids: no dtype rule

@@ -264,3 +264,43 @@ def test_encoder_classifier_rejects_mask_shape(tok):
 def test_encoder_classifier_rejects_ids_outside_vocab(tok):
     with pytest.raises(InputError, match=r"\[0, 12\)"):
         EncoderClassifier(tiny_bert(len(tok)), 2)(torch.tensor([[5, 12]]))
+
+
+# ---- EncoderClassifier takes inputs_embeds (issue 10, item 7) -------------------------------------
+
+
+def test_encoder_classifier_inputs_embeds_equals_input_ids(tok):
+    torch.manual_seed(0)
+    model = EncoderClassifier(tiny_bert(len(tok)), 3).eval()
+    ids = torch.tensor([tok("Mary gave a book")["input_ids"] + [0, 0], tok("John gave a book to Mary")["input_ids"]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6])
+    emb = model.get_input_embeddings()(ids)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(inputs_embeds=emb, attention_mask=mask), model(input_ids=ids, attention_mask=mask)
+        )
+        torch.testing.assert_close(model(inputs_embeds=emb), model(ids))
+
+
+def test_encoder_classifier_needs_exactly_one_of_ids_and_embeds(tok):
+    model = EncoderClassifier(tiny_bert(len(tok)), 2).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(InputError, match=r"exactly one of `input_ids`.*`inputs_embeds`.*got both"):
+        model(ids, inputs_embeds=model.get_input_embeddings()(ids))
+    with pytest.raises(InputError, match=r"exactly one.*got neither"):
+        model()
+    with pytest.raises(InputError, match=r"`inputs_embeds` must be \[B, T, 16\]"):
+        model(inputs_embeds=torch.zeros(1, 3, 8))
+
+
+def test_encoder_classifier_works_with_soft_metrics(tok):
+    from xattr_nb.attribution import attribute
+    from xattr_nb.metrics import soft_comprehensiveness, soft_sufficiency
+
+    torch.manual_seed(0)
+    model = EncoderClassifier(tiny_bert(len(tok)), 2).eval()
+    ids = torch.tensor([tok("Mary gave a book to John")["input_ids"]])
+    a = attribute(model, ids, 1, "saliency")
+    ns = soft_sufficiency(model, ids, a, draws=3)
+    nc = soft_comprehensiveness(model, ids, a, draws=3)
+    assert ns.shape == (1,) and nc.shape == (1,) and bool(torch.isfinite(ns).all() and torch.isfinite(nc).all())

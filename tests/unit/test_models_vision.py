@@ -206,3 +206,20 @@ def test_build_rejects_extra_keys():
 def test_register_architecture_rejects_non_callable():
     with pytest.raises(InputError, match="callable"):
         register_architecture("broken", 3)
+
+
+# ---- dtype / device of the images (issue 10, item 6) ----------------------------------------------
+
+
+@pytest.mark.parametrize("model", [TinyCNN(3), TinyViT(3)], ids=["cnn", "vit"])
+def test_float64_images_name_both_dtypes(model, images):
+    with pytest.raises(InputError, match=r"`x` is float64 but the model's parameters are float32"):
+        model(images.double())
+    assert model.double()(images.double()).dtype == torch.float64  # matching dtypes are fine
+    model.float()
+
+
+@pytest.mark.parametrize("model", [TinyCNN(3), TinyViT(3)], ids=["cnn", "vit"])
+def test_meta_images_are_refused(model):
+    with pytest.raises(InputError, match=r"`x` is on the meta device"):
+        model(torch.empty(2, 3, 32, 32, device="meta"))

@@ -1,8 +1,10 @@
 """One ``attribute(model, inputs, target, method=...)`` over captum's methods and ours.
 
 The entry point validates the arguments, runs the method with the model in eval mode, measures
-its cost (forward and backward passes per example, wall time) with
-:func:`xattr_nb.kernels.count_passes`, and returns an :class:`Attribution`.
+its cost with :func:`xattr_nb.kernels.count_passes` (forward and backward passes as rows through
+the model, **totalled over the batch**: saliency on a batch of 4 costs 4 forwards and 4 backwards;
+divide by ``len(result)`` for the cost per example) and wall time, and returns an
+:class:`Attribution`.
 
 What the inputs are decides what the scores are:
 
@@ -33,7 +35,7 @@ import difflib
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,12 +45,14 @@ import torch
 from torch import nn
 
 from xattr_nb.attribution.result import KINDS, Attribution
-from xattr_nb.checks import InputError, check_choice, check_int, check_target, check_tensor
+from xattr_nb.checks import InputError, check_choice, check_int, check_placement, check_target, check_tensor
 from xattr_nb.kernels import count_passes
 
 __all__ = [
     "MethodSpec",
     "attribute",
+    "class_index",
+    "default_cam_layer",
     "eval_mode",
     "find_layer",
     "input_kind",
@@ -203,10 +207,79 @@ def logits_of(output: Any) -> torch.Tensor:
     raise InputError(f"the model must return a logits tensor or an object with `.logits`; got {type(output).__name__}")
 
 
+# Modules that keep a conv's feature maps' shape and belong to its block (normalisation, activation).
+_NORM_ACT = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def default_cam_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM looks at when none is given: the output of the model's last conv *block*.
+
+    That is the layer captum and pytorch-grad-cam users point Grad-CAM at (``model.layer4[-1]`` of
+    a ResNet, the project's ``TinyCNN.last_conv``): feature maps after the block's normalisation
+    and activation, not the raw convolution before them. Resolved in this order:
+
+    1. ``model.last_conv`` when the model names its last conv block so and it is a submodule
+       (:class:`~xattr_nb.models.TinyCNN` and the detector of :mod:`xattr_nb.models.detection` do);
+    2. else the last ``nn.Conv2d`` (registration order) is found: if its parent is a block of its
+       own (a custom module, not ``nn.Sequential`` / ``nn.ModuleList`` and not the model itself,
+       e.g. a conv → norm → ReLU block or a residual block), the parent, whose output is the block's;
+    3. else (the conv sits in an ``nn.Sequential`` or directly in the model) the last of the
+       normalisation / activation modules that follow it without a gap (``Conv2d, BatchNorm2d, ReLU``
+       gives the ReLU), or the conv itself when none follows.
+
+    Anything else (a block output that these rules miss, an earlier layer): pass ``layer=``.
+    """
+    named = dict(model.named_modules())
+    last = getattr(model, "last_conv", None)
+    if isinstance(last, nn.Module) and any(m is last for m in named.values()):
+        return last
+    convs = [n for n, m in named.items() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise InputError("`layer` not given and the model has no Conv2d; pass layer= a module or its name")
+    name = convs[-1]
+    parent_name, _, child = name.rpartition(".")
+    parent = named[parent_name]
+    if parent is not model and not isinstance(parent, _CONTAINERS):
+        return parent
+    children = list(parent.named_children())
+    i = next(j for j, (n, _) in enumerate(children) if n == child)
+    out = named[name]
+    for _, m in children[i + 1 :]:
+        if not isinstance(m, _NORM_ACT):
+            break
+        out = m
+    return out
+
+
 def find_layer(model: nn.Module, layer: nn.Module | str | None, *, default: type[nn.Module] = nn.Conv2d) -> nn.Module:
-    """Resolve ``layer``: a submodule of ``model``, a module name (``"features.3"``), or ``None`` for the
-    last submodule of type ``default`` (in registration order, which is forward order for the usual
-    ``nn.Sequential`` style CNN)."""
+    """Resolve ``layer``: a submodule of ``model``, a module name (``"features.3"``), or ``None``.
+
+    ``None`` with the default ``default=nn.Conv2d`` is :func:`default_cam_layer`: the output of the
+    last conv *block* (after its normalisation and activation), the layer Grad-CAM users mean.
+    ``None`` with another ``default`` type is the last submodule of that type (in registration
+    order, which is forward order for the usual ``nn.Sequential`` style CNN)."""
+    if layer is None and default is nn.Conv2d:
+        return default_cam_layer(model)
     if layer is None:
         found = [m for m in model.modules() if isinstance(m, default)]
         if not found:
@@ -313,8 +386,9 @@ def integrated_gradients(
     linear model they equal ``(x − x')·w`` exactly. ``quadrature`` is captum's ``method`` (renamed:
     ``method`` names the attribution method in :func:`attribute`); beware that captum 0.9's
     ``"riemann_trapezoid"`` weights sum to ``(n_steps − 1)/n_steps``, so it is not complete.
-    Cost: ``n_steps`` forwards and backwards per example (captum's ``return_convergence_delta``
-    would add two forwards; we do not ask for it).
+    Cost: ``n_steps`` forwards and backwards for each example, so ``B · n_steps`` of each in the
+    result's cost, a total over the batch (captum's ``return_convergence_delta`` would add two
+    forwards per example; we do not ask for it).
     """
     from captum.attr import IntegratedGradients
 
@@ -487,8 +561,13 @@ def grad_cam(
     """Grad-CAM (captum ``LayerGradCam``): ReLU(Σ_k mean(∂f/∂A_k) · A_k) at a conv layer, upsampled to the
     input with ``LayerAttribution.interpolate``.
 
-    ``layer`` is a module or its name; the default is the model's last ``nn.Conv2d``. ``relu=False``
-    keeps the negative evidence (captum's default; Grad-CAM's paper applies the ReLU).
+    ``layer`` is a module or its name. The default is the output of the model's last conv *block*,
+    after its batch norm and activation (:func:`default_cam_layer`: ``model.last_conv`` for
+    :class:`~xattr_nb.models.TinyCNN`, ``layer4[-1]`` for a torchvision ResNet, the ReLU after
+    the last conv of an ``nn.Sequential``), which is where captum and pytorch-grad-cam users point
+    Grad-CAM; pass ``layer=`` the conv itself for the pre-normalisation maps (they differ).
+    ``meta["layer"]`` names the layer used. ``relu=False`` keeps the negative evidence (captum's
+    default; Grad-CAM's paper applies the ReLU).
     """
     from captum.attr import LayerAttribution, LayerGradCam
 
@@ -527,6 +606,64 @@ def _check_kwargs(spec: MethodSpec, kw: dict[str, Any]) -> None:
         raise InputError(f"method {spec.name!r} does not take {bad}; it takes {accepted}")
 
 
+_TARGET_KINDS = "an int, a list of ints, a 1-D integer tensor [B] or (for models with id2label) a class name"
+
+
+def _is_names(target: Any) -> bool:
+    return isinstance(target, str) or (
+        isinstance(target, (list, tuple)) and len(target) > 0 and any(isinstance(t, str) for t in target)
+    )
+
+
+def _id2label(model: nn.Module) -> dict[int, str] | None:
+    for src in (model, getattr(model, "config", None)):
+        table = getattr(src, "id2label", None) if src is not None else None
+        if isinstance(table, Mapping) and table:
+            try:
+                return {int(k): str(v) for k, v in table.items()}
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def class_index(
+    model: nn.Module, names: str | list[str], *, n_outputs: int | None = None, name: str = "target"
+) -> int | list[int]:
+    """The class index of each class name in ``names``, looked up in the model's ``id2label`` (the
+    model's own attribute, else ``model.config.id2label`` as Hugging Face classifiers have it).
+
+    One name gives an int, a list of names a list. ``n_outputs`` (the model's number of logits)
+    guards against an ``id2label`` that does not describe the head (an encoder's default config
+    under a head of another size). Errors quote the name as typed and list the classes when few.
+    """
+    one = isinstance(names, str)
+    items = [names] if one else list(names)
+    if not items or any(not isinstance(t, str) for t in items):
+        raise InputError(f"`{name}` mixes class names and other values {items!r}; give all names or all ints")
+    table = _id2label(model)
+    if table is None:
+        raise InputError(
+            f"`{name}` {names!r} is a class name, but the model ({type(model).__name__}) has no `config.id2label` "
+            f"or `id2label` to look it up in; `{name}` must be {_TARGET_KINDS}"
+        )
+    labels = [table[i] for i in sorted(table)]
+    if n_outputs is not None and sorted(table) != list(range(n_outputs)):
+        raise InputError(
+            f"cannot look up `{name}` {names!r}: the model's id2label names classes {sorted(table)[:20]} "
+            f"{labels[:20]} but the model returns {n_outputs} logits; pass class indices"
+        )
+    label2id = {v: k for k, v in sorted(table.items(), reverse=True)}  # the first index of a repeated name
+    out = []
+    for t in items:
+        if t not in label2id:
+            close = difflib.get_close_matches(t, labels, n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            listing = f"its classes are {labels}" if len(labels) <= 20 else f"it has {len(labels)} classes"
+            raise InputError(f"`{name}` {t!r} is not a class of this model ({type(model).__name__}){hint}; {listing}")
+        out.append(label2id[t])
+    return out[0] if one else out
+
+
 @torch.no_grad()
 def _probe(model: nn.Module, inputs: torch.Tensor, kind: str, kw: dict[str, Any]) -> torch.Tensor:
     """One forward on the first example, outside the cost count, to learn the output size."""
@@ -549,17 +686,26 @@ def attribute(
 
     ``inputs``: images ``[B, C, H, W]`` → pixels ``[B, H, W]``; features ``[B, F]``; token ids
     ``[B, T]`` (int) → tokens (pass ``attention_mask=`` and see :mod:`~xattr_nb.attribution.text`).
-    ``target``: one class index for the whole batch, or one per example. ``kw`` go to the method
-    (``baselines``, ``n_steps``, ``internal_batch_size``, ``layer``, ``window``...); a keyword the
-    method does not take is an error, not ignored. See :func:`list_methods` for the methods.
+    They must be on the model's device and, when floating-point, of its parameters' dtype (float64
+    images into a float32 model are an error, not cast); meta tensors (no data) are refused.
+    ``target``: one class index for the whole batch, or one per example (a list or a 1-D integer
+    tensor); for a classifier with ``config.id2label`` (or an ``id2label`` attribute) also a class
+    name or a list of them (``"circle"``). ``kw`` go to the method (``baselines``, ``n_steps``,
+    ``internal_batch_size``, ``layer``, ``window``...); a keyword the method does not take is an
+    error, not ignored. See :func:`list_methods` for the methods.
 
-    The result's ``cost`` counts the forward and backward passes per example the method made
-    (measured, not estimated); one extra forward of one example, to check ``target`` against the
-    model's output size, is not counted.
+    The result's ``cost`` counts the forward and backward passes the method made (measured, not
+    estimated) as rows through the model, **totalled over the batch**: saliency on a batch of 4
+    costs 4 forwards and 4 backwards, IG with ``n_steps=k`` costs ``4·k`` of each
+    (``cost.forward / len(result)`` is the cost per example). One extra forward of one example, to
+    check ``target`` against the model's output size, is not counted.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
     kind = input_kind(inputs)
+    # Before any check that reads values: a meta tensor has none, and a dtype or device mismatch
+    # would otherwise surface as a torch error deep inside the method.
+    check_placement(inputs, model, "inputs")
     inputs = check_tensor(inputs, "inputs", dtype="float" if kind != "tokens" else "int")
     spec = _lookup(method, kind)
     _check_kwargs(spec, kw)
@@ -567,13 +713,17 @@ def attribute(
         from xattr_nb.attribution.text import check_token_inputs
 
         kw["attention_mask"] = check_token_inputs(model, inputs, kw.get("attention_mask"))
-    dev = next((p.device for p in model.parameters()), inputs.device)
-    if inputs.device != dev:
-        raise InputError(f"`inputs` are on {inputs.device} but the model is on {dev}; move one of them")
     with eval_mode(model):
         out = _probe(model, inputs, kind, kw)
         if kind != "tokens" and out.ndim != 2:
             raise InputError(f"the model must return logits [B, C]; got shape {tuple(out.shape)}")
+        if _is_names(target):
+            if out.ndim == 3:
+                raise InputError(
+                    f"`target` {target!r} is a string, but this model is a language model (logits [B, T, V]): "
+                    "name a token with attribute_text(model, tokenizer, texts, target), or pass its token id"
+                )
+            target = class_index(model, target, n_outputs=int(out.shape[-1]))
         tgt = check_target(target, int(out.shape[-1]), int(inputs.shape[0])).to(inputs.device)
         inputs = inputs.detach()
         with torch.enable_grad(), count_passes(model) as counter:

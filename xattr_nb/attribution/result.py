@@ -39,7 +39,9 @@ class Attribution:
     - ``labels``: names of the units: per example for tokens (``list[list[str]]``), shared for
       components and features (``list[str]``); ``None`` for pixels.
     - ``mask``: ``[B, T]`` bool, which token positions are real (padding is ``False``).
-    - ``cost``: forward/backward passes (per example) and wall time.
+    - ``cost``: forward and backward passes, **totalled over the batch** (rows through the model:
+      one forward of a batch of 4 counts 4), and wall time; ``cost.forward / len(self)`` is the
+      cost per example.
     - ``meta``: anything else the method wants to keep (baseline, steps, layer, region masks).
     """
 

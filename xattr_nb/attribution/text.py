@@ -29,7 +29,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from xattr_nb.attribution.methods import _QUADRATURES, _lookup, attribute, logits_of, register_method
+from xattr_nb.attribution.methods import (
+    _QUADRATURES,
+    _is_names,
+    _lookup,
+    _probe,
+    attribute,
+    class_index,
+    eval_mode,
+    logits_of,
+    register_method,
+)
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_int, check_tensor, check_texts
 
@@ -136,8 +146,9 @@ def layer_integrated_gradients(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """IG on the input embeddings (captum ``LayerIntegratedGradients``), summed over the embedding dim.
 
-    Cost (measured, captum 0.9): ``n_steps + 2`` forwards per example (captum runs the model on the
-    inputs and on the baselines to read the embeddings) and ``n_steps`` backwards.
+    Cost (measured, captum 0.9): ``n_steps + 2`` forwards for each example (captum runs the model on
+    the inputs and on the baselines to read the embeddings) and ``n_steps`` backwards, so
+    ``B · (n_steps + 2)`` and ``B · n_steps`` in the result's cost, a total over the batch.
     """
     from captum.attr import LayerIntegratedGradients
 
@@ -311,21 +322,47 @@ def _baseline_id(tokenizer: Any, baseline: Any, n: int) -> int:
     return check_int(baseline, "baseline", low=0, high=n - 1)
 
 
-def _target_ids(tokenizer: Any, target: Any, batch: int) -> Any:
-    """Strings name one token each (``" Paris"``); ints and tensors pass through to ``check_target``."""
+def _target_ids(model: nn.Module, tokenizer: Any, target: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+    """A string ``target`` (or a list of them, one per text) as indices; ints and tensors pass through
+    to ``check_target``.
+
+    What a string names depends on the model, learned from one uncounted forward of the first text:
+    a classifier (logits ``[B, C]``) reads it as a class name through ``id2label``
+    (:func:`~xattr_nb.attribution.methods.class_index`); a causal LM (``[B, T, V]``) as one token of
+    the tokenizer (``" Paris"``). Every error quotes the string as typed, then the token ids.
+    """
+    if not _is_names(target):
+        return target
     one = isinstance(target, str)
-    if one or (isinstance(target, (list, tuple)) and target and all(isinstance(t, str) for t in target)):
-        names = [target] * batch if one else list(target)
-        ids = []
-        for t in names:
-            enc = tokenizer(t, add_special_tokens=False)["input_ids"]
-            if len(enc) != 1:
-                raise InputError(f"`target` {t!r} is {len(enc)} tokens {enc}; explain one target token at a time")
-            if tokenizer.unk_token_id is not None and enc[0] == tokenizer.unk_token_id and t != tokenizer.unk_token:
-                raise InputError(f"`target` {t!r} is not in the tokenizer's vocabulary")
-            ids.append(enc[0])
-        return ids
-    return target
+    names = [target] if one else list(target)
+    if any(not isinstance(t, str) for t in names):
+        raise InputError(f"`target` mixes strings and other values {names!r}; give all strings or all ints")
+    if not one and len(names) != ids.shape[0]:
+        raise InputError(f"`target` names {len(names)} targets but there are {ids.shape[0]} texts")
+    with eval_mode(model, warn=False):
+        out = _probe(model, ids, "tokens", {"attention_mask": mask})
+    if out.ndim == 2:  # a classifier: class names
+        return class_index(model, target, n_outputs=int(out.shape[-1]))
+    n_out = int(out.shape[-1])
+    found = []
+    for t in names:
+        enc = list(tokenizer(t, add_special_tokens=False)["input_ids"])
+        if len(enc) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(enc)
+            raise InputError(
+                f"`target` {t!r} is {len(enc)} tokens {pieces} (ids {enc}) for this tokenizer; a language model "
+                "is explained one target token at a time: pass a single token (mind the leading space of "
+                "GPT-2 style tokenizers: ' Paris')"
+            )
+        if tokenizer.unk_token_id is not None and enc[0] == tokenizer.unk_token_id and t != tokenizer.unk_token:
+            raise InputError(
+                f"`target` {t!r} is not in the tokenizer's vocabulary (it encodes to the unknown token "
+                f"{tokenizer.unk_token!r}, id {enc[0]})"
+            )
+        if enc[0] >= n_out:
+            raise InputError(f"`target` {t!r} is token id {enc[0]}, but the model has only {n_out} output logits")
+        found.append(enc[0])
+    return found[0] if one else found
 
 
 def attribute_text(
@@ -341,15 +378,18 @@ def attribute_text(
 ) -> Attribution:
     """Token attributions for ``texts`` under a Hugging Face classifier or causal LM.
 
-    ``target``: a class index (classifier) or a token (causal LM: an id or a one-token string),
-    one for all texts or one per text. ``position`` (causal LM only; ignored by classifiers) is the
-    real token whose next-token logits are explained, ``-1`` the last. ``baseline``: ``"pad"``
+    ``target``: for a classifier a class index or, with ``id2label`` in the model's config, a class
+    name (``"sports"``); for a causal LM a token id or a one-token string (``" Paris"``); one for
+    all texts or a list with one per text. Errors about a string target quote the string.
+    ``position`` (causal LM only; ignored by classifiers) is the real token whose next-token logits
+    are explained, ``-1`` the last. ``baseline``: ``"pad"``
     (the default, ``None``), ``"mask"`` or a token id, put in place of every real non-special token;
     giving one to a method without a baseline (saliency) is an error. ``kw`` go to the method
     (``n_steps``, ``internal_batch_size``, ``window``...).
 
     Returns ``kind="tokens"`` scores ``[B, T]`` with ``labels`` the tokens of each text and
-    ``mask`` the attention mask; ``meta["baseline_id"]`` records the baseline.
+    ``mask`` the attention mask; ``meta["baseline_id"]`` records the baseline. ``cost`` is totalled
+    over the texts (rows through the model, see :func:`~xattr_nb.attribution.attribute`).
     """
     enc = encode_texts(model, tokenizer, texts)
     ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -367,7 +407,7 @@ def attribute_text(
         raise InputError(f"method {method!r} takes no `baseline`; leave it out")
     if "position" in params:
         extra["position"] = position
-    res = attribute(model, ids, _target_ids(tokenizer, target, ids.shape[0]), method, **extra, **kw)
+    res = attribute(model, ids, _target_ids(model, tokenizer, target, ids, mask), method, **extra, **kw)
     res.meta.pop("baseline_ids", None)
     labels = [list(t) for t in enc["tokens"]]
     return Attribution(

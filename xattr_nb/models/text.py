@@ -206,6 +206,9 @@ class EncoderClassifier(nn.Module):
     1 (padding excluded; what sentence-transformers does for MiniLM); ``"cls"`` takes token 0.
     ``get_input_embeddings()`` returns the encoder's word embeddings, so captum's
     ``LayerIntegratedGradients(model, model.get_input_embeddings())`` attributes to tokens.
+    Like a Hugging Face model, ``forward`` takes ``input_ids`` or ``inputs_embeds`` (``[B, T, D]``,
+    the word embeddings, e.g. ``model.get_input_embeddings()(ids)``; the encoder adds positions),
+    so embedding-space metrics (``soft_sufficiency``, ``soft_comprehensiveness``) work on it.
     ``freeze_encoder=True`` turns off the encoder's gradients (only the head trains: a linear probe).
     """
 
@@ -257,27 +260,58 @@ class EncoderClassifier(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The pooled embedding ``[B, hidden]`` the head reads."""
-        input_ids = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[B, T]")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        else:
-            attention_mask = check_tensor(
-                attention_mask, "attention_mask", shape=tuple(input_ids.shape), layout="[B, T]"
+    def features(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The pooled embedding ``[B, hidden]`` the head reads; give exactly one of ``input_ids``
+        ``[B, T]`` and ``inputs_embeds`` ``[B, T, D]``."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError(
+                "give exactly one of `input_ids` [B, T] (token ids) and `inputs_embeds` [B, T, D] (word embeddings); "
+                f"got {'both' if input_ids is not None else 'neither'}"
             )
-        rows = self.get_input_embeddings().num_embeddings
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= rows:
-            raise InputError(f"`input_ids` must lie in [0, {rows}) (the encoder's vocabulary); got [{lo}, {hi}]")
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if inputs_embeds is not None:
+            dim = self.get_input_embeddings().embedding_dim
+            inputs_embeds = check_tensor(
+                inputs_embeds, "inputs_embeds", ndim=3, dtype="float", finite=False, layout="[B, T, D]"
+            )
+            if inputs_embeds.shape[-1] != dim:
+                raise InputError(
+                    f"`inputs_embeds` must be [B, T, {dim}] (the encoder's embedding size); got {tuple(inputs_embeds.shape)}"
+                )
+            ref = inputs_embeds[..., 0]
+        else:
+            input_ids = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[B, T]")
+            rows = self.get_input_embeddings().num_embeddings
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= rows:
+                raise InputError(f"`input_ids` must lie in [0, {rows}) (the encoder's vocabulary); got [{lo}, {hi}]")
+            ref = input_ids
+        if attention_mask is None:
+            attention_mask = torch.ones(ref.shape, dtype=torch.long, device=ref.device)
+        else:
+            attention_mask = check_tensor(attention_mask, "attention_mask", shape=tuple(ref.shape), layout="[B, T]")
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds
+        ).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         m = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(input_ids, attention_mask))
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[B, n_classes]`` from ``input_ids`` ``[B, T]`` or ``inputs_embeds`` ``[B, T, D]`` (exactly one)."""
+        return self.head(self.features(input_ids, attention_mask, inputs_embeds=inputs_embeds))
 
 
 register_architecture("tiny_gpt2", tiny_gpt2)

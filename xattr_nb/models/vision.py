@@ -1,8 +1,9 @@
 """Tiny image classifiers that train in seconds on a CPU: :class:`TinyCNN` and :class:`TinyViT`.
 
 Both take images as float tensors ``[B, C, H, W]`` with values in ``[0, 1]`` (the range is a
-convention, not checked: attribution baselines and noise may leave it) and return logits
-``[B, n_classes]``. Both expose the places interpretability methods look at:
+convention, not checked: attribution baselines and noise may leave it), on the model's device and
+of its weights' dtype (float64 images into a float32 model are an :class:`InputError`, not cast),
+and return logits ``[B, n_classes]``. Both expose the places interpretability methods look at:
 
 - ``model.taps["input" | "middle" | "final"]``: identity modules, so a hook or captum's layer
   methods can read (or patch) the activations at the start, the middle and the end of the network;
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xattr_nb.checks import InputError, check_int, check_tensor
+from xattr_nb.checks import InputError, check_int, check_placement, check_tensor
 
 #: Model builders by name: a class or a function taking keyword arguments and returning a module.
 #: :mod:`xattr_nb.models.text` adds its builders (``tiny_gpt2``, ``hf``, ``EncoderClassifier``).
@@ -76,9 +77,11 @@ def _check_n_classes(n_classes: Any) -> int:
     return check_int(n_classes, "n_classes", low=2)
 
 
-def _check_images(x: Any, in_ch: int, name: str = "x") -> torch.Tensor:
+def _check_images(x: Any, in_ch: int, name: str = "x", weight: torch.Tensor | None = None) -> torch.Tensor:
     # `finite=False`: a NaN is not a shape error, and scanning every batch would sync the GPU.
     x = check_tensor(x, name, ndim=4, dtype="float", finite=False, layout="[B, C, H, W]")
+    if weight is not None:  # metadata only: meta device, device and dtype against the model's weights
+        check_placement(x, weight, name)
     if x.shape[1] != in_ch:
         raise InputError(f"`{name}` must have {in_ch} channel(s) in dim 1 ([B, C, H, W]); got shape {tuple(x.shape)}")
     return x
@@ -106,7 +109,8 @@ class TinyCNN(nn.Module):
     average pooling (GAP), and a linear head.
 
     - ``model.blocks[i]``: the :class:`ConvBlock` s; ``model.last_conv`` is ``model.blocks[-1]``,
-      whose output (post-ReLU feature maps ``[B, widths[-1], h, w]``) is what Grad-CAM weighs.
+      whose output (post-ReLU feature maps ``[B, widths[-1], h, w]``) is what Grad-CAM weighs:
+      :func:`~xattr_nb.attribution.attribute`'s ``grad_cam`` uses it when no ``layer`` is given.
     - ``model.taps``: ``"input"`` (the image), ``"middle"`` (after block ``len(widths) // 2 - 1``,
       or the input when there is one block), ``"final"`` (the last feature maps, before GAP).
     - ``model.features(x)``: the GAP embedding ``[B, widths[-1]]``; ``model.head`` maps it to logits.
@@ -143,7 +147,7 @@ class TinyCNN(nn.Module):
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The last conv block's output ``[B, widths[-1], H / 2**(n-1), W / 2**(n-1)]`` (floor division)."""
-        x = _check_images(x, self.in_ch)
+        x = _check_images(x, self.in_ch, weight=self.head.weight)
         need = 2 ** (len(self.blocks) - 1)
         if x.shape[2] < need or x.shape[3] < need:
             raise InputError(
@@ -283,7 +287,7 @@ class TinyViT(nn.Module):
 
     def tokens(self, x: torch.Tensor, keep_attn: bool | None = None) -> torch.Tensor:
         """Token states after the last block ``[B, T, dim]`` (before the final norm)."""
-        x = _check_images(x, self.in_ch)
+        x = _check_images(x, self.in_ch, weight=self.head.weight)
         if tuple(x.shape[2:]) != (self.image_size, self.image_size):
             raise InputError(
                 f"`x` must be {self.image_size}×{self.image_size} images [B, {self.in_ch}, {self.image_size}, "
