@@ -263,6 +263,42 @@ def compose_token_masked(input_ids: torch.Tensor, keep: torch.Tensor, replace_id
     return torch.where(keep, input_ids.unsqueeze(0), repl.unsqueeze(0))
 
 
+def real_positions(mask: torch.Tensor, position: int, name: str = "position") -> torch.Tensor:
+    """Index ``[B]`` of the ``position``-th real token of each row of ``mask`` ``[B, T]``.
+
+    Negative values count back from the last real token, so ``-1`` is each row's last real token
+    under right or left padding: a right-padded batch of prompts of different lengths is read at
+    each prompt's own last token, never at a padding slot.
+    """
+    mask = check_tensor(mask, "attention_mask", ndim=2, layout="[B, T]").bool()
+    position = check_int(position, name)
+    n = mask.sum(1)
+    want = n + position if position < 0 else torch.full_like(n, position)
+    bad = (want < 0) | (want >= n)
+    if bool(bad.any()):
+        b = int(bad.nonzero()[0])
+        raise InputError(f"`{name}` {position} is out of range for example {b}, which has {int(n[b])} real tokens")
+    # the first index whose running count of real tokens reaches want + 1
+    hit = (mask.long().cumsum(1) == (want + 1).unsqueeze(1)) & mask
+    return hit.long().argmax(1)
+
+
+def _vocab_size(model: Callable[..., object]) -> int | None:
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    return int(emb.num_embeddings) if isinstance(emb, nn.Embedding) else None
+
+
+def check_token_ids(model: Callable[..., object], ids: torch.Tensor, name: str) -> None:
+    """Raise unless every id of ``ids`` is a row of the model's input embedding (when it has one)."""
+    n = _vocab_size(model)
+    if n is not None and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
+        raise InputError(
+            f"`{name}` holds token ids in [{int(ids.min())}, {int(ids.max())}] but the model's vocabulary "
+            f"has {n} ids [0, {n})"
+        )
+
+
 def _target_scores(logits: torch.Tensor, target: int, position: int, output: str) -> torch.Tensor:
     if logits.ndim == 3:  # [B, T, V]: a language model, read the prediction at `position`
         if not -logits.shape[1] <= position < logits.shape[1]:
@@ -298,7 +334,9 @@ def masked_token_scores(
 
     ``model(input_ids=[B, T], attention_mask=[B, T])`` returns logits ``[B, C]`` (a classifier)
     or ``[B, T, V]`` (a language model: the score is read at ``position``), as a tensor or an
-    object with ``.logits``. Positions where ``keep[m]`` is False get ``replace_id``; the attention
+    object with ``.logits``. With an ``attention_mask``, ``position`` counts real tokens (``-1``
+    is the last real one, see :func:`real_positions`), so a padded sequence is never read at a
+    padding slot. Positions where ``keep[m]`` is False get ``replace_id``; the attention
     mask is left as given, so a replaced token is still attended to (it stands for "no
     information", not for "absent"). ``output`` is ``"prob"``, ``"logit"`` or ``"logprob"``.
     """
@@ -308,7 +346,10 @@ def masked_token_scores(
     input_ids = check_tensor(input_ids, "input_ids", ndim=1, dtype="int", layout="[T]")
     if attention_mask is not None:
         attention_mask = check_tensor(attention_mask, "attention_mask", shape=tuple(input_ids.shape), layout="[T]")
+        position = int(real_positions(attention_mask.unsqueeze(0), position)[0])
     ids = compose_token_masked(input_ids, keep, replace_id)  # ints are small: build all at once
+    check_token_ids(model, input_ids, "input_ids")
+    check_token_ids(model, ids, "replace_id")
     # ~8 KiB of activations per token is a rough guess for a small transformer; pass batch_size to be exact.
     step = chunk_size(8 * 1024 * input_ids.shape[0], batch_size=batch_size, max_bytes=max_bytes)
     scores = []

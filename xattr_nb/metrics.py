@@ -48,6 +48,7 @@ from xattr_nb.kernels import (
     grid_regions,
     masked_scores,
     masked_token_scores,
+    real_positions,
 )
 
 ERASER_BINS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20, 0.50)
@@ -633,7 +634,12 @@ def mask_iou(pred: Any, gt: Any, *, threshold: float = 0.5) -> torch.Tensor:
 def _token_batch(
     input_ids: Any, attr: Any, target: Any, attention_mask: Any
 ) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor | None, torch.Tensor]:
-    """Validate text inputs; return ids [B, T], scores [B, T], targets, attention mask, candidates [B, T]."""
+    """Validate text inputs; return ids [B, T], scores [B, T], targets, attention mask, candidates [B, T].
+
+    The candidates (tokens that may be erased) are the real tokens that are not special: an
+    Attribution's ``mask`` is also the attention mask when none is given, and its ``special``
+    tokens ([CLS], [SEP], <bos>) are kept, as in ERASER.
+    """
     input_ids = check_tensor(input_ids, "input_ids", ndim=(1, 2), dtype="int", layout="[B, T]")
     if input_ids.ndim == 1:
         input_ids = input_ids.unsqueeze(0)
@@ -644,6 +650,10 @@ def _token_batch(
             raise InputError(f"`attr` must score tokens; this Attribution scores {attr.kind}")
         scores = attr.scores
         cand = attr.mask
+        if attention_mask is None and attr.mask is not None:
+            attention_mask = attr.mask.long()
+        if attr.special is not None:
+            cand = ~attr.special if cand is None else cand & ~attr.special
         if target is None:
             target = attr.target
     else:
@@ -662,12 +672,14 @@ def _token_batch(
         cand = real if cand is None else cand & real
     if cand is None:
         cand = torch.ones(b, t, dtype=torch.bool, device=input_ids.device)
+    cand = cand.to(input_ids.device)
     if not bool(cand.any(1).all()):
-        raise InputError("an example has no real token to attribute (its mask is all False)")
+        b0 = int((~cand.any(1)).nonzero()[0])
+        raise InputError(f"example {b0} has no real, non-special token to erase (its mask is all False)")
     if target is None:
         raise InputError("`target` is required unless `attr` is an Attribution")
     targets = check_target(target, n_classes=2**62, batch=b).tolist()
-    return input_ids, scores, targets, attention_mask, cand.to(input_ids.device)
+    return input_ids, scores, targets, attention_mask, cand
 
 
 def _bins(bins: Sequence[float]) -> tuple[float, ...]:
@@ -941,12 +953,13 @@ def _soft(
         embeddings = get() if callable(get) else None
         if not isinstance(embeddings, nn.Module):
             raise InputError("`embeddings` is required: the model has no get_input_embeddings()")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
     position = check_int(position, "position")
+    real = torch.ones_like(cand) if am is None else am.bool()
+    pos = real_positions(real, position)
     out = torch.empty(ids.shape[0], dtype=torch.float64)
     with torch.no_grad():
         for i in range(ids.shape[0]):
-            c = cand[i]
+            c, r = cand[i], real[i]
             s = scores[i].double()
             lo, hi = s[c].min(), s[c].max()
             q = ((s - lo) / (hi - lo)).clamp(0, 1) if hi > lo else torch.ones_like(s)
@@ -956,16 +969,22 @@ def _soft(
             e = embeddings(ids[i : i + 1])  # [1, T, D]
             am_i = None if am is None else am[i]
 
-            def probs(emb: torch.Tensor, am_i: torch.Tensor | None = am_i, t_i: int = targets[i]) -> torch.Tensor:
+            def probs(
+                emb: torch.Tensor, am_i: torch.Tensor | None = am_i, t_i: int = targets[i], p_i: int = int(pos[i])
+            ) -> torch.Tensor:
                 am_b = None if am_i is None else am_i.unsqueeze(0).expand(emb.shape[0], -1)
                 logits = _logits(model(inputs_embeds=emb, attention_mask=am_b))
-                _target_scores(logits, t_i, position, "logit")  # checks the shape, position and target
+                _target_scores(logits, t_i, p_i, "logit")  # checks the shape, position and target
                 if logits.ndim == 3:
-                    logits = logits[:, position]
+                    logits = logits[:, p_i]
                 return logits.double().softmax(-1)
 
             p_full = probs(e)[0]
-            keep = torch.rand((draws, *e.shape[1:]), generator=gen).to(e.device) < q.to(e.device)[None, :, None]
+            # Each example draws from its own stream seeded by `seed`, over its real positions only,
+            # so its score does not depend on the batch it sits in nor on the padding around it.
+            u = torch.zeros((draws, *e.shape[1:]), dtype=torch.float32)
+            u[:, r.cpu()] = torch.rand((draws, int(r.sum()), e.shape[2]), generator=torch.Generator().manual_seed(seed))
+            keep = u.to(e.device) < q.to(e.device)[None, :, None]
             d = _distance(p_full, probs(e * keep.to(e.dtype)), targets[i], distance).mean()
             zero = e * (~c).to(e.dtype)[None, :, None]
             s0 = 1 - _distance(p_full, probs(zero), targets[i], distance)[0]

@@ -38,11 +38,14 @@ class Attribution:
     - ``target``: ``[B]`` the class / token id explained for each example.
     - ``labels``: names of the units: per example for tokens (``list[list[str]]``), shared for
       components and features (``list[str]``); ``None`` for pixels.
-    - ``mask``: ``[B, T]`` bool, which token positions are real (padding is ``False``).
+    - ``mask``: ``[B, T]`` bool, which token positions are real (padding is ``False``); the text
+      metrics use it as the attention mask when none is given.
     - ``cost``: forward and backward passes, **totalled over the batch** (rows through the model:
       one forward of a batch of 4 counts 4), and wall time; ``cost.forward / len(self)`` is the
       cost per example.
     - ``meta``: anything else the method wants to keep (baseline, steps, layer, region masks).
+    - ``special``: ``[B, T]`` bool, real tokens that are special (``[CLS]``, ``[SEP]``, ``<bos>``):
+      shown, but never erased by the text faithfulness metrics (ERASER's rule).
     """
 
     scores: torch.Tensor
@@ -53,6 +56,7 @@ class Attribution:
     labels: list[Any] | None = None
     mask: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    special: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.kind, KINDS, "kind")
@@ -78,6 +82,12 @@ class Attribution:
             self.mask = check_tensor(
                 self.mask, "mask", shape=tuple(self.scores.shape[:2]), dtype="bool", layout="[B, T]"
             )
+        if self.special is not None:
+            if self.kind != "tokens":
+                raise InputError(f"`special` marks tokens; this Attribution scores {self.kind}")
+            self.special = check_tensor(
+                self.special, "special", shape=tuple(self.scores.shape[:2]), dtype="bool", layout="[B, T]"
+            )
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -96,6 +106,7 @@ class Attribution:
             target=self.target[i : i + 1],
             labels=labels,
             mask=None if self.mask is None else self.mask[i : i + 1],
+            special=None if self.special is None else self.special[i : i + 1],
             meta=dict(self.meta),
         )
 

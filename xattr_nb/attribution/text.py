@@ -42,6 +42,7 @@ from xattr_nb.attribution.methods import (
 )
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_int, check_tensor, check_texts
+from xattr_nb.kernels import real_positions
 
 __all__ = ["attribute_text", "check_token_inputs", "encode_texts"]
 
@@ -90,16 +91,8 @@ def check_token_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask
 
 
 def _positions(mask: torch.Tensor, position: Any) -> torch.Tensor:
-    """Per-example index of the ``position``-th real token (negative counts from the last real token),
-    so that ``-1`` is the last real token under right or left padding."""
-    position = check_int(position, "position")
-    out = []
-    for b in range(mask.shape[0]):
-        real = mask[b].nonzero().flatten()
-        if not -len(real) <= position < len(real):
-            raise InputError(f"`position` {position} is out of range for example {b}, which has {len(real)} tokens")
-        out.append(real[position])
-    return torch.stack(out)
+    """Per-example index of the ``position``-th real token (``-1``: the last real token under any padding)."""
+    return real_positions(mask, position)
 
 
 def _forward(model: nn.Module):
@@ -418,5 +411,6 @@ def attribute_text(
         cost=res.cost,
         labels=labels,
         mask=res.mask,
+        special=special.to(res.scores.device),
         meta={**res.meta, **meta},
     )

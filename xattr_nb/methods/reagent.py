@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -684,24 +684,15 @@ def soft_scores(
 ) -> dict[str, torch.Tensor]:
     """Soft-NS and Soft-NC per example (:mod:`xattr_nb.metrics`, the ReAGent repository's
     Hellinger-variant distance), with scores min-max normalised per example over the real tokens
-    except ``[BOS]`` (the repository feeds ReAGent's softmax as is). Rows are grouped by length so
-    every row reads its own last token."""
+    except ``[BOS]`` (the repository feeds ReAGent's softmax as is). The metrics read each row of
+    the padded batch at its own last real token."""
     from xattr_nb.metrics import soft_comprehensiveness, soft_sufficiency
 
-    lens = mask.long().sum(1)
-    ns = torch.zeros(ids.shape[0], dtype=torch.float64)
-    nc = torch.zeros_like(ns)
-    scores = attr.scores.clone()
-    for n in lens.unique().tolist():
-        rows = (lens == n).nonzero().flatten()
-        x, s = ids[rows, :n], scores[rows, :n].float()
-        cand = torch.ones_like(x, dtype=torch.bool)
-        cand[:, 0] = False  # [BOS] is never erased (the Attribution's mask = the candidates)
-        a = Attribution(scores=s, kind="tokens", method=attr.method, target=attr.target[rows], mask=cand)
-        kw = {"draws": draws, "seed": seed, "distance": "hellinger"}
-        ns[rows] = soft_sufficiency(model, x, a, **kw)
-        nc[rows] = soft_comprehensiveness(model, x, a, **kw)
-    return {"soft_ns": ns, "soft_nc": nc}
+    special = torch.zeros_like(mask, dtype=torch.bool)
+    special[:, 0] = True  # [BOS] is never erased
+    a = replace(attr, scores=attr.scores.float(), mask=mask.bool(), special=special)
+    kw = {"draws": draws, "seed": seed, "distance": "hellinger"}
+    return {"soft_ns": soft_sufficiency(model, ids, a, **kw), "soft_nc": soft_comprehensiveness(model, ids, a, **kw)}
 
 
 def evaluate(
