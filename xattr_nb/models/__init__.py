@@ -15,8 +15,21 @@
 - :mod:`~xattr_nb.models.attention`: the ``"xattr_eager"`` attention function (readable, detachable
   attention probabilities for HF models).
 - :mod:`~xattr_nb.models.zoo`: shipped checkpoints in ``data/`` (safetensors + a checksummed manifest).
+- :mod:`~xattr_nb.models.io`: the adapter seam every layer reads models through: :func:`logits_of`,
+  :func:`device_of`, :func:`check_model`, :func:`eval_mode` (and token-input checks).
+- :mod:`~xattr_nb.models.architectures`: :data:`ARCHITECTURES`, :func:`register_architecture`, :func:`build`.
+
+The names of the submodules that load transformers (``hub``, ``moe``, ``text``) are imported on
+first use (PEP 562), so that ``import xattr_nb.models.io`` (which :mod:`xattr_nb.kernels` does)
+does not load transformers.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from xattr_nb.models.architectures import ARCHITECTURES, build, register_architecture
 from xattr_nb.models.detection import (
     Detections,
     TinyGridDetector,
@@ -25,25 +38,48 @@ from xattr_nb.models.detection import (
     train_detector,
 )
 from xattr_nb.models.fit import FitHistory, accuracy, fit
-from xattr_nb.models.hub import (
-    ImageClassifier,
-    embed,
-    load_causal_lm,
-    load_classifier,
-    load_encoder,
-    load_image_classifier,
-    minilm_path,
-)
-from xattr_nb.models.moe import TopKMoEMLP, moeify_gpt2, routing_weights
+from xattr_nb.models.io import check_model, device_of, eval_mode, logits_of
 from xattr_nb.models.sae import L1SAE, TopKSAE, train_sae
-from xattr_nb.models.text import (
-    EncoderClassifier,
-    check_tokenizer_matches,
-    hf_arch_config,
-    tiny_gpt2,
-    word_tokenizer,
-)
-from xattr_nb.models.vision import ARCHITECTURES, TinyCNN, TinyViT, build, register_architecture
+from xattr_nb.models.vision import TinyCNN, TinyViT
+
+if TYPE_CHECKING:
+    from xattr_nb.models.hub import (
+        ImageClassifier,
+        embed,
+        load_causal_lm,
+        load_classifier,
+        load_encoder,
+        load_image_classifier,
+        minilm_path,
+    )
+    from xattr_nb.models.moe import TopKMoEMLP, moeify_gpt2, routing_weights
+    from xattr_nb.models.text import (
+        EncoderClassifier,
+        check_tokenizer_matches,
+        hf_arch_config,
+        tiny_gpt2,
+        word_tokenizer,
+    )
+
+#: Names from the submodules that load transformers, imported on first use.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "ImageClassifier",
+            "embed",
+            "load_causal_lm",
+            "load_classifier",
+            "load_encoder",
+            "load_image_classifier",
+            "minilm_path",
+        ],
+        "hub",
+    ),
+    **dict.fromkeys(["TopKMoEMLP", "moeify_gpt2", "routing_weights"], "moe"),
+    **dict.fromkeys(
+        ["EncoderClassifier", "check_tokenizer_matches", "hf_arch_config", "tiny_gpt2", "word_tokenizer"], "text"
+    ),
+}
 
 __all__ = [
     "ARCHITECTURES",
@@ -59,9 +95,12 @@ __all__ = [
     "TopKSAE",
     "accuracy",
     "build",
+    "check_model",
     "check_tokenizer_matches",
     "detection_score",
+    "device_of",
     "embed",
+    "eval_mode",
     "evaluate_detector",
     "fit",
     "hf_arch_config",
@@ -69,6 +108,7 @@ __all__ = [
     "load_classifier",
     "load_encoder",
     "load_image_classifier",
+    "logits_of",
     "minilm_path",
     "moeify_gpt2",
     "register_architecture",
@@ -78,3 +118,16 @@ __all__ = [
     "train_sae",
     "word_tokenizer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'xattr_nb.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"xattr_nb.models.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

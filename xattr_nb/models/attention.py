@@ -27,6 +27,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from xattr_nb.checks import InputError
+from xattr_nb.models.io import check_model
 
 __all__ = ["XATTR_EAGER", "attention_patterns", "use_xattr_attention", "xattr_eager_attention"]
 
@@ -95,8 +96,7 @@ def use_xattr_attention(model: nn.Module, *, detach_probs: bool = False) -> Iter
     are unchanged). Yields the attention modules, in order. The previous implementation and the
     module flags are restored on exit, also when the body raises.
     """
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    check_model(model)
     if not isinstance(detach_probs, bool):
         raise InputError(f"`detach_probs` must be a bool; got {type(detach_probs).__name__}")
     configs, mods = _configs(model), _attention_modules(model)

@@ -34,7 +34,8 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.models.fit import FitHistory, fit
-from xattr_nb.models.vision import ConvBlock, _check_images, register_architecture
+from xattr_nb.models.io import check_model, eval_mode
+from xattr_nb.models.vision import ConvBlock, check_images
 
 __all__ = [
     "DetectionResult",
@@ -218,7 +219,7 @@ class TinyGridDetector(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> Detections:
-        x = _check_images(x, self.in_ch)
+        x = check_images(x, self.in_ch)
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             raise InputError(f"`x` must be {self.image_size}x{self.image_size} images; got {tuple(x.shape)}")
         h = self.stem(x)
@@ -233,9 +234,6 @@ class TinyGridDetector(nn.Module):
         hh = torch.sigmoid(out[..., 3]) * self.image_size
         boxes = torch.stack([cx - w / 2, cy - hh / 2, cx + w / 2, cy + hh / 2], -1)
         return Detections(boxes, out[..., 4:])
-
-
-register_architecture("TinyGridDetector", TinyGridDetector)
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,21 +472,16 @@ def evaluate_detector(
     bool tensor per image: which ground-truth objects are found (class and box) at
     ``score_threshold`` (VPS explains those).
     """
-    if not isinstance(detector, nn.Module):
-        raise InputError(f"`detector` must be a torch module; got {type(detector).__name__}")
+    check_model(detector, "detector")
     x = check_tensor(images, "images", ndim=4, dtype="float", layout="[N, C, H, W]")
     bs, ls = _check_annotations(list(boxes), list(labels), x.shape[0])
     iou_thr = check_float(iou_threshold, "iou_threshold", low=0.0, high=1.0)
     thr = check_float(score_threshold, "score_threshold", low=0.0, high=1.0)
     batch_size = check_int(batch_size, "batch_size", low=1)
-    was = detector.training
-    detector.eval()
-    try:
-        dets: list[DetectionResult] = []
+    dets: list[DetectionResult] = []
+    with eval_mode(detector):
         for s in range(0, x.shape[0], batch_size):
             dets += decode(detector(x[s : s + batch_size]), score_threshold=0.01)
-    finally:
-        detector.train(was)
     n_cls = max(
         [int(lab.max()) + 1 for lab in ls if lab.numel()] + [int(d.labels.max()) + 1 for d in dets if len(d)] + [1]
     )
@@ -558,8 +551,7 @@ def detection_score(
     The returned function runs the detector as is (no ``no_grad``): the batched masked forwards
     of :mod:`xattr_nb.kernels` disable gradients themselves.
     """
-    if not isinstance(detector, nn.Module):
-        raise InputError(f"`detector` must be a torch module; got {type(detector).__name__}")
+    check_model(detector, "detector")
     box = _boxes(target_box, "target_box")
     if box.shape != (4,):
         raise InputError(f"`target_box` must be one box [4] (x0, y0, x1, y1); got shape {tuple(box.shape)}")

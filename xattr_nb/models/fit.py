@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor
+from xattr_nb.models.io import check_model, device_of, eval_mode, logits_of
 from xattr_nb.runtime import pick_device, progress
 
 Batch = Sequence[torch.Tensor]
@@ -45,15 +46,6 @@ class FitHistory:
         if self.val_accuracy:
             out["val_accuracy"] = self.val_accuracy[-1]
         return out
-
-
-def _logits(out: Any) -> torch.Tensor:
-    logits = getattr(out, "logits", out)
-    if not isinstance(logits, torch.Tensor):
-        raise InputError(
-            f"`model` must return a tensor of logits or an output with `.logits`; got {type(out).__name__}"
-        )
-    return logits
 
 
 def _check_tensors(data: Any, name: str) -> tuple[torch.Tensor, ...]:
@@ -86,28 +78,21 @@ def _check_ce_target(y: torch.Tensor, logits: torch.Tensor, name: str) -> None:
 def accuracy(model: nn.Module, x: torch.Tensor | Batch, y: torch.Tensor, batch_size: int = 256) -> float:
     """Fraction of examples whose arg-max logit equals ``y`` (``x`` a tensor or a tuple of input tensors).
 
-    Runs in eval mode under ``no_grad`` on the model's device; restores the model's previous mode.
+    Runs in eval mode under ``no_grad`` on the model's device; restores each submodule's previous mode.
     """
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch module; got {type(model).__name__}")
+    check_model(model)
     inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
     tensors = _check_tensors((*inputs, y), "(x, y)")
     *inputs, y = tensors
     batch_size = check_int(batch_size, "batch_size", low=1)
-    params = next(model.parameters(), None)
-    device = params.device if params is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
+    device = device_of(model)
     correct = 0
-    try:
-        with torch.no_grad():
-            for s in range(0, y.shape[0], batch_size):
-                logits = _logits(model(*(t[s : s + batch_size].to(device) for t in inputs)))
-                yb = y[s : s + batch_size].to(device)
-                _check_ce_target(yb, logits, "y")
-                correct += int((logits.argmax(-1) == yb).sum())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, y.shape[0], batch_size):
+            logits = logits_of(model(*(t[s : s + batch_size].to(device) for t in inputs)))
+            yb = y[s : s + batch_size].to(device)
+            _check_ce_target(yb, logits, "y")
+            correct += int((logits.argmax(-1) == yb).sum())
     return correct / y.shape[0]
 
 
@@ -141,8 +126,7 @@ def fit(
     forked RNG state, so dropout is reproducible and the caller's RNG is untouched). The model
     ends in eval mode.
     """
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch module; got {type(model).__name__}")
+    check_model(model)
     epochs = check_int(epochs, "epochs", low=1)
     lr = check_float(lr, "lr", low=0.0)
     if lr == 0.0:
@@ -189,7 +173,7 @@ def fit(
                 if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                     raise InputError("each batch of `train` must be a tuple (*inputs, target) of tensors")
                 *inputs, y = (t.to(dev) for t in batch)
-                logits = _logits(model(*inputs))
+                logits = logits_of(model(*inputs))
                 if loss_fn is None:
                     _check_ce_target(y, logits, "train")
                     loss = torch.nn.functional.cross_entropy(logits, y)

@@ -26,6 +26,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from xattr_nb.checks import InputError, check_int, check_texts
+from xattr_nb.models.io import check_model, device_of
 from xattr_nb.models.text import check_tokenizer_matches
 from xattr_nb.runtime import pick_device, progress
 
@@ -224,7 +225,7 @@ def embed(
                 f"`texts[{i}]` has {lengths[i]} tokens, more than max_length={max_length} "
                 f"({len(too_long)} text(s) too long); shorten them or pass truncate=True"
             )
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = []
     starts = range(0, len(texts), batch_size)
     with torch.inference_mode():
@@ -255,8 +256,7 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, hf_model: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
-        if not isinstance(hf_model, nn.Module):
-            raise InputError(f"`hf_model` must be a torch module; got {type(hf_model).__name__}")
+        check_model(hf_model, "hf_model")
         self.hf = hf_model
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))

@@ -32,7 +32,6 @@ from transformers import GPT2LMHeadModel
 
 from xattr_nb.checks import InputError, check_int, check_tensor
 from xattr_nb.models.text import build_hf, hf_arch_config
-from xattr_nb.models.vision import register_architecture
 
 __all__ = [
     "TopKMoEMLP",
@@ -322,6 +321,3 @@ def build_moe_gpt2(
     """Build a GPT-2 from its config dict and moeify it (what ``build({"arch": "moe_gpt2", ...})`` calls)."""
     model = build_hf("GPT2LMHeadModel", gpt2, "eager")
     return moeify_gpt2(model, n_experts, k, d_ff, layers, normalize_topk=normalize_topk, seed=seed).eval()
-
-
-register_architecture("moe_gpt2", build_moe_gpt2)

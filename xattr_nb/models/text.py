@@ -9,8 +9,8 @@
 - :class:`EncoderClassifier`: an HF encoder (e.g. MiniLM's ``BertModel``) + masked mean pooling +
   a linear head.
 
-This module also registers, for :func:`xattr_nb.models.vision.build` and the zoo, the builders
-``"tiny_gpt2"``, ``"hf"`` (any transformers model class from its config dict, see
+:mod:`xattr_nb.models.architectures` lists the builders here for :func:`~xattr_nb.models.architectures.build`
+and the zoo: ``"tiny_gpt2"``, ``"hf"`` (any transformers model class from its config dict, see
 :func:`hf_arch_config`) and ``"EncoderClassifier"``.
 """
 
@@ -26,7 +26,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast
 
 from xattr_nb.checks import InputError, check_choice, check_int, check_tensor
-from xattr_nb.models.vision import register_architecture
+from xattr_nb.models.io import max_positions
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")
 
@@ -131,8 +131,7 @@ def tiny_gpt2(
 def check_position_limit(model: nn.Module, prompt_len: int, max_new_tokens: int) -> None:
     """Refuse a generation that would run past the model's positions (``n_positions`` /
     ``max_position_embeddings``), naming ``max_new_tokens``: never truncate silently."""
-    cfg = getattr(model, "config", None)
-    limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    limit = max_positions(model)
     if limit is not None and prompt_len + max_new_tokens > int(limit):
         raise InputError(
             f"`max_new_tokens` ({max_new_tokens}) + prompt ({prompt_len}) exceeds the model's {limit} positions"
@@ -312,8 +311,3 @@ class EncoderClassifier(nn.Module):
     ) -> torch.Tensor:
         """Logits ``[B, n_classes]`` from ``input_ids`` ``[B, T]`` or ``inputs_embeds`` ``[B, T, D]`` (exactly one)."""
         return self.head(self.features(input_ids, attention_mask, inputs_embeds=inputs_embeds))
-
-
-register_architecture("tiny_gpt2", tiny_gpt2)
-register_architecture("hf", build_hf)
-register_architecture("EncoderClassifier", EncoderClassifier.from_config)

@@ -15,69 +15,32 @@ and return logits ``[B, n_classes]``. Both expose the places interpretability me
   module the probabilities pass through, for hooks.
 
 Models are rebuilt from a plain config dict ``{"arch": name, "kwargs": {...}}`` by :func:`build`,
-which looks the name up in :data:`ARCHITECTURES`. That is how the zoo stores a model: the config
-as JSON, the weights as safetensors, never a pickled object.
+which looks the name up in :data:`ARCHITECTURES` (both live in :mod:`xattr_nb.models.architectures`
+and are re-exported here). That is how the zoo stores a model: the config as JSON, the weights as
+safetensors, never a pickled object.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from xattr_nb.checks import InputError, check_int, check_placement, check_tensor
+from xattr_nb.models.architectures import ARCHITECTURES, build, register_architecture
 
-#: Model builders by name: a class or a function taking keyword arguments and returning a module.
-#: :mod:`xattr_nb.models.text` adds its builders (``tiny_gpt2``, ``hf``, ``EncoderClassifier``).
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_architecture(name: str, builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Make ``builder`` (a class or a function of keyword arguments) buildable by :func:`build` as ``name``."""
-    if not isinstance(name, str) or not name.strip():
-        raise InputError("`name` must be a non-empty string")
-    if not callable(builder):
-        raise InputError(
-            f"`builder` for {name!r} must be callable (a class or a function); got {type(builder).__name__}"
-        )
-    ARCHITECTURES[name] = builder
-    return builder
-
-
-def build(config: dict[str, Any]) -> nn.Module:
-    """Build a fresh (randomly initialised) model from ``{"arch": name, "kwargs": {...}}``.
-
-    >>> build({"arch": "TinyCNN", "kwargs": {"n_classes": 4}})  # doctest: +ELLIPSIS
-    TinyCNN(...)
-    """
-    if not isinstance(config, dict):
-        raise InputError(f"`config` must be a dict {{'arch': ..., 'kwargs': {{...}}}}; got {type(config).__name__}")
-    unknown_keys = set(config) - {"arch", "kwargs"}
-    if "arch" not in config or unknown_keys:
-        raise InputError(f"`config` must have the keys 'arch' and (optionally) 'kwargs'; got {sorted(config)}")
-    # The text builders register themselves on import; import here so a vision-only caller still finds them.
-    import xattr_nb.models.text  # noqa: F401
-
-    arch = config["arch"]
-    if arch not in ARCHITECTURES:
-        raise InputError(f"`config['arch']` {arch!r} is not a known architecture; known: {sorted(ARCHITECTURES)}")
-    kwargs = config.get("kwargs", {})
-    if not isinstance(kwargs, dict):
-        raise InputError(f"`config['kwargs']` must be a dict; got {type(kwargs).__name__}")
-    try:
-        return ARCHITECTURES[arch](**kwargs)
-    except TypeError as exc:  # an unexpected or missing keyword
-        raise InputError(f"`config['kwargs']` do not fit architecture {arch!r}: {exc}") from exc
+__all__ = ["ARCHITECTURES", "ConvBlock", "TinyCNN", "TinyViT", "build", "check_images", "register_architecture"]
 
 
 def _check_n_classes(n_classes: Any) -> int:
     return check_int(n_classes, "n_classes", low=2)
 
 
-def _check_images(x: Any, in_ch: int, name: str = "x", weight: torch.Tensor | None = None) -> torch.Tensor:
+def check_images(x: Any, in_ch: int, name: str = "x", weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` as images ``[B, in_ch, H, W]`` (float; on ``weight``'s device and of its dtype when given)."""
     # `finite=False`: a NaN is not a shape error, and scanning every batch would sync the GPU.
     x = check_tensor(x, name, ndim=4, dtype="float", finite=False, layout="[B, C, H, W]")
     if weight is not None:  # metadata only: meta device, device and dtype against the model's weights
@@ -147,7 +110,7 @@ class TinyCNN(nn.Module):
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The last conv block's output ``[B, widths[-1], H / 2**(n-1), W / 2**(n-1)]`` (floor division)."""
-        x = _check_images(x, self.in_ch, weight=self.head.weight)
+        x = check_images(x, self.in_ch, weight=self.head.weight)
         need = 2 ** (len(self.blocks) - 1)
         if x.shape[2] < need or x.shape[3] < need:
             raise InputError(
@@ -287,7 +250,7 @@ class TinyViT(nn.Module):
 
     def tokens(self, x: torch.Tensor, keep_attn: bool | None = None) -> torch.Tensor:
         """Token states after the last block ``[B, T, dim]`` (before the final norm)."""
-        x = _check_images(x, self.in_ch, weight=self.head.weight)
+        x = check_images(x, self.in_ch, weight=self.head.weight)
         if tuple(x.shape[2:]) != (self.image_size, self.image_size):
             raise InputError(
                 f"`x` must be {self.image_size}×{self.image_size} images [B, {self.in_ch}, {self.image_size}, "
@@ -316,7 +279,3 @@ class TinyViT(nn.Module):
 
     def forward(self, x: torch.Tensor, keep_attn: bool | None = None) -> torch.Tensor:
         return self.head(self.features(x, keep_attn))
-
-
-register_architecture("TinyCNN", TinyCNN)
-register_architecture("TinyViT", TinyViT)

@@ -39,9 +39,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from xattr_nb.checks import InputError, check_int
-from xattr_nb.models import moe as _moe  # noqa: F401  (registers the MoE GPT-2 architecture with `build`)
-from xattr_nb.models import text as _text  # registers the text architectures with `build`
-from xattr_nb.models.vision import build
+from xattr_nb.models.architectures import build
+from xattr_nb.models.io import check_model
+from xattr_nb.models.text import hf_arch_config
 from xattr_nb.runtime import pick_device
 
 MANIFEST = "manifest.json"
@@ -245,7 +245,7 @@ def _config_of(model: nn.Module) -> dict[str, Any]:
         from transformers import PreTrainedModel
 
         if isinstance(model, PreTrainedModel):
-            return _text.hf_arch_config(model)
+            return hf_arch_config(model)
         raise InputError(f"pass `config` for a {type(model).__name__}: it has no `arch_config`")
     return cfg
 
@@ -266,8 +266,7 @@ def save(
     compared with ``model``'s, so what is saved is guaranteed to load.
     """
     name = _check_name(name)
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch module; got {type(model).__name__}")
+    check_model(model)
     config = _check_config(_config_of(model) if config is None else config)
     if not isinstance(metrics, dict):
         raise InputError(f"`metrics` must be a dict of JSON values; got {type(metrics).__name__}")
