@@ -25,7 +25,32 @@ import torch
 from torch import nn
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
+from xattr_nb.models.io import check_model, input_embeddings, logits_of
 from xattr_nb.runtime import Cost, progress
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "PassCounter",
+    "batched_forward",
+    "check_members",
+    "check_order",
+    "check_regions",
+    "check_token_ids",
+    "chunk_size",
+    "compose_masked",
+    "compose_token_masked",
+    "count_passes",
+    "cumulative_keep",
+    "grid_regions",
+    "labels_to_regions",
+    "masked_outputs",
+    "masked_scores",
+    "masked_token_scores",
+    "real_positions",
+    "slic_regions",
+    "subset_keep",
+    "target_scores",
+]
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 
@@ -56,17 +81,17 @@ def count_passes(model: nn.Module) -> Iterator[PassCounter]:
     A batch of 32 counts 32 forward passes; a backward through that batch's output counts 32
     backward passes. Hooks are removed on exit, also when the body raises.
     """
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    check_model(model)
     counter = PassCounter(started=time.perf_counter())
 
     def on_forward(_module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         rows = _batch_rows(args, kwargs)
         counter.forward += rows
-        out = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
-        if out is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-            out = output[0]
-        if isinstance(out, torch.Tensor) and out.requires_grad:
+        try:
+            out = logits_of(output)
+        except InputError:  # a submodule-like output without logits: count the forward, not the backward
+            out = None
+        if out is not None and out.requires_grad:
 
             def on_backward(grad: torch.Tensor) -> None:
                 counter.backward += rows
@@ -88,13 +113,8 @@ def chunk_size(example_bytes: int, *, batch_size: int | None = None, max_bytes: 
     return max(1, max_bytes // max(1, example_bytes))
 
 
-def _logits(output: object) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise InputError(f"the model must return a tensor or an object with `.logits`; got {type(output).__name__}")
+#: Deprecated private alias of :func:`xattr_nb.models.io.logits_of`, kept while ``xattr_nb.metrics`` imports it.
+_logits = logits_of
 
 
 @torch.no_grad()
@@ -113,7 +133,7 @@ def batched_forward(
     per = inputs[0].numel() * inputs.element_size()
     step = chunk_size(per, batch_size=batch_size, max_bytes=max_bytes)
     starts = range(0, inputs.shape[0], step)
-    outs = [_logits(model(inputs[s : s + step])) for s in progress(starts, disable=not show_progress, desc="forward")]
+    outs = [logits_of(model(inputs[s : s + step])) for s in progress(starts, disable=not show_progress, desc="forward")]
     return torch.cat(outs)
 
 
@@ -165,7 +185,7 @@ def masked_scores(
     device = x.device
     scores = []
     for s in progress(range(0, keep.shape[0], step), disable=not show_progress, desc="masked forwards"):
-        logits = _logits(model(compose_masked(x, keep[s : s + step].to(device), baseline)))
+        logits = logits_of(model(compose_masked(x, keep[s : s + step].to(device), baseline)))
         if not 0 <= int(target) < logits.shape[-1]:
             raise InputError(f"`target` must lie in [0, {logits.shape[-1]}) for this model; got {target}")
         if output == "prob":
@@ -284,9 +304,10 @@ def real_positions(mask: torch.Tensor, position: int, name: str = "position") ->
 
 
 def _vocab_size(model: Callable[..., object]) -> int | None:
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    return int(emb.num_embeddings) if isinstance(emb, nn.Embedding) else None
+    try:
+        return int(input_embeddings(model).num_embeddings)
+    except InputError:  # no nn.Embedding table to check against
+        return None
 
 
 def check_token_ids(model: Callable[..., object], ids: torch.Tensor, name: str) -> None:
@@ -299,7 +320,9 @@ def check_token_ids(model: Callable[..., object], ids: torch.Tensor, name: str) 
         )
 
 
-def _target_scores(logits: torch.Tensor, target: int, position: int, output: str) -> torch.Tensor:
+def target_scores(logits: torch.Tensor, target: int, position: int, output: str) -> torch.Tensor:
+    """The ``target`` column ``[B]`` of ``logits`` ``[B, C]``, or of ``[B, T, V]`` read at ``position``,
+    as ``output`` ``"logit"``, ``"prob"`` (softmax) or ``"logprob"`` (log-softmax)."""
     if logits.ndim == 3:  # [B, T, V]: a language model, read the prediction at `position`
         if not -logits.shape[1] <= position < logits.shape[1]:
             raise InputError(f"`position` must lie in [-{logits.shape[1]}, {logits.shape[1]}); got {position}")
@@ -313,6 +336,10 @@ def _target_scores(logits: torch.Tensor, target: int, position: int, output: str
     elif output == "logprob":
         logits = logits.log_softmax(-1)
     return logits[:, int(target)]
+
+
+#: Deprecated private alias of :func:`target_scores`, kept while ``xattr_nb.metrics`` imports it.
+_target_scores = target_scores
 
 
 @torch.no_grad()
@@ -356,8 +383,8 @@ def masked_token_scores(
     for s in progress(range(0, ids.shape[0], step), disable=not show_progress, desc="masked forwards"):
         chunk = ids[s : s + step]
         am = None if attention_mask is None else attention_mask.to(chunk.device).unsqueeze(0).expand_as(chunk)
-        logits = _logits(model(input_ids=chunk, attention_mask=am))
-        scores.append(_target_scores(logits, target, position, output))
+        logits = logits_of(model(input_ids=chunk, attention_mask=am))
+        scores.append(target_scores(logits, target, position, output))
     return torch.cat(scores)
 
 
@@ -549,7 +576,7 @@ def masked_outputs(
     outs = []
     for s in progress(range(0, keep.shape[0], step), disable=not show_progress, desc="masked forwards"):
         chunk = keep[s : s + step].to(x.device)
-        out = _logits(fn(compose_masked(x, chunk, baseline)))
+        out = logits_of(fn(compose_masked(x, chunk, baseline)))
         if out.ndim == 0 or out.shape[0] != chunk.shape[0]:
             raise InputError(f"`fn` must return one row per image ({chunk.shape[0]}); got shape {tuple(out.shape)}")
         outs.append(out)

@@ -28,15 +28,9 @@ import torch
 from torch import nn
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
+from xattr_nb.models.io import logits_of
 
 __all__ = ["PriorAlignment", "alignment_loss", "normalize_scores", "token_grad_x_input"]
-
-
-def _logits(out: Any) -> torch.Tensor:
-    logits = getattr(out, "logits", out)
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-        raise InputError("`model` must return logits [B, C] (a tensor or an output with `.logits`)")
-    return logits
 
 
 def _check_mask(mask: Any, shape: tuple[int, ...], name: str) -> torch.Tensor:
@@ -89,7 +83,7 @@ def token_grad_x_input(
     handle = emb.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            logits = _logits(model(ids, mask.long()))
+            logits = logits_of(model(ids, mask.long()), ndim=2)
     finally:
         handle.remove()
     if "e" not in store:

@@ -60,6 +60,14 @@ def test_logits_of_hf_model_output_and_tuple_output(gpt2):
     torch.testing.assert_close(logits_of(tup), logits_of(out))
 
 
+def test_logits_of_ndim():
+    assert logits_of((LOGITS,), ndim=2) is LOGITS
+    with pytest.raises(InputError, match=r"logits \[B, T, V\] \(a language model\); got shape \(2, 3\)"):
+        logits_of(LOGITS, ndim=3)
+    with pytest.raises(InputError, match=r"logits \[B, C\] \(a classifier\); got shape \(6,\)"):
+        logits_of(LOGITS.flatten(), ndim=2)
+
+
 @pytest.mark.parametrize(
     ("output", "message"),
     [

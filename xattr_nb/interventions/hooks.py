@@ -26,19 +26,14 @@ import torch
 from torch import nn
 
 from xattr_nb.checks import InputError, check_choice
+from xattr_nb.models.io import check_model
 
 __all__ = ["ActivationCache", "block_names", "first_tensor", "get_module", "hooks", "patch_output", "run_with_cache"]
 
 
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
-    return model
-
-
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (``""`` is the model itself); an unknown name suggests close ones."""
-    _check_model(model)
+    check_model(model)
     if not isinstance(name, str):
         raise InputError(f"module name must be a str such as 'transformer.h.0'; got {type(name).__name__}")
     modules = dict(model.named_modules())
@@ -86,7 +81,7 @@ def hooks(
     (``register_forward_pre_hook``). All names are resolved before anything is registered, so a
     typo registers nothing.
     """
-    _check_model(model)
+    check_model(model)
     check_choice(kind, ("forward", "pre"), "kind")
     if not isinstance(fns, Mapping) or not fns:
         raise InputError("`fns` must be a non-empty dict {module name: hook function}")
@@ -150,7 +145,7 @@ def run_with_cache(
     ``None`` records every submodule whose output holds a tensor. ``detach=False`` keeps the
     autograd graph, for gradients with respect to activations (attribution patching).
     """
-    _check_model(model)
+    check_model(model)
     if names is None:
         chosen = [n for n, _ in model.named_modules() if n]
         strict = False
@@ -197,7 +192,7 @@ def block_names(model: nn.Module) -> list[str]:
     """Names of the residual blocks, in order: ``transformer.h.{i}`` (GPT-2), ``encoder.layer.{i}`` or
     ``bert.encoder.layer.{i}`` (BERT), or ``blocks.{i}`` / ``layers.{i}`` for any model that keeps its
     blocks in an ``nn.ModuleList`` under that name."""
-    _check_model(model)
+    check_model(model)
     modules = dict(model.named_modules())
     for path in _BLOCK_PATHS:
         if isinstance(modules.get(path), nn.ModuleList):

@@ -37,6 +37,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_choice, check_float
 from xattr_nb.interventions.hooks import hooks
+from xattr_nb.models.io import check_model
 
 __all__ = ["LRP_RULES", "lrp_mode", "lrp_targets", "stabilize"]
 
@@ -104,8 +105,7 @@ def lrp_targets(model: nn.Module, rules: Sequence[str] = LRP_RULES) -> dict[str,
     ``act``/``act_fn``/``activation_fn``/``activation`` (the MLP non-linearity of GPT-2, Llama, OPT...);
     ``"half"``: every gated MLP (a module with ``gate_proj``, ``up_proj``, ``down_proj``, ``act_fn``).
     """
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    check_model(model)
     rules = _check_rules(rules)
     out: dict[str, list[str]] = {r: [] for r in rules}
     for name, m in model.named_modules():

@@ -22,6 +22,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.interventions.hooks import block_names, run_with_cache
+from xattr_nb.models.io import device_of
 
 __all__ = ["diff_of_means", "hidden_states", "layerwise_probe", "regress_r2"]
 
@@ -82,7 +83,7 @@ def hidden_states(
     for layer in chosen:
         check_int(layer, "layers[...]", low=0, high=len(names) - 1)
     batch_size = check_int(batch_size, "batch_size", low=1)
-    device = next(model.parameters()).device
+    device = device_of(model)
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in chosen}
     for start in range(0, len(ids), batch_size):
         sl = slice(start, start + batch_size)

@@ -33,7 +33,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor
 from xattr_nb.interventions.hooks import block_names, hooks
-from xattr_nb.kernels import _logits
+from xattr_nb.models.io import device_of, eval_mode, logits_of
 from xattr_nb.models.text import check_position_limit
 
 __all__ = ["add_vector", "perplexity", "resolve_site", "steer_generate", "sweep_alpha"]
@@ -155,17 +155,6 @@ def add_vector(
         yield dict(model.named_modules())[name]
 
 
-def _lm_logits(out: Any) -> torch.Tensor:
-    logits = _logits(out)
-    if logits.ndim != 3:
-        raise InputError("`model` must be a causal LM returning logits [B, T, V] (or an output with `.logits`)")
-    return logits
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 @torch.no_grad()
 def steer_generate(
     model: nn.Module,
@@ -191,20 +180,15 @@ def steer_generate(
     check_position_limit(model, ids.shape[1], max_new_tokens)
     if eos_token_id is not None:
         eos_token_id = check_int(eos_token_id, "eos_token_id", low=0)
-    was_training = model.training
-    model.eval()
-    out = ids.to(_device(model))
+    out = ids.to(device_of(model))
     done = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)
-    try:
-        with add_vector(model, layer, vec, alpha, positions):
-            for _ in range(max_new_tokens):
-                nxt = _lm_logits(model(input_ids=out))[:, -1].argmax(-1)
-                if eos_token_id is not None:
-                    nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
-                    done |= nxt == eos_token_id
-                out = torch.cat([out, nxt[:, None]], dim=1)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), add_vector(model, layer, vec, alpha, positions):
+        for _ in range(max_new_tokens):
+            nxt = logits_of(model(input_ids=out), ndim=3)[:, -1].argmax(-1)
+            if eos_token_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
+                done |= nxt == eos_token_id
+            out = torch.cat([out, nxt[:, None]], dim=1)
     return out.cpu()
 
 
@@ -223,11 +207,11 @@ def perplexity(
     mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask
     mask = check_tensor(mask, "attention_mask", shape=tuple(ids.shape), layout="[N, T]").bool()
     batch_size = check_int(batch_size, "batch_size", low=1)
-    dev = _device(model)
+    dev = device_of(model)
     nll, n = 0.0, 0
     for s in range(0, ids.shape[0], batch_size):
         x, m = ids[s : s + batch_size].to(dev), mask[s : s + batch_size].to(dev)
-        logits = _lm_logits(model(input_ids=x, attention_mask=m.long())).float()
+        logits = logits_of(model(input_ids=x, attention_mask=m.long()), ndim=3).float()
         tgt_mask = m[:, 1:] & m[:, :-1]
         lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None])[..., 0]
         nll -= float(lp[tgt_mask].sum())

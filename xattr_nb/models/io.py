@@ -49,15 +49,26 @@ def check_model(model: Any, name: str = "model") -> nn.Module:
     return model
 
 
-def logits_of(output: Any) -> torch.Tensor:
+_LAYOUTS = {2: "[B, C] (a classifier)", 3: "[B, T, V] (a language model)"}
+
+
+def logits_of(output: Any, *, ndim: int | None = None) -> torch.Tensor:
     """The logits tensor of a model's output.
 
     Accepted: a tensor (returned as is), an object with a tensor ``.logits`` (Hugging Face
     ``ModelOutput``), a mapping with a tensor under ``"logits"``, or a tuple / list whose first
     element is a tensor (Hugging Face with ``return_dict=False``). Anything else is an
-    :class:`InputError` naming what came back. The shape is not checked here: callers that need
-    ``[B, C]`` or ``[B, T, V]`` say so in their own error.
+    :class:`InputError` naming what came back. ``ndim`` (2: a classifier's ``[B, C]``, 3: a
+    language model's ``[B, T, V]``) also requires that many dimensions.
     """
+    logits = _find_logits(output)
+    if ndim is not None and logits.ndim != ndim:
+        layout = _LAYOUTS.get(ndim, f"with {ndim} dimensions")
+        raise InputError(f"the model must return logits {layout}; got shape {tuple(logits.shape)}")
+    return logits
+
+
+def _find_logits(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
     logits = getattr(output, "logits", None)
