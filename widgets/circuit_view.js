@@ -1,6 +1,8 @@
 // CircuitView (anywidget ES module, no imports, no build step): a layered SVG graph whose layout,
 // sizes and colours are computed in Python (xattr_nb.widgets.circuit.circuit_layout). The
 // threshold slider only toggles a class on edges, so 12 layers x 12 heads stay responsive.
+// Nodes arrive with their shape, label, tooltip text and whether they fade, so this module draws
+// any node kind (heads, MLPs, CNN channels, units, ...) without knowing it.
 
 const SVG = "http://www.w3.org/2000/svg";
 function el(tag, cls, text) {
@@ -32,14 +34,16 @@ function render({ model, el: host }) {
   host.appendChild(root);
 
   let g = { nodes: [], edges: [] };
-  let nodeEls = [], edgeEls = [];
+  let nodeEls = [], edgeEls = [], labelEls = [];
 
   function build() {
     g = model.get("_graph") || g;
     const s = svg("svg", { class: "xcv-svg", viewBox: `0 0 ${g.width} ${g.height}`, width: g.width });
     const axes = svg("g", { class: "xcv-axes" });
     (g.col_x || []).forEach((x, i) => {
-      const t = svg("text", { x, y: 14, "text-anchor": "middle" }); t.textContent = `L${i}`; axes.appendChild(t);
+      const t = svg("text", { x, y: 14, "text-anchor": "middle" });
+      t.textContent = (g.col_labels && g.col_labels[i] !== undefined) ? String(g.col_labels[i]) : `L${i}`;
+      axes.appendChild(t);
     });
     (g.row_y || []).forEach((y, h) => {
       const t = svg("text", { x: g.col_x[0] - 14, y: y + 3, "text-anchor": "end" });
@@ -53,16 +57,22 @@ function render({ model, el: host }) {
       return p;
     });
     const nodes = svg("g", { class: "xcv-nodes" });
+    labelEls = [];
     nodeEls = g.nodes.map((n, i) => {
       const common = { class: `xcv-node xcv-${n.kind}`, fill: n.fill, "data-name": n.name, "data-i": i };
-      const shape = n.kind === "mlp"
+      const rect = n.shape ? n.shape === "rect" : n.kind === "mlp";
+      const shape = rect
         ? svg("rect", { ...common, x: n.x - n.r, y: n.y - n.r, width: 2 * n.r, height: 2 * n.r, rx: 2 })
         : svg("circle", { ...common, cx: n.x, cy: n.y, r: n.r });
       nodes.appendChild(shape);
-      if (n.kind === "embed" || n.kind === "logits") {
-        const t = svg("text", { class: "xcv-label", x: n.x, y: n.y + n.r + 11, "text-anchor": "middle" });
-        t.textContent = n.kind; nodes.appendChild(t);
+      let label = null;
+      if (n.label !== undefined && n.label !== null) {
+        label = svg("text", {
+          class: "xcv-label", x: n.label_x ?? n.x, y: n.label_y ?? n.y + n.r + 11, "text-anchor": n.label_anchor || "middle",
+        });
+        label.textContent = String(n.label); nodes.appendChild(label);
       }
+      labelEls.push(label);
       return shape;
     });
     s.append(axes, edges, nodes);
@@ -86,7 +96,10 @@ function render({ model, el: host }) {
       if (keep) { shown++; live.add(e.src); live.add(e.dst); }
     });
     g.nodes.forEach((n, i) => {
-      nodeEls[i].classList.toggle("xcv-faded", (n.kind === "head" || n.kind === "mlp") && !live.has(n.name));
+      const component = n.component ?? (n.kind === "head" || n.kind === "mlp");
+      const faded = component && !live.has(n.name);
+      nodeEls[i].classList.toggle("xcv-faded", faded);
+      if (labelEls[i]) labelEls[i].classList.toggle("xcv-faded", faded);
     });
     count.textContent = `${shown} / ${g.edges.length} edges · ${g.nodes.length} nodes`;
     root.dataset.shownEdges = String(shown);
@@ -115,7 +128,7 @@ function render({ model, el: host }) {
     if (t.classList && t.classList.contains("xcv-node")) {
       const n = g.nodes[Number(t.dataset.i)];
       const nIn = g.edges.filter((e) => e.dst === n.name).length, nOut = g.edges.filter((e) => e.src === n.name).length;
-      const where = n.kind === "head" ? `head ${n.head} of layer ${n.layer}` : n.kind === "mlp" ? `MLP of layer ${n.layer}` : n.kind;
+      const where = n.desc || (n.kind === "head" ? `head ${n.head} of layer ${n.layer}` : n.kind === "mlp" ? `MLP of layer ${n.layer}` : n.kind);
       showTip(evt, [n.name, where, `score ${String(n.score)}`, `${nIn} in · ${nOut} out`]);
     } else if (t.classList && t.classList.contains("xcv-edge")) {
       const e = g.edges[Number(t.dataset.i)];

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xattr_nb.checks import InputError
-from xattr_nb.interventions import run_with_cache
+from xattr_nb.interventions import Circuit, node_name, run_with_cache, to_circuit
 from xattr_nb.methods import causal_paths as cp
 from xattr_nb.models import TinyCNN, load_image_classifier
 
@@ -215,31 +215,74 @@ def test_top_edges_known_answer() -> None:
 def test_build_graph_structure(net: TinyCNN, data) -> None:
     x, y = data
     g = cp.build_graph(net, x, y, top_k_nodes=3, top_k_edges=2)
-    assert g.classes == [0, 1, 2] and g.node_effects.shape == (3, 8)
+    assert g.classes == [0, 1, 2] and g.node_effects.shape == (3, 8) and g.depth == 2
+    assert g.layer_names == ["blocks.0", "blocks.1", "blocks.2"]
     for k, c in enumerate(g.classes):
-        top = g.nodes[c][0]
+        top = g.channels(c, 0)
         assert top.tolist() == torch.argsort(-g.node_effects[k], stable=True)[:3].tolist()
-        assert len(g.nodes[c]) == 3 and len(g.edges[c]) == 2
         for lvl in range(2):
-            e = g.edges[c][lvl]
-            assert e.shape == (2 * len(g.nodes[c][lvl]), 2)
-            assert set(e[:, 1].tolist()) == set(g.nodes[c][lvl].tolist())  # heads are the level's nodes
-            assert g.nodes[c][lvl + 1].tolist() == sorted(set(e[:, 0].tolist()))  # tails are the next level
+            e, w = g.path_edges(c, lvl)
+            assert e.shape == (2 * len(g.channels(c, lvl)), 2)
+            assert set(e[:, 1].tolist()) == set(g.channels(c, lvl).tolist())  # heads are the level's nodes
+            assert g.channels(c, lvl + 1).tolist() == sorted(set(e[:, 0].tolist()))  # tails are the next level
             pm = g.path_matrices[c][lvl]
-            assert torch.equal(
-                g.edge_effects[c][lvl], pm.gather(1, torch.argsort(-pm, dim=1, stable=True)[:, :2]).flatten()
-            )
-    nxg = g.to_networkx(1)
-    assert nxg.number_of_edges() == sum(len(e) for e in g.edges[1])
+            assert torch.equal(w, pm.gather(1, torch.argsort(-pm, dim=1, stable=True)[:, :2]).flatten())
     w = g.weights()
     assert int((w != 0).sum(1).max()) <= 3
     assert g.cost.forward > 0
 
 
+def test_class_graph_is_a_circuit_of_channels(net: TinyCNN, data) -> None:
+    x, y = data
+    g = cp.build_graph(net, x, y, top_k_nodes=3, top_k_edges=2)
+    circ = g.circuits[1]
+    assert isinstance(circ, Circuit) and circ.meta["layer_names"] == g.layer_names and circ.meta["class"] == 1
+    chans = [n for n in circ.nodes if n.kind == "channel"]
+    assert len(chans) + 1 == len(circ.nodes) and circ.node("logits").layer == 3
+    for lvl in range(3):
+        level = [n for n in chans if n.layer == 2 - lvl]  # level 0 (blocks.2) is the last layer
+        assert [n.index for n in level] == g.channels(1, lvl).tolist()
+        assert all(n.name == node_name("channel", 2 - lvl, n.index) for n in level)
+    k = g.row(1)
+    for u in g.channels(1, 0).tolist():  # top nodes: score and edge to the logits are CE_c(u)
+        name = f"L2.C{u}"
+        assert circ.node(name).score == pytest.approx(float(g.node_effects[k, u]))
+        assert [e.weight for e in circ.neighbours(name)["out"]] == pytest.approx([float(g.node_effects[k, u])])
+    for lvl in range(2):  # path edges carry PE_c; a lower node scores the sum of its kept out-edges
+        e, w = g.path_edges(1, lvl)
+        got = {(ed.src, ed.dst): ed.weight for ed in circ.edges}
+        for (j, i), pe in zip(e.tolist(), w.tolist(), strict=True):
+            assert got[(f"L{1 - lvl}.C{j}", f"L{2 - lvl}.C{i}")] == pe
+        for j in set(e[:, 0].tolist()):
+            assert circ.node(f"L{1 - lvl}.C{j}").score == pytest.approx(float(w[e[:, 0] == j].sum()))
+    n_paths = sum(len(g.path_edges(1, lvl)[0]) for lvl in range(2))
+    assert circ.to_networkx().number_of_edges() == len(circ.edges) == 3 + n_paths  # 3 top nodes -> logits
+
+
+def test_node_effects_round_trip_through_attribution_and_to_circuit(net: TinyCNN, data) -> None:
+    x, y = data
+    g = cp.build_graph(net, x, y, top_k_nodes=2, depth=1)
+    a = g.to_attribution()
+    assert a.kind == "components" and a.method == "causal_paths" and a.target.tolist() == g.classes
+    assert a.scores.shape == (3, 8) and a.labels == [f"L1.C{u}" for u in range(8)]
+    assert a.meta["layer_names"] == ["blocks.1", "blocks.2"] and a.cost == g.cost
+    for k, c in enumerate(g.classes):
+        circ = to_circuit(a, example=k)
+        comps = {n.name: n.score for n in circ.nodes if n.kind == "channel"}
+        assert comps == {f"L1.C{u}": float(g.node_effects[k, u]) for u in range(8)}
+        assert {(e.src, e.weight) for e in circ.edges} == {(f"L1.C{u}", float(g.node_effects[k, u])) for u in range(8)}
+        assert "embed" not in {n.name for n in circ.nodes}  # a CNN has no token embeddings
+        # the top nodes of the class graph are the top of the same scores
+        top = to_circuit(g, example=k, top=2, by="score")
+        assert {n.name for n in top.nodes if n.kind == "channel"} == {
+            n.name for n in g.circuits[c].nodes if n.layer == 1 and n.kind == "channel"
+        }
+
+
 def test_causal_cam_with_one_hot_weights_is_the_upsampled_channel(net: TinyCNN, data) -> None:
     x, y = data
     g = cp.build_graph(net, x, y, top_k_nodes=1, depth=0)
-    u = int(g.nodes[2][0][0])
+    u = int(g.channels(2)[0])
     cam = cp.causal_cam(net, x[:3], 2, g)
     _, cache = run_with_cache(net, x[:3], names=["blocks.2"])
     want = F.interpolate(
@@ -291,7 +334,7 @@ def test_graph_faithfulness_analytic() -> None:
         m.head.bias[0], m.head.bias[1] = -5.0 * thr, 5.0 * thr  # logit gap 10 (f − thr)
     y = (feat < thr).long()  # class 0 = the images whose channel-0 mean is above the threshold
     g = cp.build_graph(m, x, y, top_k_nodes=1, depth=0, output="logit")
-    assert g.nodes[0][0].tolist() == [0] and g.nodes[1][0].tolist() == [0]
+    assert g.channels(0).tolist() == [0] and g.channels(1).tolist() == [0]
     f = cp.graph_faithfulness(m, x, y, g, n_random=3)
     assert f["recall"].tolist() == [1.0, 1.0]
     # ablated, channel 0 is its mean map for every image: one logit vector, one predicted class
@@ -346,14 +389,16 @@ def test_hf_resnet_stand_in_through_the_shared_loader(tmp_path) -> None:
     assert lay.path_convs == (f"{last}.1.convolution", f"{last}.0.convolution")
     assert lay.levels == ("stage2", "stage2.conv2.in", "stage2.conv1.in")
     g = cp.build_graph(m, x, torch.tensor([0, 1]), layout=lay, top_k_nodes=2, top_k_edges=1, classes=[0])
-    assert len(g.nodes[0]) == 3 and g.node_effects.shape == (1, 16)
+    assert g.depth == 2 and g.node_effects.shape == (1, 16)
+    assert g.circuits[0].meta["layer_names"] == ["stage2.conv1.in", "stage2.conv2.in", "stage2"]
     ref_in = g.refs[lay.path_convs[0]]
-    j, i = (int(v) for v in g.edges[0][0][0])
+    edges, effects = g.path_edges(0, 0)
+    j, i = (int(v) for v in edges[0])
     with torch.no_grad():
         p = m(x[:1]).softmax(-1)[0, 0]
         with cp.path_intervention(m, lay.path_convs[0], j, i, ref_in):
             q = m(x[:1]).softmax(-1)[0, 0]
-    torch.testing.assert_close(g.edge_effects[0][0][0], p - q, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(effects[0], p - q, rtol=1e-4, atol=1e-6)
 
 
 def test_bad_model(data) -> None:
@@ -481,6 +526,19 @@ def test_bad_target_not_in_graph(net: TinyCNN, data) -> None:
     g = cp.build_graph(net, x, y, top_k_nodes=1, depth=0, classes=[0, 1])
     with pytest.raises(InputError, match="does not cover"):
         cp.causal_cam(net, x[:1], 2, g)
+
+
+def test_bad_graph_queries(net: TinyCNN, data) -> None:
+    x, y = data
+    g = cp.build_graph(net, x, y, top_k_nodes=1, depth=0, classes=[0, 1])
+    with pytest.raises(InputError, match="not in this graph"):
+        g.channels(2)
+    with pytest.raises(InputError, match="`level`"):
+        g.channels(0, level=1)
+    with pytest.raises(InputError, match="no path level"):
+        g.path_edges(0, 0)
+    with pytest.raises(InputError, match="describe the same levels"):
+        cp.class_circuit(0, g.node_effects[0], [torch.tensor([1])], [torch.tensor([[0, 1]])], [torch.ones(1)], ["a"])
 
 
 def test_bad_explain_without_graph_or_data(net: TinyCNN, data) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xattr_nb.checks import InputError
-from xattr_nb.interventions.circuit import Circuit
+from xattr_nb.interventions.circuit import Circuit, to_circuit
 from xattr_nb.interventions.hooks import patch_output
 from xattr_nb.methods import qa_circuits as Q
 from xattr_nb.models import kv_recipes as K
@@ -143,18 +143,45 @@ def test_mlp_patch_matches_patch_output(model, batch):
     assert torch.allclose(res.ie[res.names.index("L0.MLP")], m - res.m_corr, atol=1e-4)
 
 
-def test_to_circuit_keeps_the_top_k_by_ie():
+def _cma_result():
     names = ["L0.H0", "L0.H1", "L0.MLP", "L1.H0", "L1.H1", "L1.MLP"]
-    ie = torch.tensor([[1.0], [5.0], [0.5], [3.0], [-2.0], [4.0]])
-    res = Q.CMAResult(names, ie, torch.tensor([2.0]), torch.tensor([0.0]), Q.Cost())
-    circ = Q.to_circuit(res, 3, n_layers=2)
+    ie = torch.tensor([[1.0, 3.0], [5.0, 4.0], [0.5, 0.0], [3.0, 2.0], [-2.0, -8.0], [4.0, 1.0]])
+    return Q.CMAResult(names, ie, torch.tensor([2.0, 2.0]), torch.tensor([0.0, 0.0]), Q.Cost(forward=14))
+
+
+def test_cma_as_attribution_and_circuit_keep_the_top_k_by_signed_ie():
+    res = _cma_result()
+    a = res.to_attribution(normalized=True)
+    assert a.kind == "components" and a.method == "CMA" and a.labels == res.names and a.cost == res.cost
+    assert a.scores.shape == (1, 6) and a.target.tolist() == [0]
+    assert dict(zip(a.labels, a.scores[0].tolist(), strict=True)) == res.mean(True)  # the same numbers
+    per = res.to_attribution(per_example=True)
+    assert per.scores.shape == (2, 6) and torch.equal(per.scores.float(), res.ie.T)
+    circ = to_circuit(a, top=3, by="score", edges="io", n_layers=2)
     comps = {n.name: n.score for n in circ.nodes if n.kind in ("head", "mlp")}
-    assert comps == {"L0.H1": 2.5, "L1.MLP": 2.0, "L1.H0": 1.5}  # normalised by the gap m_clean - m_corr = 2
-    assert isinstance(circ, Circuit)
+    # normalised by the gap m_clean - m_corr = 2; L1.H1 has the largest |IE| but a negative one
+    assert comps == {"L0.H1": 2.25, "L1.MLP": 1.25, "L1.H0": 1.25}
+    assert {(e.src, e.dst): e.weight for e in circ.edges} == {
+        **{("embed", n): s for n, s in comps.items()},
+        **{(n, "logits"): s for n, s in comps.items()},
+    }
+    assert isinstance(circ, Circuit) and circ.node("logits").layer == 2
+    assert {n.name for n in to_circuit(a, top=1, edges="io").nodes} == {"embed", "L1.H1", "logits"}  # by |IE|
     heads, mlps = res.grid(2, 2)
-    assert heads.tolist() == [[1.0, 5.0], [3.0, -2.0]] and mlps.tolist() == [0.5, 4.0]
-    with pytest.raises(InputError, match="k"):
-        Q.to_circuit(res, 7)
+    assert heads.tolist() == [[2.0, 4.5], [2.5, -5.0]] and mlps.tolist() == [0.25, 2.5]
+
+
+def test_cma_round_trip_through_to_circuit_keeps_nodes_and_weights():
+    res = _cma_result()
+    for normalized in (False, True):
+        circ = to_circuit(res.to_attribution(normalized=normalized))
+        comps = {n.name: n.score for n in circ.nodes if n.kind in ("head", "mlp")}
+        assert comps == res.mean(normalized)
+        assert {e.src: e.weight for e in circ.edges if e.dst == "logits"} == res.mean(normalized)
+    # per-pair rows: their mean is the mean IE
+    circ = to_circuit(res.to_attribution(per_example=True))
+    assert {n.name: n.score for n in circ.nodes if n.kind in ("head", "mlp")} == pytest.approx(res.mean())
+    assert to_circuit(res).node("L1.H1").score == res.mean()["L1.H1"]  # a result converts itself
 
 
 # ---------------------------------------------------------------- AttnAttrib and sentences

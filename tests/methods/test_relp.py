@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from xattr_nb.checks import InputError
+from xattr_nb.interventions import to_circuit
 from xattr_nb.interventions.patching import attribution_patching
 from xattr_nb.methods.relp import (
+    HEAD_SITES,
     IOIPairs,
     bootstrap_delta,
     correlations,
@@ -79,6 +81,22 @@ def test_run_methods_costs_and_rules_off(model):
     assert same["delta"] == 0.0 and same["lo"] == same["hi"] == 0.0
     d = bootstrap_delta(res, n_boot=50)
     assert d["lo"] <= d["hi"]
+
+
+def test_relp_heads_round_trip_through_attribution_to_circuit(model):
+    pairs = ioi_pairs(6, seed=4)[0]
+    res = run_methods(model, pairs, sites=HEAD_SITES, positions=[-1], methods=("AP", "RelP"))
+    for name, r in res.items():
+        a = r.to_attribution()
+        assert a.kind == "components" and a.method == name and a.cost == r.cost and a.scores.shape == (1, 4 * 4 + 4)
+        circ = to_circuit(a, top=8, title=name)
+        kept = {n.name: n.score for n in circ.nodes if n.kind in ("head", "mlp")}
+        assert len(kept) == 8 and circ.meta["title"] == name and circ.node("logits").layer == 4
+        for label, score in kept.items():  # the same numbers as the result's own grids
+            layer, rest = int(label[1]), label.split(".")[1]
+            want = r["mlp_out"][layer, 0] if rest == "MLP" else r["head"][layer, 0, int(rest[1:])]
+            assert score == float(want)
+        assert {e.src: e.weight for e in circ.edges} == kept
 
 
 def test_study_takes_median_over_batches(model):

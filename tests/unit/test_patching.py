@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError
+from xattr_nb.interventions import to_circuit
 from xattr_nb.interventions.patching import (
     PatchingResult,
     activation_patching,
@@ -15,7 +17,7 @@ from xattr_nb.interventions.patching import (
     ig_patching,
     logit_diff,
     normalized_logit_diff,
-    to_circuit,
+    site_label,
 )
 from xattr_nb.models.text import tiny_gpt2
 
@@ -111,7 +113,74 @@ def test_to_circuit_sums_positions(setup):
     circ = to_circuit(r)
     assert circ.node("L1.H2").score == pytest.approx(float(r["head"][1, :, 2].sum()))
     assert circ.node("L0.MLP").score == pytest.approx(float(r["mlp_out"][0].sum()))
+    assert circ.node("logits").layer == 2 and circ.meta["method"] == "AtP" and circ.meta["positions"] == r.positions
     assert len(to_circuit(r, top=3).nodes) == 3 + 2  # plus embed and logits
+
+
+def test_results_as_component_attributions(setup):
+    model, clean, corr, metric = setup
+    r = activation_patching(model, clean, corr, metric, sites=ALL, positions=[2, 6], per_example=True)
+    a = r.to_attribution()
+    assert a.kind == "components" and a.method == "AP" and a.cost == r.cost and a.target.tolist() == [0]
+    n = 2 + 2 + 2 + 2 * 4  # resid_pre, attn_out, mlp_out per layer, then 4 heads per layer
+    assert a.scores.shape == (1, n) and len(a.labels) == n
+    assert a.labels[:6] == ["L0.RESID", "L1.RESID", "L0.ATTN", "L1.ATTN", "L0.MLP", "L1.MLP"]
+    assert a.labels[6:] == [f"L{layer}.H{h}" for layer in range(2) for h in range(4)]
+    assert a.scores[0, 4] == r["mlp_out"][0].sum() and a.scores[0, 6 + 4 + 3] == r["head"][1, :, 3].sum()
+    assert a.meta["positions"] == [2, 6] and a.meta["n_layers"] == 2 and a.meta["sites"] == list(ALL)
+    # per position: the order of flat(), positions named after the "@"
+    each = r.to_attribution(sum_positions=False)
+    assert torch.equal(each.scores[0], r.flat()) and each.labels[:3] == ["L0.RESID@2", "L0.RESID@6", "L1.RESID@2"]
+    assert each.labels[-2:] == ["L1.H2@6", "L1.H3@6"]
+    # per prompt: one row each, whose mean is the batch-mean score
+    pe = r.to_attribution(kinds=("head",), per_example=True)
+    assert pe.scores.shape == (6, 8) and pe.target.tolist() == [0] * 6
+    torch.testing.assert_close(pe.scores.mean(0), r["head"].sum(1).reshape(-1), rtol=1e-5, atol=1e-6)
+    assert site_label("attn_out", 3) == "L3.ATTN" and site_label("head", 1, 2) == "L1.H2"
+
+
+@pytest.mark.parametrize("estimator", ["AP", "AtP", "RelP", "IG"])
+def test_round_trip_result_attribution_circuit_keeps_nodes_and_weights(setup, estimator):
+    model, clean, corr, metric = setup
+    kw = {"sites": ("head", "mlp_out"), "positions": [2, -1]}
+    if estimator == "AP":
+        r = activation_patching(model, clean, corr, metric, **kw)
+    elif estimator == "IG":
+        r = ig_patching(model, clean, corr, metric, steps=2, **kw)
+    else:
+        r = attribution_patching(model, clean, corr, metric, mode="grad" if estimator == "AtP" else "relp", **kw)
+    want = {f"L{layer}.H{h}": float(r["head"][layer, :, h].sum()) for layer in range(2) for h in range(4)}
+    want |= {f"L{layer}.MLP": float(r["mlp_out"][layer].sum()) for layer in range(2)}
+    for circ in (to_circuit(r), to_circuit(r.to_attribution())):
+        assert {n.name: n.score for n in circ.nodes if n.kind in ("head", "mlp")} == want  # exactly
+        assert {e.src: e.weight for e in circ.edges} == want and {e.dst for e in circ.edges} == {"logits"}
+        assert [n.name for n in circ.nodes if n.kind in ("embed", "logits")] == ["embed", "logits"]
+    top = to_circuit(r, top=4)
+    kept = sorted(want, key=lambda k: -abs(want[k]))[:4]
+    assert {n.name for n in top.nodes} == {*kept, "embed", "logits"} and len(top.edges) == 4
+
+
+def test_to_circuit_needs_circuit_components(setup):
+    model, clean, corr, metric = setup
+    r = attribution_patching(model, clean, corr, metric)  # resid_pre, attn_out, mlp_out
+    with pytest.raises(InputError, match=r"'L0\.RESID'.*kinds=\('head', 'mlp_out'\)"):
+        to_circuit(r)
+    circ = to_circuit(r.to_attribution(kinds="mlp_out"))
+    assert [n.name for n in circ.nodes] == ["embed", "L0.MLP", "L1.MLP", "logits"]
+    with pytest.raises(InputError, match="per-prompt scores"):
+        r.to_attribution(per_example=True)
+    with pytest.raises(InputError, match="no 'head' scores"):
+        r.to_attribution(kinds=("head",))
+    with pytest.raises(InputError, match="at least one"):
+        r.to_attribution(kinds=())
+    with pytest.raises(InputError, match="kind='components'"):
+        to_circuit(Attribution(torch.ones(1, 3), "tokens", "x", torch.zeros(1, dtype=torch.long)))
+    with pytest.raises(InputError, match="repeat"):
+        to_circuit(
+            Attribution(torch.ones(1, 2), "components", "x", torch.zeros(1, dtype=torch.long), labels=["L0.MLP"] * 2)
+        )
+    with pytest.raises(InputError, match="no `labels`"):
+        to_circuit(Attribution(torch.ones(1, 2), "components", "x", torch.zeros(1, dtype=torch.long)))
 
 
 def test_bad_inputs_raise(setup):
@@ -130,7 +199,7 @@ def test_bad_inputs_raise(setup):
         ig_patching(model, clean, corr, "logit_diff")
     with pytest.raises(InputError, match="same logit difference"):
         normalized_logit_diff(model, clean, clean, torch.ones(6, dtype=torch.long), torch.ones(6, dtype=torch.long))
-    with pytest.raises(InputError, match="PatchingResult"):
+    with pytest.raises(InputError, match="to_attribution"):
         to_circuit({"head": torch.zeros(2, 1, 4)})
     with pytest.raises(InputError, match="constant"):
         compare(torch.ones(4), torch.arange(4.0), 2)

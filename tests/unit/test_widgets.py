@@ -431,6 +431,46 @@ def test_circuit_view_accepts_networkx_and_12x12_layout():
     assert len(json.dumps(big._graph)) < 150_000
 
 
+def _cnn_circuit() -> Circuit:
+    """A causal-paths-like graph: two channels of conv1 into one of conv2, a dense unit, the logits."""
+    return Circuit.from_scores(
+        {"L0.C3": 0.5, "L0.C12": 0.25, "L1.C7": 1.0, "L2.U4": -0.5},
+        {("L0.C3", "L1.C7"): 0.4, ("L0.C12", "L1.C7"): 0.1, ("L1.C7", "L2.U4"): -0.2, ("L2.U4", "logits"): 0.3},
+        meta={"layer_names": ["conv1", "conv2", "fc"]},
+    )
+
+
+def test_circuit_layout_stacks_channels_and_units_per_layer():
+    g = circuit_layout(_cnn_circuit())
+    by = {n["name"]: n for n in g["nodes"]}
+    assert by["L0.C3"]["x"] == by["L0.C12"]["x"] < by["L1.C7"]["x"] < by["L2.U4"]["x"] < by["logits"]["x"]
+    assert by["L0.C3"]["y"] < by["L0.C12"]["y"]  # index order inside the layer
+    assert by["L1.C7"]["y"] == by["logits"]["y"] == (by["L0.C3"]["y"] + by["L0.C12"]["y"]) / 2  # centred
+    assert (by["L0.C12"]["label"], by["L2.U4"]["label"], by["logits"]["label"]) == ("C12", "U4", "logits")
+    assert by["L0.C12"]["desc"] == "channel 12 of conv1" and by["L2.U4"]["desc"] == "unit 4 of fc"
+    assert all(by[n]["component"] and by[n]["shape"] == "circle" for n in ("L0.C3", "L2.U4"))
+    assert not by["logits"]["component"]
+    assert g["col_labels"] == ["conv1", "conv2", "fc"] and g["row_y"] == [] and g["n_heads"] == 0
+    assert len({(n["x"], n["y"]) for n in g["nodes"]}) == 5
+    heads = circuit_layout(_circuit())  # transformer circuits: layer labels and kinds as before
+    assert heads["col_labels"] == ["L0", "L1"]
+    assert {n["name"]: n["desc"] for n in heads["nodes"]}["L0.H2"] == "head 2 of layer 0"
+    assert {n["name"]: n["shape"] for n in heads["nodes"]}["L0.MLP"] == "rect"
+
+
+def test_circuit_view_static_svg_draws_channels_with_labels_and_fades_them():
+    v = CircuitView(_cnn_circuit(), threshold=0.35)
+    svg = v.svg()
+    assert svg.count("<circle ") == 5 and svg.count("<rect ") == 0 and svg.count("<path ") == 1
+    for text in (">conv1</text>", ">conv2</text>", ">fc</text>", ">C3</text>", ">C12</text>", ">U4</text>"):
+        assert text in svg, text
+    assert ">H0</text>" not in svg  # no head rows
+    assert svg.count('opacity="0.25"') == 4  # C12 and U4 have no visible edge: node and label fade
+    assert "channel 12 of conv1" in svg
+    v.selected = "L1.C7"
+    assert [e.src for e in v.details()["in"]] == ["L0.C3", "L0.C12"]
+
+
 def test_circuit_view_rejects_other_inputs():
     with pytest.raises(InputError, match=r"`circuit` must be a Circuit or a networkx\.DiGraph"):
         CircuitView({"L0.H0": 1.0})

@@ -27,7 +27,10 @@ when the component's clean activation is patched into the corrupted run?
 Metrics are functions ``metric(logits [B, T, V]) -> scalar`` (a batch mean); see
 :func:`normalized_logit_diff` for IOI's. Every result carries its :class:`~xattr_nb.runtime.Cost`
 (passes counted per prompt: one batched forward = 1). :func:`compare` scores an estimate against
-AP; :func:`to_circuit` turns head and MLP scores into a :class:`~xattr_nb.interventions.Circuit`.
+AP. :meth:`PatchingResult.to_attribution` turns any result into an
+:class:`~xattr_nb.attribution.Attribution` with ``kind="components"`` (one score per component), and
+:func:`~xattr_nb.interventions.to_circuit` turns its head and MLP scores into a
+:class:`~xattr_nb.interventions.Circuit`.
 TransformerLens offers the same on its own model class; this is the version for HF modules,
 written by hand on :mod:`~xattr_nb.interventions.hooks`.
 """
@@ -44,8 +47,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_int, check_tensor
-from xattr_nb.interventions.circuit import Circuit, node_name
+from xattr_nb.interventions.circuit import node_name
 from xattr_nb.interventions.hooks import block_names, first_tensor, hooks
 from xattr_nb.interventions.lrp import LRP_RULES, lrp_mode
 from xattr_nb.runtime import Cost, progress
@@ -61,10 +65,11 @@ __all__ = [
     "ig_patching",
     "logit_diff",
     "normalized_logit_diff",
-    "to_circuit",
+    "site_label",
 ]
 
 SITE_KINDS: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "head")
+_SITE_SUFFIX = {"resid_pre": "RESID", "attn_out": "ATTN"}
 Metric = Callable[[torch.Tensor], torch.Tensor]
 Key = tuple[str, int]  # (kind, layer)
 
@@ -280,12 +285,88 @@ class PatchingResult:
 
     def flat(self, kinds: Sequence[str] | None = None) -> torch.Tensor:
         """The scores of ``kinds`` (default: all) flattened and concatenated, in a fixed order."""
-        kinds = self.kinds if kinds is None else [kinds] if isinstance(kinds, str) else list(kinds)
+        kinds = self._kinds(kinds)
         return torch.cat([self[k].reshape(-1) for k in kinds])
+
+    def _kinds(self, kinds: Sequence[str] | str | None) -> list[str]:
+        kinds = self.kinds if kinds is None else [kinds] if isinstance(kinds, str) else list(kinds)
+        if not kinds:
+            raise InputError(f"`kinds` must name at least one of {self.kinds}")
+        for k in kinds:
+            self[k]  # raises, naming the kinds this result has
+        return kinds
+
+    def to_attribution(
+        self, *, kinds: Sequence[str] | str | None = None, per_example: bool = False, sum_positions: bool = True
+    ) -> Attribution:
+        """These scores as an :class:`~xattr_nb.attribution.Attribution` with ``kind="components"``.
+
+        One column per component of ``kinds`` (default: every kind of the result), named by
+        :func:`site_label`: ``"L1.H3"`` (head), ``"L1.MLP"`` (``mlp_out``), ``"L1.ATTN"``
+        (``attn_out``), ``"L1.RESID"`` (``resid_pre``). With ``sum_positions`` (default) each
+        component's scores are summed over the result's positions, as a circuit counts them; without,
+        there is one column per position too (``"L1.H3@5"``, in the order of :meth:`flat`). One row
+        holds the batch-mean scores; ``per_example=True`` gives one row per prompt instead (from
+        ``examples``, which needs the estimator run with ``per_example=True``). ``target`` is 0 for
+        every row (the metric, not a token, is what is explained); ``meta`` keeps ``positions``,
+        ``sites``, ``n_layers`` and the result's own meta. Heads and MLPs go on to a
+        :class:`~xattr_nb.interventions.Circuit` with :func:`~xattr_nb.interventions.to_circuit`.
+        """
+        kinds = self._kinds(kinds)
+        if not isinstance(per_example, bool) or not isinstance(sum_positions, bool):
+            raise InputError("`per_example` and `sum_positions` must be bools")
+        if per_example and self.examples is None:
+            raise InputError("`per_example=True` needs per-prompt scores: run the estimator with per_example=True")
+        cols, labels = [], []
+        n_layers = 0
+        for k in kinds:
+            t = self.examples[k] if per_example else self[k].unsqueeze(0)  # [B, L, P(, H)]
+            n_layers = max(n_layers, t.shape[1])
+            if sum_positions:
+                t = t.sum(2)  # [B, L(, H)]
+                idx = [
+                    (layer, None, h)
+                    for layer in range(t.shape[1])
+                    for h in (range(t.shape[2]) if k == "head" else [None])
+                ]
+            else:
+                idx = [
+                    (layer, p, h)
+                    for layer in range(t.shape[1])
+                    for p in self.positions
+                    for h in (range(t.shape[3]) if k == "head" else [None])
+                ]
+            cols.append(t.reshape(t.shape[0], -1))
+            labels += [site_label(k, layer, h) + ("" if p is None else f"@{p}") for layer, p, h in idx]
+        scores = torch.cat(cols, 1)
+        meta = {**self.meta, "positions": list(self.positions), "sites": kinds, "n_layers": n_layers}
+        meta["summed_positions"] = sum_positions
+        target = torch.zeros(scores.shape[0], dtype=torch.long)
+        return Attribution(
+            scores=scores,
+            kind="components",
+            method=self.method,
+            target=target,
+            cost=self.cost,
+            labels=labels,
+            meta=meta,
+        )
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.scores.items())
         return f"PatchingResult({self.method}; {shapes}; {self.cost})"
+
+
+def site_label(kind: str, layer: int, head: int | None = None) -> str:
+    """The component name of a site: ``head`` -> ``"L1.H3"``, ``mlp_out`` -> ``"L1.MLP"`` (the
+    :class:`~xattr_nb.interventions.Circuit` names), ``attn_out`` -> ``"L1.ATTN"``, ``resid_pre`` ->
+    ``"L1.RESID"`` (not circuit nodes: a whole attention layer and the residual stream)."""
+    check_choice(kind, SITE_KINDS, "kind")
+    if kind == "head":
+        return node_name("head", layer, head)
+    if kind == "mlp_out":
+        return node_name("mlp", layer)
+    return f"L{layer}.{_SITE_SUFFIX[kind]}"
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -647,30 +728,3 @@ def compare(est: Any, truth: Any, k: int = 10) -> dict[str, float]:
         "spearman": float(spearmanr(a.numpy(), t.numpy())[0]),
         "jaccard": len(ta & tt) / len(ta | tt),
     }
-
-
-def to_circuit(result: PatchingResult, *, top: int | None = None, title: str | None = None) -> Circuit:
-    """A :class:`~xattr_nb.interventions.Circuit` of the heads (``"head"`` scores) and MLPs
-    (``"mlp_out"`` scores), each summed over the result's positions, with an edge from every
-    component to the logits weighted by its score (a total effect, not a path decomposition).
-    ``top`` keeps the ``top`` components by ``|score|``."""
-    if not isinstance(result, PatchingResult):
-        raise InputError(f"`result` must be a PatchingResult; got {type(result).__name__}")
-    if "head" not in result.scores and "mlp_out" not in result.scores:
-        raise InputError(f"`result` needs 'head' or 'mlp_out' scores to make a circuit; it has {result.kinds}")
-    scores: dict[str, float] = {}
-    n_layers = 0
-    if "head" in result.scores:
-        h = result["head"].sum(1)
-        n_layers = h.shape[0]
-        scores |= {
-            node_name("head", layer, j): float(h[layer, j]) for layer in range(h.shape[0]) for j in range(h.shape[1])
-        }
-    if "mlp_out" in result.scores:
-        m = result["mlp_out"].sum(1)
-        n_layers = max(n_layers, m.shape[0])
-        scores |= {node_name("mlp", layer): float(m[layer]) for layer in range(m.shape[0])}
-    edges = {(n, "logits"): s for n, s in scores.items()}
-    meta = {"method": result.method, "positions": result.positions, "title": title or result.method}
-    circ = Circuit.from_scores({**scores, "embed": 0.0, "logits": 0.0}, edges, n_layers=n_layers, meta=meta)
-    return circ if top is None else circ.top(check_int(top, "top", low=1))

@@ -21,6 +21,9 @@ The steps, each a small function (the notebook calls them one by one):
    other output channel untouched. :func:`path_effects` averages it per class: ``PE_c(j → i)``.
 4. :func:`build_graph` — top-down: keep the top-k channels of the last conv layer by ``CE_c``, then
    for each kept node its top-k incoming edges by ``PE_c``, whose tails are the next level's nodes.
+   Each class's graph is a :class:`~xattr_nb.interventions.Circuit` of channel nodes
+   (:func:`class_circuit`), shown by :class:`~xattr_nb.widgets.CircuitView`; the node effects convert
+   to ``Attribution(kind="components")`` (:meth:`CausalPaths.to_attribution`).
 5. :func:`causal_cam` — ``ReLU(Σ_{u ∈ G_c} CE_c(u) · A_u(x))`` upsampled to the image: a CAM whose
    weights are class-level causal effects, fixed for every image (hence, we expect, stable).
    :func:`ablation_cam` uses per-image effects instead (the same interventions, no class average).
@@ -37,7 +40,8 @@ which shrinks every single-channel effect).
 What is written by hand, and why: channel and edge interventions on conv layers, their batched
 effects and the graph search (captum has layer ablation but no edge-level ``do()``; TransformerLens
 and nnsight target transformers). Standard pieces come from libraries: the baselines and
-``sensitivity_max`` from captum, rank correlation from scipy, graphs from networkx.
+``sensitivity_max`` from captum, rank correlation from scipy; the graph is the project's
+:class:`~xattr_nb.interventions.Circuit` (networkx through ``Circuit.to_networkx``).
 
 Interventions are forward hooks from :mod:`xattr_nb.interventions` (removed on exit, also on
 errors). Many interventions share one forward: the hook *fans out* the layer's output into one
@@ -65,21 +69,31 @@ from torch import nn
 
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_target, check_tensor
-from xattr_nb.interventions import first_tensor, get_module, hooks, patch_output, run_with_cache
+from xattr_nb.interventions import (
+    Circuit,
+    CircuitEdge,
+    CircuitNode,
+    first_tensor,
+    get_module,
+    hooks,
+    node_name,
+    patch_output,
+    run_with_cache,
+)
 from xattr_nb.plots import figure
 from xattr_nb.runtime import Cost, progress, timer
 
 __all__ = [
-    "CausalGraph",
+    "CausalPaths",
     "Layout",
     "ablation_cam",
     "build_graph",
     "causal_cam",
     "channel_effects",
     "channel_intervention",
+    "class_circuit",
     "class_means",
     "class_recall",
-    "draw_graph",
     "edge_effects",
     "explain",
     "first_per_class",
@@ -619,65 +633,134 @@ def path_effects(
 
 
 @dataclass
-class CausalGraph:
-    """A task-specific causal graph per class, over the channels of a CNN.
+class CausalPaths:
+    """What :func:`build_graph` measured and kept over the channels of a CNN; the graph of each class
+    is a :class:`~xattr_nb.interventions.Circuit` (``circuits[c]``), drawn by
+    :class:`~xattr_nb.widgets.CircuitView`.
 
     - ``layout``: where it lives (:class:`Layout`); ``classes``: the class indices it covers.
-    - ``node_effects`` ``[K, C_L]``: ``CE_c`` of every channel of ``layout.layer`` (row = class).
-    - ``nodes[c][l]``: the kept channels of level ``l`` for class ``c`` (level 0 = ``layout.layer``).
-    - ``edges[c][l]`` ``[E, 2]``: kept edges ``(j, i)`` from level ``l + 1`` channel ``j`` to level
-      ``l`` channel ``i``; ``edge_effects[c][l]`` ``[E]`` their ``PE_c``.
-    - ``path_matrices[c][l]`` ``[len(nodes[c][l]), C_in]``: every ``PE_c`` computed at that step.
+    - ``node_effects`` ``[K, C_L]``: ``CE_c`` of every channel of ``layout.layer`` (row = class);
+      :meth:`to_attribution` hands them on as ``Attribution(kind="components")``.
+    - ``circuits[c]``: the causal graph of class ``c``. Its nodes are channels (kind ``"channel"``):
+      level ``l`` of the search (level 0 = ``layout.layer``'s kept top nodes, level ``l + 1`` the tails
+      of level ``l``'s kept edges) is circuit layer ``depth - l``, so layers run in forward order,
+      and ``meta["layer_names"]`` names them by module. Edges ``j -> i`` carry ``PE_c(j -> i)``, and
+      each top node has an edge to ``"logits"`` carrying ``CE_c(u)``. A top node's score is
+      ``CE_c(u)``; a lower node's score is the sum of its kept outgoing path effects.
+    - ``path_matrices[c][l]`` ``[len(level l), C_in]``: every ``PE_c`` computed at that step.
     - ``refs``: the references used (``layout.layer`` output, then each path conv's input).
     """
 
     layout: Layout
     classes: list[int]
     node_effects: torch.Tensor
-    nodes: dict[int, list[torch.Tensor]]
-    edges: dict[int, list[torch.Tensor]]
-    edge_effects: dict[int, list[torch.Tensor]]
+    circuits: dict[int, Circuit]
     path_matrices: dict[int, list[torch.Tensor]]
     refs: dict[str, torch.Tensor]
     top_k_nodes: int
     top_k_edges: int
+    depth: int
     output: str = "prob"
     cost: Cost = field(default_factory=Cost)
 
-    def weights(self) -> torch.Tensor:
-        """``[K, C_L]`` CAM weights: ``CE_c(u)`` for the kept top nodes ``u``, zero elsewhere."""
-        w = torch.zeros_like(self.node_effects)
-        for k, c in enumerate(self.classes):
-            top = self.nodes[c][0]
-            w[k, top] = self.node_effects[k, top]
-        return w
+    @property
+    def layer_names(self) -> list[str]:
+        """The module of each circuit layer, in forward order (the last is ``layout.layer``)."""
+        return [self.layout.levels[self.depth - layer] for layer in range(self.depth + 1)]
 
     def row(self, c: int) -> int:
         if c not in self.classes:
             raise InputError(f"class {c} is not in this graph; it covers {self.classes}")
         return self.classes.index(c)
 
-    def to_networkx(self, c: int) -> Any:
-        """The graph of class ``c`` as a ``networkx.DiGraph``: nodes ``"level:channel"`` with ``level``,
-        ``layer``, ``channel`` and (top level) ``effect``; edges carry ``effect`` (``PE_c``)."""
-        import networkx as nx
+    def channels(self, c: int, level: int = 0) -> torch.Tensor:
+        """The kept channels of level ``level`` for class ``c`` (level 0: the top nodes, strongest first)."""
+        self.row(c)
+        level = check_int(level, "level", low=0, high=self.depth)
+        chans = [n.index for n in self.circuits[c].nodes if n.kind == "channel" and n.layer == self.depth - level]
+        return torch.tensor(chans, dtype=torch.long)
 
-        k = self.row(c)
-        g = nx.DiGraph(target_class=c)
-        for lvl, chans in enumerate(self.nodes[c]):
-            for u in chans.tolist():
-                attrs = {"level": lvl, "layer": self.layout.levels[lvl], "channel": u}
-                if lvl == 0:
-                    attrs["effect"] = float(self.node_effects[k, u])
-                g.add_node(f"{self.layout.levels[lvl]}:{u}", **attrs)
-        for lvl, (e, w) in enumerate(zip(self.edges[c], self.edge_effects[c], strict=True)):
-            for (j, i), pe in zip(e.tolist(), w.tolist(), strict=True):
-                g.add_edge(f"{self.layout.levels[lvl + 1]}:{j}", f"{self.layout.levels[lvl]}:{i}", effect=pe)
-        return g
+    def path_edges(self, c: int, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept edges into level ``level`` of class ``c``: ``(edges [E, 2] as (j, i), PE_c [E])``,
+        ``j`` a channel of level ``level + 1`` and ``i`` one of level ``level``."""
+        self.row(c)
+        if self.depth == 0:
+            raise InputError("this graph has no path level (it was built with depth=0)")
+        level = check_int(level, "level", low=0, high=self.depth - 1)
+        circ, dst = self.circuits[c], self.depth - level
+        by_name = {n.name: n for n in circ.nodes}
+        kept = [(by_name[e.src].index, by_name[e.dst].index, e.weight) for e in circ.edges
+                if e.dst != "logits" and by_name[e.dst].layer == dst]  # fmt: skip
+        pairs = torch.tensor([[j, i] for j, i, _ in kept], dtype=torch.long).view(-1, 2)
+        return pairs, torch.tensor([w for *_, w in kept], dtype=self.node_effects.dtype)
+
+    def weights(self) -> torch.Tensor:
+        """``[K, C_L]`` CAM weights: ``CE_c(u)`` for the kept top nodes ``u``, zero elsewhere."""
+        w = torch.zeros_like(self.node_effects)
+        for k, c in enumerate(self.classes):
+            top = self.channels(c, 0)
+            w[k, top] = self.node_effects[k, top]
+        return w
+
+    def to_attribution(self) -> Attribution:
+        """The node effects as ``Attribution(kind="components")``: one row per class (``target`` = the
+        class), one column per channel of ``layout.layer`` (labels ``"L<depth>.C<u>"``, the names of
+        :attr:`circuits`' top nodes). ``to_circuit(paths.to_attribution(), example=k)`` is then class
+        ``classes[k]``'s total effects (every channel -> logits); ``circuits[c]`` keeps the paths."""
+        labels = [node_name("channel", self.depth, u) for u in range(self.node_effects.shape[1])]
+        meta = {
+            "layer": self.layout.layer, "layer_names": self.layer_names, "n_layers": self.depth + 1,
+            "output": self.output, "reconstruction": True,
+        }  # fmt: skip
+        return Attribution(
+            scores=self.node_effects.float().cpu(), kind="components", method="causal_paths",
+            target=torch.tensor(self.classes), cost=self.cost, labels=labels, meta=meta,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
-        sizes = {c: [len(n) for n in self.nodes[c]] for c in self.classes}
-        return f"CausalGraph(layer={self.layout.layer!r}, classes={self.classes}, nodes per level={sizes}, cost=({self.cost}))"
+        sizes = {c: [len(self.channels(c, lvl)) for lvl in range(self.depth + 1)] for c in self.classes}
+        return f"CausalPaths(layer={self.layout.layer!r}, classes={self.classes}, nodes per level={sizes}, cost=({self.cost}))"
+
+
+def class_circuit(
+    c: int,
+    node_effects: torch.Tensor,
+    levels: Sequence[torch.Tensor],
+    edges: Sequence[torch.Tensor],
+    effects: Sequence[torch.Tensor],
+    layer_names: Sequence[str],
+) -> Circuit:
+    """The causal graph of class ``c`` as a :class:`~xattr_nb.interventions.Circuit` (see :class:`CausalPaths`).
+
+    ``node_effects`` ``[C_L]`` is ``CE_c``; ``levels[l]`` the kept channels of level ``l`` (level 0 the
+    top nodes, in rank order); ``edges[l]`` ``[E, 2]`` the kept ``(j, i)`` edges from level ``l + 1``
+    into level ``l`` and ``effects[l]`` ``[E]`` their ``PE_c``; ``layer_names`` the modules of the
+    levels in forward order."""
+    depth = len(levels) - 1
+    if len(edges) != depth or len(effects) != depth or len(layer_names) != depth + 1:
+        raise InputError("`levels`, `edges`, `effects` and `layer_names` must describe the same levels")
+    out_pe: dict[str, float] = {}
+    arcs: dict[tuple[str, str], float] = {}
+    for lvl, (e, w) in enumerate(zip(edges, effects, strict=True)):
+        for (j, i), pe in zip(e.tolist(), w.tolist(), strict=True):
+            src = node_name("channel", depth - lvl - 1, j)
+            arcs[(src, node_name("channel", depth - lvl, i))] = pe
+            out_pe[src] = out_pe.get(src, 0.0) + pe
+    nodes = [
+        CircuitNode(node_name("channel", depth - lvl, u), "channel", depth - lvl, None,
+                    float(node_effects[u]) if lvl == 0 else out_pe[node_name("channel", depth - lvl, u)], u)
+        for lvl, chans in enumerate(levels)
+        for u in chans.tolist()
+    ]  # fmt: skip
+    nodes.append(CircuitNode("logits", "logits", depth + 1))
+    arcs |= {(node_name("channel", depth, u), "logits"): float(node_effects[u]) for u in levels[0].tolist()}
+    meta = {
+        "method": "causal_paths",
+        "class": c,
+        "layer_names": list(layer_names),
+        "title": f"causal graph of class {c}",
+    }
+    return Circuit(nodes, [CircuitEdge(s, d, w) for (s, d), w in arcs.items()], meta)
 
 
 def top_edges(pe: torch.Tensor, heads: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -711,7 +794,7 @@ def build_graph(
     n_path_images: int | None = None,
     fan_out: bool = True,
     show_progress: bool = False,
-) -> CausalGraph:
+) -> CausalPaths:
     """Build the causal graph of each class top-down from the intervention set ``(x, y)``.
 
     1. ``CE_c`` of every channel of ``layout.layer`` (:func:`node_effects`); keep the top
@@ -722,7 +805,8 @@ def build_graph(
        are the next level's nodes.
 
     ``layout`` defaults to :func:`tinycnn_layout`. ``how`` is the reference (``"mean"`` or
-    ``"zero"``). The intervention set must be disjoint from the images you explain.
+    ``"zero"``). The intervention set must be disjoint from the images you explain. Each class's graph
+    comes back as a :class:`~xattr_nb.interventions.Circuit` (``result.circuits[c]``).
     """
     model = _check_model(model)
     x = _check_images(x).to(_device(model))
@@ -774,17 +858,18 @@ def build_graph(
                 n_fwd += xc.shape[0] * (1 + pe.numel())
                 bar.update(1)
         bar.close()
-    return CausalGraph(
+    names = [layout.levels[depth - layer] for layer in range(depth + 1)]
+    circuits = {c: class_circuit(c, ce[k], nodes[c], edges[c], effects[c], names) for k, c in enumerate(classes)}
+    return CausalPaths(
         layout=layout,
         classes=classes,
         node_effects=ce,
-        nodes=nodes,
-        edges=edges,
-        edge_effects=effects,
+        circuits=circuits,
         path_matrices=mats,
         refs=refs,
         top_k_nodes=top_k_nodes,
         top_k_edges=top_k_edges,
+        depth=depth,
         output=output,
         cost=Cost(forward=n_fwd, wall_s=t["s"]),
     )
@@ -803,7 +888,7 @@ def _cam(acts: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]) -> to
     return LayerAttribution.interpolate(cam[:, None], size, interpolate_mode="bilinear")[:, 0]
 
 
-def causal_cam(model: nn.Module, x: torch.Tensor, target: Any, graph: CausalGraph) -> torch.Tensor:
+def causal_cam(model: nn.Module, x: torch.Tensor, target: Any, graph: CausalPaths) -> torch.Tensor:
     """Causal CAM ``M_c(x) = ReLU(Σ_{u ∈ G_c} CE_c(u) · A_u(x))``, upsampled to the image: ``[B, H, W]``.
 
     ``A`` is the output of ``graph.layout.layer``; ``G_c`` the class's kept top nodes. The weights
@@ -811,8 +896,8 @@ def causal_cam(model: nn.Module, x: torch.Tensor, target: Any, graph: CausalGrap
     One forward per image, no gradient. Not normalised (``Attribution.normalized`` does that).
     """
     model = _check_model(model)
-    if not isinstance(graph, CausalGraph):
-        raise InputError(f"`graph` must be a CausalGraph (see build_graph); got {type(graph).__name__}")
+    if not isinstance(graph, CausalPaths):
+        raise InputError(f"`graph` must be CausalPaths (see build_graph); got {type(graph).__name__}")
     x = _check_images(x).to(_device(model))
     with torch.no_grad():
         _, cache = run_with_cache(model, x, names=[graph.layout.layer])
@@ -877,7 +962,7 @@ def class_recall(
 
 
 def graph_faithfulness(
-    model: nn.Module, x: torch.Tensor, y: Any, graph: CausalGraph, *, n_random: int = 5, seed: int = 0
+    model: nn.Module, x: torch.Tensor, y: Any, graph: CausalPaths, *, n_random: int = 5, seed: int = 0
 ) -> dict[str, Any]:
     """Does the graph hold the class's mechanism? Recall drops on held-out ``(x, y)``.
 
@@ -886,8 +971,8 @@ def graph_faithfulness(
     at random among the *non-graph* channels (seeded). Returns per-class tensors and their means
     (``"graph_drop"``, ``"random_drop"``), plus ``"recall"``.
     """
-    if not isinstance(graph, CausalGraph):
-        raise InputError(f"`graph` must be a CausalGraph (see build_graph); got {type(graph).__name__}")
+    if not isinstance(graph, CausalPaths):
+        raise InputError(f"`graph` must be CausalPaths (see build_graph); got {type(graph).__name__}")
     n_random = check_int(n_random, "n_random", low=1)
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     layer, ref = graph.layout.layer, graph.refs[graph.layout.layer]
@@ -895,7 +980,7 @@ def graph_faithfulness(
     n_ch = graph.node_effects.shape[1]
     rec, g_drop, r_drop = [], [], []
     for c in graph.classes:
-        top = graph.nodes[c][0]
+        top = graph.channels(c, 0)
         base = class_recall(model, x, y, c)
         rec.append(base)
         g_drop.append(base - class_recall(model, x, y, c, ablate=top, layer=layer, ref=ref))
@@ -995,7 +1080,7 @@ def explain(
     x: torch.Tensor,
     target: Any,
     *,
-    graph: CausalGraph | None = None,
+    graph: CausalPaths | None = None,
     x_int: torch.Tensor | None = None,
     y_int: Any = None,
     layout: Layout | None = None,
@@ -1089,43 +1174,4 @@ def plot_path_effects(pe: torch.Tensor, heads: torch.Tensor, edges: torch.Tensor
     rows = {int(i): r for r, i in enumerate(heads.tolist())}
     ax.scatter(edges[:, 0].tolist(), [rows[int(i)] for i in edges[:, 1]], s=60, facecolors="none", edgecolors="k")
     ax.set(xlabel="input channel j", yticks=range(len(rows)), yticklabels=[f"node {i}" for i in rows], title=title)
-    return fig
-
-
-def draw_graph(graph: CausalGraph, c: int, *, class_name: str | None = None, cell: float = 1.0) -> Any:
-    """The causal graph of class ``c``: one column per level (input side left), node labels are
-    channel indices, edge width ∝ path effect, top-node size ∝ node effect. Returns a Figure."""
-    import networkx as nx
-
-    if not isinstance(graph, CausalGraph):
-        raise InputError(f"`graph` must be a CausalGraph; got {type(graph).__name__}")
-    g = graph.to_networkx(c)
-    n_lvl = len(graph.nodes[c])
-    pos = {}
-    for lvl in range(n_lvl):
-        names = sorted((n for n, d in g.nodes(data=True) if d["level"] == lvl), key=lambda n: g.nodes[n]["channel"])
-        for r, n in enumerate(names):
-            pos[n] = (n_lvl - 1 - lvl, -(r - (len(names) - 1) / 2))
-    tall = max(len(ch) for ch in graph.nodes[c])
-    fig = figure(1.8 * n_lvl + 0.8, 0.45 * tall + 1.0)
-    ax = fig.add_subplot()
-    ce_max = max((d.get("effect", 0.0) for _, d in g.nodes(data=True)), default=1.0) or 1.0
-    sizes = [
-        220 + 600 * max(0.0, d.get("effect", 0.0)) / ce_max if d["level"] == 0 else 220 for _, d in g.nodes(data=True)
-    ]
-    colors = ["tab:red" if d["level"] == 0 else "tab:blue" for _, d in g.nodes(data=True)]
-    w = [max(0.0, d["effect"]) for *_, d in g.edges(data=True)]
-    w_max = max(w, default=1.0) or 1.0
-    nx.draw_networkx_edges(
-        g, pos, ax=ax, width=[0.5 + 3.0 * v / w_max for v in w], edge_color="0.45", arrowsize=8, node_size=sizes
-    )
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=sizes, node_color=colors, alpha=0.85)
-    nx.draw_networkx_labels(
-        g, pos, ax=ax, labels={n: str(d["channel"]) for n, d in g.nodes(data=True)}, font_size=7, font_color="white"
-    )
-    for lvl in range(n_lvl):
-        ax.text(n_lvl - 1 - lvl, tall / 2 + 0.6, graph.layout.levels[lvl], ha="center", fontsize=8)
-    ax.set_title(f"causal graph of class {class_name if class_name is not None else c}", fontsize=10)
-    ax.set_axis_off()
-    ax.set_ylim(-tall / 2 - 0.5, tall / 2 + 1.0)
     return fig

@@ -56,9 +56,9 @@ __all__ = [
     "SETTINGS",
     "DiFull",
     "DiPart",
-    "EvalResult",
     "GridPG",
     "GridSetting",
+    "SettingLocalization",
     "Stages",
     "aggatt_bins",
     "attribute_at",
@@ -725,8 +725,8 @@ def localization(
 
 
 @dataclass
-class EvalResult:
-    """Localization of every (method, layer) on one setting.
+class SettingLocalization:
+    """Localization scores of every (method, layer) on one grid setting (GridPG, DiFull or DiPart).
 
     ``scores[(method, layer)]``: ``[N]`` localization per map; ``maps[(method, layer)]``: ``[N, H, W]``
     (only when kept); ``positive_mass``: ``[N]`` Σ A⁺ per map (check 1 needs it); ``cells`` ``[N]``
@@ -791,7 +791,7 @@ def evaluate(
     keep_maps: bool = False,
     batch_size: int = 64,
     show_progress: bool = True,
-) -> EvalResult:
+) -> SettingLocalization:
     """ML-Att on one setting: every (method, layer) of ``methods`` (default :data:`DEFAULT_METHODS`) on
     every grid and evaluated head (:func:`eval_heads`), scored by :func:`localization`.
 
@@ -805,7 +805,7 @@ def evaluate(
     dev = next(setting.parameters()).device
     x, target = x.to(dev), target.to(dev)
     per_grid = len(x) // len(grids)
-    res = EvalResult(setting=setting.name, scores={}, cells=cells)
+    res = SettingLocalization(setting=setting.name, scores={}, cells=cells)
     done: dict[tuple[str, str], Any] = {}
     for m, lay in progress(pairs, desc=f"ML-Att {setting.name}", disable=not show_progress):
         n = len(x) if (m != "occlusion" or occlusion_grids is None) else min(len(x), occlusion_grids * per_grid)
@@ -921,9 +921,9 @@ def explain(
     settings: Sequence[str] = SETTINGS,
     methods: dict[str, Sequence[str]] | None = None,
     **kw: Any,
-) -> dict[str, EvalResult]:
+) -> dict[str, SettingLocalization]:
     """Run ML-Att (:func:`evaluate`) on each setting of ``settings`` around ``model`` and return
-    ``{setting: EvalResult}``; ``kw`` go to :func:`evaluate` (``upsample``, ``ig_steps``, ...)."""
+    ``{setting: SettingLocalization}``; ``kw`` go to :func:`evaluate` (``upsample``, ``ig_steps``, ...)."""
     if isinstance(settings, str) or not settings:
         raise InputError(f"`settings` must be a non-empty list from {list(SETTINGS)}")
     out = {}

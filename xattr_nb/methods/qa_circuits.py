@@ -14,7 +14,9 @@ The method, in the order the notebook calls the steps:
 2. **Causal mediation analysis** (:func:`cma`): patch one component's clean output (an attention
    head, or an MLP) into the corrupted run at the final position; indirect effect
    ``IE = m(patched) - m(corr)`` with ``m = logit(answer_clean) - logit(answer_corr)``.
-   :func:`to_circuit` keeps the top-K components as an :class:`~xattr_nb.interventions.Circuit`.
+   :meth:`CMAResult.to_attribution` hands the effects on as ``Attribution(kind="components")``, and
+   :func:`~xattr_nb.interventions.to_circuit` keeps the top-K components (by signed IE, edges
+   embeddings -> component -> logits) as a :class:`~xattr_nb.interventions.Circuit`.
 3. **Head selection** (:func:`head_scores`, :func:`select_head`): the head whose attention from the
    answer-predicting position puts the most mass on the gold fact sentence, over the probe set [recon].
 4. **AttnAttrib** (:func:`attn_attrib`, :func:`predict_sentence`): one forward pass with attention
@@ -42,7 +44,7 @@ from torch import nn
 
 from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
-from xattr_nb.interventions.circuit import Circuit, node_name
+from xattr_nb.interventions.circuit import Circuit, node_name, to_circuit
 from xattr_nb.interventions.hooks import block_names
 from xattr_nb.interventions.patching import activation_patching, component_sites, logit_diff
 from xattr_nb.kernels import count_passes
@@ -80,7 +82,6 @@ __all__ = [
     "select_head",
     "sentence_scores",
     "steering",
-    "to_circuit",
 ]
 
 SENTENCE_RULES = ("argmax", "sum", "max")
@@ -296,6 +297,28 @@ class CMAResult:
             raise InputError("the clean and corrupted runs have the same metric: nothing to normalise by")
         return {n: float(v) / gap for n, v in zip(self.names, self.ie.mean(1), strict=True)}
 
+    def to_attribution(self, *, normalized: bool = False, per_example: bool = False) -> Attribution:
+        """The indirect effects as ``Attribution(kind="components")``: one column per component
+        (``labels`` = ``names``, circuit node names), one row holding the mean IE (:meth:`mean`, the
+        same numbers), or with ``per_example=True`` one row per probe pair. ``normalized`` divides by
+        the mean clean-corrupted gap, as :meth:`mean` does. ``target`` is 0 (the metric, a logit
+        difference, is what is explained); ``meta`` keeps ``m_clean``, ``m_corr``, ``skipped`` and
+        ``normalized``."""
+        if not isinstance(normalized, bool) or not isinstance(per_example, bool):
+            raise InputError("`normalized` and `per_example` must be bools")
+        if per_example:
+            gap = float((self.m_clean - self.m_corr).mean()) if normalized else 1.0
+            if normalized and abs(gap) < 1e-12:
+                raise InputError("the clean and corrupted runs have the same metric: nothing to normalise by")
+            scores = self.ie.T.double() / gap
+        else:
+            scores = torch.tensor([list(self.mean(normalized).values())], dtype=torch.float64)
+        meta = {"m_clean": self.m_clean, "m_corr": self.m_corr, "skipped": self.skipped, "normalized": normalized}
+        return Attribution(
+            scores=scores, kind="components", method="CMA", target=torch.zeros(scores.shape[0], dtype=torch.long),
+            cost=self.cost, labels=list(self.names), meta=meta,
+        )  # fmt: skip
+
     def grid(self, n_layers: int, n_heads: int, normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(heads [L, H], mlps [L])`` of the mean IE, for heatmaps."""
         m = self.mean(normalized)
@@ -343,16 +366,6 @@ def cma(model: nn.Module, batch: QABatch, *, show_progress: bool = False) -> CMA
     keep = torch.zeros(len(batch), dtype=torch.bool)
     keep[same] = True
     return CMAResult(names, ie[:, keep], m_clean[keep], m_corr[keep], cost, skipped=int((~keep).sum()))
-
-
-def to_circuit(result: CMAResult, k: int = 8, *, normalized: bool = True, n_layers: int | None = None) -> Circuit:
-    """The top-``k`` components by mean IE (the spec's context-faithfulness circuit) as a :class:`Circuit`,
-    with edges embeddings → component → logits weighted by the IE (for :class:`~xattr_nb.widgets.CircuitView`)."""
-    k = check_int(k, "k", low=1, high=len(result.names))
-    scores = result.mean(normalized)
-    top = sorted(scores, key=lambda n: -scores[n])[:k]
-    edges = {("embed", n): scores[n] for n in top} | {(n, "logits"): scores[n] for n in top}
-    return Circuit.from_scores({n: scores[n] for n in top}, edges, n_layers=n_layers, meta={"k": k, "method": "CMA"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -655,7 +668,8 @@ def find_head(
     """Steps 2-3 on a probe set: CMA, the top-``k`` circuit, head scores and h*."""
     res = cma(model, probe)
     n_layers = len(block_names(model))
-    circuit = to_circuit(res, k, n_layers=n_layers)
+    k = check_int(k, "k", low=1, high=len(res.names))
+    circuit = to_circuit(res.to_attribution(normalized=True), top=k, by="score", edges="io", n_layers=n_layers)
     scores = head_scores(model, probe, criterion=criterion)
     return HeadChoice(res, circuit, scores, select_head(scores, among=circuit if among_circuit else None))
 

@@ -70,7 +70,7 @@ from xattr_nb.worlds.shapes import SceneData, make_scenes
 __all__ = [
     "BASELINES",
     "ClassScores",
-    "EvalResult",
+    "DetectionMetrics",
     "GroundingDetector",
     "ProposalScore",
     "Target",
@@ -584,8 +584,8 @@ def energy_pg(attr_map: torch.Tensor, box: torch.Tensor | Sequence[float]) -> fl
 
 
 @dataclass
-class EvalResult:
-    """Per-target metrics of every method: ``values[metric][method]`` is a ``[T]`` tensor.
+class DetectionMetrics:
+    """Per-target metrics of every method's detection explanations: ``values[metric][method]`` is a ``[T]`` tensor.
 
     Metrics: ``insertion`` / ``deletion`` (AUC of ``sigma`` on the area axis), ``pointing``
     (:func:`point_game`, 0/1) and ``energy`` (:func:`energy_pg`, share of the min-max normalised
@@ -620,7 +620,7 @@ def evaluate(
     baseline: float | torch.Tensor = 0.0,
     mode: str = "object",
     show_progress: bool = False,
-) -> EvalResult:
+) -> DetectionMetrics:
     """Score every method's maps on every target: insertion/deletion AUC of ``sigma`` (``mode``) over
     the target's ``regions``, pointing game and energy pointing game against the true box.
 
@@ -664,7 +664,7 @@ def evaluate(
     finally:
         detector.train(was)
     tensors = {n: {m: torch.tensor(v, dtype=torch.float64) for m, v in d.items()} for n, d in values.items()}
-    return EvalResult(tensors, curves, cost)
+    return DetectionMetrics(tensors, curves, cost)
 
 
 # --------------------------------------------------------------------------------------------

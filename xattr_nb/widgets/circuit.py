@@ -1,4 +1,4 @@
-"""``CircuitView``: a circuit of heads and MLPs drawn as a layered graph, two-way with Python."""
+"""``CircuitView``: a circuit (heads and MLPs, CNN channels, units) drawn as a layered graph, two-way with Python."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import anywidget
 import traitlets
 
 from xattr_nb.checks import InputError, check_float
-from xattr_nb.interventions import Circuit, CircuitEdge, CircuitNode
+from xattr_nb.interventions import COMPONENT_KINDS, Circuit, CircuitEdge, CircuitNode
 from xattr_nb.widgets._common import StaticFallback, css_rgb, diverging_rgb, esc, read_asset
 
 __all__ = ["CircuitView", "circuit_layout"]
@@ -21,18 +21,53 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
+def _describe(n: CircuitNode, layer_names: list[str] | None) -> str:
+    """What the tooltip says a node is: ``head 5 of layer 3``, ``channel 17 of blocks.2``, ..."""
+    where = f"layer {n.layer}"
+    if layer_names is not None and 0 <= n.layer < len(layer_names):
+        where = layer_names[n.layer]
+    if n.kind == "head":
+        return f"head {n.head} of {where}"
+    if n.kind == "mlp":
+        return f"MLP of {where}"
+    if n.kind in ("channel", "unit"):
+        return f"{n.kind} {n.index} of {where}"
+    return n.kind
+
+
 def circuit_layout(circuit: Circuit) -> dict[str, Any]:
     """Positions and sizes for drawing ``circuit`` (computed here, drawn by the ES module and the static SVG).
 
-    Columns follow the forward pass: the embeddings on the left, then per block a column of
-    heads (head ``h`` on row ``h``) and, half a column further, its MLP, then the logits. Node
-    radius grows with ``sqrt(|score| / max|score|)`` (area ~ score), colour is the diverging scale of
+    Columns follow the forward pass: the embeddings on the left, then per layer a column of
+    heads (head ``h`` on row ``h``) and, half a column further, its MLP, then the logits. Channels
+    and units share their layer's column, in index order, centred (below the heads if the circuit
+    has heads too), each labelled with its index (``C17``, ``U4``). Columns are labelled
+    ``L0, L1, ...`` or by ``circuit.meta["layer_names"]``. Node radius grows with
+    ``sqrt(|score| / max|score|)`` (area ~ score), colour is the diverging scale of
     ``score / max|score|``; edge width grows with ``|weight| / max|weight|``, red for positive
-    weights and blue for negative ones. Edges are cubic curves between their nodes.
+    weights and blue for negative ones. Edges are cubic curves between their nodes. Each node also
+    carries what the front end needs without knowing node kinds: ``shape`` (``rect`` for MLPs,
+    ``circle`` otherwise), ``component`` (whether it fades when pruned), an optional ``label`` with
+    its anchor, and ``desc`` for the tooltip.
     """
     n_layers = max([circuit.n_layers] + [n.layer for n in circuit.nodes if n.kind == "logits"])
-    rows = max(1, circuit.n_heads)
+    n_heads = circuit.n_heads
+    stacks: dict[int, list[CircuitNode]] = {}
+    for n in circuit.nodes:
+        if n.kind in ("channel", "unit"):
+            stacks.setdefault(n.layer, []).append(n)
+    tallest = max((len(v) for v in stacks.values()), default=0)
+    rows = max(1, n_heads + tallest)
     mid = Y0 + DY * (rows - 1) / 2
+    slot: dict[str, float] = {}
+    for layer_nodes in stacks.values():
+        ordered = sorted(layer_nodes, key=lambda n: (n.kind, n.index))
+        for i, n in enumerate(ordered):
+            # below the heads, or centred on the middle row when there are no heads
+            row = n_heads + i if n_heads else (rows - 1) / 2 + i - (len(ordered) - 1) / 2
+            slot[n.name] = Y0 + DY * row
+    names = circuit.meta.get("layer_names")
+    names = [str(x) for x in names] if isinstance(names, (list, tuple)) and len(names) >= n_layers else None
     smax = max((abs(n.score) for n in circuit.nodes), default=0.0) or 1.0
     wmax = max((abs(e.weight) for e in circuit.edges), default=0.0) or 1.0
     nodes, index = [], {}
@@ -43,22 +78,32 @@ def circuit_layout(circuit: Circuit) -> dict[str, Any]:
             x, y = X0 + DX * (n_layers + 1), mid
         elif n.kind == "head":
             x, y = X0 + DX * (n.layer + 1), Y0 + DY * (n.head or 0)
+        elif n.kind in ("channel", "unit"):
+            x, y = X0 + DX * (n.layer + 1), slot[n.name]
         else:
             x, y = X0 + DX * (n.layer + 1.5), mid
         index[n.name] = i
-        nodes.append(
-            {
-                "name": n.name,
-                "kind": n.kind,
-                "layer": n.layer,
-                "head": n.head,
-                "score": n.score,
-                "x": x,
-                "y": y,
-                "r": round(3.0 + 7.0 * math.sqrt(abs(n.score) / smax), 2),
-                "fill": css_rgb(diverging_rgb(n.score / smax)),
-            }
-        )
+        r = round(3.0 + 7.0 * math.sqrt(abs(n.score) / smax), 2)
+        node = {
+            "name": n.name,
+            "kind": n.kind,
+            "layer": n.layer,
+            "head": n.head,
+            "score": n.score,
+            "x": x,
+            "y": y,
+            "r": r,
+            "fill": css_rgb(diverging_rgb(n.score / smax)),
+            "shape": "rect" if n.kind == "mlp" else "circle",
+            "component": n.kind in COMPONENT_KINDS,
+            "desc": _describe(n, names),
+        }
+        if n.kind in ("embed", "logits"):
+            node |= {"label": n.kind, "label_x": x, "label_y": y + r + 11, "label_anchor": "middle"}
+        elif n.kind in ("channel", "unit"):
+            node |= {"index": n.index, "label": f"{'C' if n.kind == 'channel' else 'U'}{n.index}",
+                     "label_x": x + r + 2, "label_y": y + 3, "label_anchor": "start"}  # fmt: skip
+        nodes.append(node)
     edges = []
     for e in circuit.edges:
         a, b = nodes[index[e.src]], nodes[index[e.dst]]
@@ -80,19 +125,20 @@ def circuit_layout(circuit: Circuit) -> dict[str, Any]:
         "width": X0 * 2 + DX * (n_layers + 1),
         "height": Y0 + DY * (rows - 1) + 30.0,
         "n_layers": n_layers,
-        "n_heads": circuit.n_heads,
+        "n_heads": n_heads,
         "max_weight": wmax,
         "max_score": smax,
-        "row_y": [Y0 + DY * h for h in range(circuit.n_heads)],
+        "row_y": [Y0 + DY * h for h in range(n_heads)],
         "col_x": [X0 + DX * (layer + 1) for layer in range(n_layers)],
+        "col_labels": names[:n_layers] if names else [f"L{layer}" for layer in range(n_layers)],
     }
 
 
 class CircuitView(StaticFallback, anywidget.AnyWidget):
     """A :class:`~xattr_nb.interventions.Circuit` as a layered graph (SVG, layout computed in Python).
 
-    Node colour and size show the score, edge width the weight (see :func:`circuit_layout`); heads
-    are circles, MLPs squares. The slider sets ``threshold``: edges with ``|weight| < threshold``
+    Node colour and size show the score, edge width the weight (see :func:`circuit_layout`); heads,
+    channels and units are circles, MLPs squares. The slider sets ``threshold``: edges with ``|weight| < threshold``
     are pruned from view (the same rule as :meth:`Circuit.threshold`), and components left without
     a visible edge fade. A click on a node sets ``selected`` to its name, so the next cell can read
     :attr:`selected_node` or :meth:`details`. Accepts a Circuit or a ``networkx.DiGraph`` with the
@@ -177,8 +223,8 @@ class CircuitView(StaticFallback, anywidget.AnyWidget):
             f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_fmt(g["width"])} {_fmt(g["height"])}" '
             f'width="{_fmt(g["width"])}" style="max-width:100%;height:auto;font:9px sans-serif">'
         ]
-        for i, x in enumerate(g["col_x"]):
-            parts.append(f'<text x="{_fmt(x)}" y="14" text-anchor="middle" fill="#555">L{i}</text>')
+        for x, label in zip(g["col_x"], g["col_labels"], strict=True):
+            parts.append(f'<text x="{_fmt(x)}" y="14" text-anchor="middle" fill="#555">{esc(label)}</text>')
         for h, y in enumerate(g["row_y"]):
             parts.append(
                 f'<text x="{_fmt(g["col_x"][0] - 14)}" y="{_fmt(y + 3)}" text-anchor="end" fill="#888">H{h}</text>'
@@ -187,9 +233,9 @@ class CircuitView(StaticFallback, anywidget.AnyWidget):
         parts += [f'<path d="{e["d"]}" stroke="{e["stroke"]}" stroke-width="{e["width"]}"/>' for e in shown]
         parts.append("</g>")
         for n in g["nodes"]:
-            fade = ' opacity="0.25"' if n["kind"] in ("head", "mlp") and n["name"] not in touched else ""
-            tip = f"<title>{esc(n['name'])}: score {n['score']!r}</title>"
-            if n["kind"] == "mlp":
+            fade = ' opacity="0.25"' if n["component"] and n["name"] not in touched else ""
+            tip = f"<title>{esc(n['name'])} ({esc(n['desc'])}): score {n['score']!r}</title>"
+            if n["shape"] == "rect":
                 s = n["r"]
                 parts.append(
                     f'<rect x="{_fmt(n["x"] - s)}" y="{_fmt(n["y"] - s)}" width="{_fmt(2 * s)}" height="{_fmt(2 * s)}" '
@@ -200,9 +246,10 @@ class CircuitView(StaticFallback, anywidget.AnyWidget):
                     f'<circle cx="{_fmt(n["x"])}" cy="{_fmt(n["y"])}" r="{n["r"]}" fill="{n["fill"]}" stroke="#333" '
                     f'stroke-width="0.8"{fade}>{tip}</circle>'
                 )
-            if n["kind"] in ("embed", "logits"):
+            if "label" in n:
                 parts.append(
-                    f'<text x="{_fmt(n["x"])}" y="{_fmt(n["y"] + n["r"] + 11)}" text-anchor="middle">{n["kind"]}</text>'
+                    f'<text x="{_fmt(n["label_x"])}" y="{_fmt(n["label_y"])}" text-anchor="{n["label_anchor"]}"{fade}>'
+                    f"{esc(n['label'])}</text>"
                 )
         parts.append("</svg>")
         return "".join(parts)
