@@ -449,7 +449,7 @@ def explain(
             fallback.append(fb)
             steps.append(float(run.steps.float().mean()))
             forwards += run.forwards
-    cost = Cost(forward=round(forwards / b), backward=0, wall_s=tm["s"])
+    cost = Cost(forward=forwards, backward=0, wall_s=tm["s"])  # a total over the batch, as every Cost
     return Attribution(
         scores=scores,
         kind="tokens",
@@ -671,7 +671,7 @@ def captum_baselines(
         att = last_layer_attention(model, ids, mask)
     out["attention_last"] = Attribution(
         scores=att.scores, kind="tokens", method="attention_last", target=target, mask=mask.bool(),
-        cost=Cost(forward=1, wall_s=tm["s"]),
+        cost=Cost(forward=ids.shape[0], wall_s=tm["s"]),  # one batched forward: one row per prompt
     )  # fmt: skip
     out["random"] = Attribution(
         scores=random_scores(mask, seed), kind="tokens", method="random", target=target, mask=mask.bool()
@@ -715,8 +715,8 @@ def evaluate(
             "mrr": float(g["rr"].mean()),
             "soft_ns": float(soft["soft_ns"].mean()),
             "soft_nc": float(soft["soft_nc"].mean()),
-            "forwards": float(a.cost.forward),
-            "backwards": float(a.cost.backward),
+            "forwards": a.cost.forward / len(a),  # costs are totals over the batch
+            "backwards": a.cost.backward / len(a),
             "wall_s": float(a.cost.wall_s),
         }
     for r in out.values():
