@@ -65,16 +65,16 @@ def test_run_methods_costs_and_rules_off(model):
     pairs = ioi_pairs(6, seed=2)[0]
     res = run_methods(model, pairs, ig_steps=2, per_example=True)
     t = pairs.clean_ids.shape[1]
-    assert res["AP"].cost.forward == 2 + 3 * 4 * t
-    assert (res["AtP"].cost.forward, res["AtP"].cost.backward) == (2, 1)
-    assert (res["RelP"].cost.forward, res["RelP"].cost.backward) == (2, 1)
-    assert res["IG"].cost.forward == 2 + 2 * 12 and res["IG"].examples["mlp_out"].shape == (6, 4, t)
+    assert res["AP"].cost.forward == 6 * (2 + 3 * 4 * t)  # totals over the 6 prompts
+    assert (res["AtP"].cost.forward, res["AtP"].cost.backward) == (12, 6)
+    assert (res["RelP"].cost.forward, res["RelP"].cost.backward) == (12, 6)
+    assert res["IG"].cost.forward == 6 * (2 + 2 * 12) and res["IG"].examples["mlp_out"].shape == (6, 4, t)
     off = attribution_patching(model, pairs.clean_ids, pairs.corr_ids, make_metric(model, pairs), mode="relp", rules=())
     assert (off.flat() - res["AtP"].flat()).abs().max() < 1e-6
     table = correlations(res)
     assert len(table) == 4 * 3 and set(table["site"]) == {"resid_pre", "attn_out", "mlp_out"}
     assert table["pearson"].between(-1, 1).all() and table["jaccard"].between(0, 1).all()
-    costs = cost_table(res).set_index("method")
+    costs = cost_table(res).set_index("method")  # per prompt
     assert costs.loc["AP", "forward"] == 2 + 12 * t and costs.loc["IG", "backward"] == 24
     # a method against itself: delta 0 with a degenerate interval
     same = bootstrap_delta(res, a="AtP", b="AtP", n_boot=50)

@@ -66,7 +66,9 @@ def test_ap_exact_cases_and_batching_invariance(setup):
     assert ap["resid_pre"][:, :2].abs().max() < 1e-6 and ap["head"][:, :2].abs().max() < 1e-6
     one = activation_patching(model, clean, corr, metric, sites=ALL, max_rows=1)
     assert torch.allclose(ap.flat(), one.flat(), atol=1e-5)
-    assert ap.cost.forward == 2 + 3 * 2 * 7 + 2 * 7 * 4 and ap["head"].shape == (2, 7, 4)
+    n = clean.shape[0]  # costs are totals over the batch
+    assert ap.cost.forward == n * (2 + 3 * 2 * 7 + 2 * 7 * 4) and ap["head"].shape == (2, 7, 4)
+    assert ap.n_examples == n
 
 
 def test_head_scores_sum_to_attention_output(setup):
@@ -75,7 +77,7 @@ def test_head_scores_sum_to_attention_output(setup):
     for mode in ("grad", "relp"):
         r = attribution_patching(model, clean, corr, metric, sites=("attn_out", "head"), mode=mode)
         assert torch.allclose(r["head"].sum(-1), r["attn_out"], atol=1e-6)
-        assert r.cost.forward == 2 and r.cost.backward == 1
+        assert r.cost.forward == 2 * clean.shape[0] and r.cost.backward == clean.shape[0]
 
 
 def test_ig_matches_ap_where_one_position_matters(setup):
@@ -86,7 +88,8 @@ def test_ig_matches_ap_where_one_position_matters(setup):
     ig = ig_patching(model, clean, corr, metric, sites=("mlp_out",), steps=32, max_rows=64)
     assert abs(float(ig["mlp_out"][1, -1]) - float(ap["mlp_out"][1, 0])) < 1e-3
     assert ig["mlp_out"][1, :-1].abs().max() < 1e-7
-    assert ig.cost.forward == 2 + 32 * 2 and ig.cost.backward == 64
+    n = clean.shape[0]
+    assert ig.cost.forward == n * (2 + 32 * 2) and ig.cost.backward == n * 64
 
 
 def test_estimators_agree_with_ap_on_a_small_corruption(setup):

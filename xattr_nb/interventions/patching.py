@@ -273,6 +273,7 @@ class PatchingResult:
     cost: Cost
     meta: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, torch.Tensor] | None = None
+    n_examples: int = 1  # prompts in the batch: ``cost`` is their total, as every Cost
 
     def __getitem__(self, kind: str) -> torch.Tensor:
         if kind not in self.scores:
@@ -532,9 +533,10 @@ def activation_patching(
     examples = None
     if pe is not None:
         examples = _assemble_cols(kinds, st, pos, comps, torch.stack(rows_pe, 1))  # from [B, n_components]
-    cost = Cost(forward=2 + len(comps), backward=0, wall_s=time.perf_counter() - t0)
+    # rows through the model, totalled over the batch: clean + corrupted + one patched run per component
+    cost = Cost(forward=b * (2 + len(comps)), backward=0, wall_s=time.perf_counter() - t0)
     meta = {"metric_corr": base, "n_components": len(comps)}
-    return PatchingResult("AP", scores, pos, cost, meta, examples)
+    return PatchingResult("AP", scores, pos, cost, meta, examples, b)
 
 
 def _per_example_fn(metric: Any, per_example: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -641,7 +643,10 @@ def attribution_patching(
     scores, examples = _finish(kinds, keys, parts, per_example)
     name = "AtP" if mode == "grad" else ("RelP+AH" if ah else "RelP")
     meta = {"mode": mode, "rules": list(rules) if mode == "relp" else [], "ah": bool(ah and mode == "relp")}
-    return PatchingResult(name, scores, pos, Cost(2, 1, time.perf_counter() - t0), meta, examples)
+    cost = Cost(
+        2 * clean.shape[0], clean.shape[0], time.perf_counter() - t0
+    )  # totals: 2 forwards + 1 backward a prompt
+    return PatchingResult(name, scores, pos, cost, meta, examples, clean.shape[0])
 
 
 def ig_patching(
@@ -698,8 +703,8 @@ def ig_patching(
             gsum += g.view(k, *diff.shape).sum(0)
         parts.append(_reduce(key, diff, gsum / steps, st, pos).cpu())
     scores, examples = _finish(kinds, keys, parts, per_example)
-    cost = Cost(2 + steps * len(keys), steps * len(keys), time.perf_counter() - t0)
-    return PatchingResult(f"IG-{steps}", scores, pos, cost, {"steps": steps}, examples)
+    cost = Cost(b * (2 + steps * len(keys)), b * steps * len(keys), time.perf_counter() - t0)  # totals over the batch
+    return PatchingResult(f"IG-{steps}", scores, pos, cost, {"steps": steps}, examples, b)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

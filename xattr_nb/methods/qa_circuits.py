@@ -362,7 +362,7 @@ def cma(model: nn.Module, batch: QABatch, *, show_progress: bool = False) -> CMA
         with torch.no_grad():
             m_clean[rows] = metric.per_example(model(input_ids=ids).logits).float().cpu()
             m_corr[rows] = metric.per_example(model(input_ids=corr).logits).float().cpu()
-        cost = cost + Cost(res.cost.forward * len(rows), 0, res.cost.wall_s)
+        cost = cost + res.cost  # already a total over these rows
     keep = torch.zeros(len(batch), dtype=torch.bool)
     keep[same] = True
     return CMAResult(names, ie[:, keep], m_clean[keep], m_corr[keep], cost, skipped=int((~keep).sum()))

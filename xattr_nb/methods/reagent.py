@@ -27,8 +27,8 @@ Written from the spec's reading of the official code; nothing is copied from it 
 Steps, in the order the notebook calls them: :func:`init_logits` → :func:`replace_mask` →
 sampler → :func:`target_probs` → :func:`evidence` → :func:`update_logits` → :func:`stopping_test`;
 :func:`run_probes` chains them for one example, :func:`aggregate` averages the probes, and
-:func:`explain` does it all for a batch. Importing the module registers ``"reagent"`` with
-:func:`xattr_nb.attribution.attribute` (token ids). Ground-truth and baseline helpers
+:func:`explain` does it all for a batch; it is also ``attribute(model, ids, y, method="reagent")`` on
+token ids (:mod:`xattr_nb.attribution.registry` lists it, so no import of this module is needed). Ground-truth and baseline helpers
 (:func:`gold_rank_metrics`, :func:`last_layer_attention`, :func:`random_scores`) are at the end.
 """
 
@@ -42,8 +42,9 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from xattr_nb.attribution import Attribution, register_method
+from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor
+from xattr_nb.models.io import device_of, logits_of
 from xattr_nb.runtime import Cost, progress, timer
 
 __all__ = [
@@ -190,10 +191,7 @@ class MLMSampler:
         if not bool(replace.any()):
             return ids
         x = torch.where(replace, torch.full_like(ids, self.mask_id), ids)
-        dev = next(self.mlm.parameters()).device
-        logits = getattr(self.mlm(input_ids=x.to(dev)), "logits", None)
-        if logits is None or logits.ndim != 3:
-            raise InputError("`mlm` must return token logits [P, T, V] (a *ForMaskedLM model)")
+        logits = logits_of(self.mlm(input_ids=x.to(device_of(self.mlm))), ndim=3)  # a *ForMaskedLM model
         logits = logits.float().cpu() / self.temperature
         allowed = torch.full((logits.shape[-1],), float("-inf"))
         allowed[self.allowed_ids] = 0.0
@@ -220,10 +218,7 @@ def _check_sampler(sampler: Any) -> Sampler:
 def target_probs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Next-token distribution after the last token of each row: ``[P, V]`` (softmax of the logits)."""
     ids = check_tensor(ids, "ids", ndim=2, dtype="int", layout="[P, T]")
-    dev = next(model.parameters()).device
-    logits = getattr(model(input_ids=ids.to(dev)), "logits", None)
-    if logits is None or logits.ndim != 3:
-        raise InputError("`model` must be a causal LM returning `.logits` [P, T, V]")
+    logits = logits_of(model(input_ids=ids.to(device_of(model))), ndim=3)
     return logits[:, -1].float().softmax(-1).cpu()
 
 
@@ -460,20 +455,6 @@ def explain(
         meta={"stopped": stopped, "fallback": fallback, "steps": steps, "n_probes": n_probes, "ratio": ratio,
               "keep_top_n": keep_top_n, "stop_top_k": stop_top_k, "max_steps": max_steps},
     )  # fmt: skip
-
-
-def _reagent_method(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, **kw: Any) -> Attribution:
-    kw.pop("position", None)
-    return explain(model, inputs, target, **kw)
-
-
-register_method(
-    "reagent",
-    _reagent_method,
-    kinds=("tokens",),
-    description="ReAGent (Zhao & Shan 2024): recursive importance from random token replacements; forward passes only",
-    overwrite=True,
-)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -279,8 +279,8 @@ def cost_table(results: Mapping[str, PatchingResult] | Sequence[Mapping[str, Pat
     for rs in sets:
         for name, r in rs.items():
             row = rows.setdefault(name, {"method": name, "forward": 0, "backward": 0, "seconds": 0.0})
-            row["forward"] += r.cost.forward
-            row["backward"] += r.cost.backward
+            row["forward"] += r.cost.forward / r.n_examples  # costs are totals over the batch
+            row["backward"] += r.cost.backward / r.n_examples
             row["seconds"] += r.cost.wall_s
     return pd.DataFrame(list(rows.values())).round({"seconds": 3})
 
