@@ -10,6 +10,7 @@ from torch import nn
 
 from xattr_nb.attribution import Attribution, attribute, list_methods, register_method
 from xattr_nb.attribution import methods as M
+from xattr_nb.attribution import registry as R
 from xattr_nb.checks import InputError
 
 
@@ -265,7 +266,56 @@ def test_register_and_list_methods(linear, x):
         assert {r["name"] for r in list_methods("tokens")} >= {"layer_integrated_gradients", "saliency"}
         assert "grad_cam" not in {r["name"] for r in list_methods("features")}
     finally:
-        M._REGISTRY.pop("test_const", None)
+        R._REGISTRY.pop("test_const", None)
+
+
+def test_register_method_by_source_imports_on_first_use(linear, x):
+    src = "xattr_nb.attribution.methods:input_x_gradient"
+    register_method("test_lazy", src, kinds="features", description="lazy (test)")
+    try:
+        (spec,) = R._REGISTRY["test_lazy"]
+        assert spec.fn is None and spec.source == src
+        assert any(r["name"] == "test_lazy" for r in list_methods("features"))
+        a = attribute(linear, x, 0, "test_lazy")
+        torch.testing.assert_close(a.scores, attribute(linear, x, 0, "input_x_gradient").scores)
+        assert R.lookup_method("test_lazy", "features").fn is M.input_x_gradient
+        with pytest.raises(InputError, match=r"does not take \['nope'\]"):
+            attribute(linear, x, 0, "test_lazy", nope=1)  # keywords checked against the imported function
+    finally:
+        R._REGISTRY.pop("test_lazy", None)
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        (3, "must be callable"),
+        ("no_colon", "'package.module:function' string"),
+        ("mod:", "'package.module:function' string"),
+        (":attr", "'package.module:function' string"),
+        ("a-b:c", "'package.module:function' string"),
+    ],
+)
+def test_register_method_rejects_bad_fn(fn, message):
+    with pytest.raises(InputError, match=message):
+        register_method("test_bad", fn, kinds="features", description="bad (test)")
+    assert "test_bad" not in R._REGISTRY
+
+
+def test_paper_and_layer_methods_are_listed_without_importing_their_modules():
+    names = {r["name"] for r in list_methods()}
+    assert {
+        "lima",
+        "reagent",
+        "comet",
+        "rise",
+        "layer_grad",
+        "layer_grad_x_act",
+        "layer_cam",
+        "guided_backprop",
+    } <= names
+    assert {r["name"] for r in list_methods("tokens")} >= {"reagent", "layer_integrated_gradients"}
+    for name, kinds, source, _ in R.PAPER_METHODS:
+        assert R.lookup_method(name, kinds[0]).fn is not None, source
 
 
 # ----------------------------------------------------------------------------- bad input

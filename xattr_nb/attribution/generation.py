@@ -23,18 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from xattr_nb.attribution.methods import _lookup, attribute
+from xattr_nb.attribution.methods import attribute, lookup_method
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.attribution.text import encode_texts
 from xattr_nb.checks import InputError, check_int, check_tensor
+from xattr_nb.models.io import device_of, eval_mode, logits_of
 from xattr_nb.models.text import check_position_limit
 from xattr_nb.runtime import Cost
 
 __all__ = ["attribute_generation", "attribute_steps", "greedy_continue", "step_batch"]
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @torch.no_grad()
@@ -44,21 +41,19 @@ def greedy_continue(
     """``input_ids`` ``[T]`` followed by up to ``max_new_tokens`` greedy next tokens: ``[T + G]``.
 
     Stops after emitting ``eos_id`` (kept in the output) or at the model's position limit
-    (``config.n_positions`` / ``max_position_embeddings``), never silently beyond it.
+    (``config.n_positions`` / ``max_position_embeddings``), never silently beyond it. Runs in eval
+    mode; every submodule's training flag is restored afterwards.
     """
     ids = check_tensor(input_ids, "input_ids", ndim=1, dtype="int", layout="[T]")
     max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
     check_position_limit(model, ids.shape[0], max_new_tokens)
-    model.eval()
-    out = ids.to(_device(model))
-    for _ in range(max_new_tokens):
-        logits = getattr(model(input_ids=out.unsqueeze(0)), "logits", None)
-        if logits is None or logits.ndim != 3:
-            raise InputError("`model` must be a causal LM returning `.logits` [B, T, V]")
-        nxt = logits[0, -1].argmax()
-        out = torch.cat([out, nxt.view(1)])
-        if eos_id is not None and int(nxt) == int(eos_id):
-            break
+    out = ids.to(device_of(model))
+    with eval_mode(model):
+        for _ in range(max_new_tokens):
+            nxt = logits_of(model(input_ids=out.unsqueeze(0)), ndim=3)[0, -1].argmax()
+            out = torch.cat([out, nxt.view(1)])
+            if eos_id is not None and int(nxt) == int(eos_id):
+                break
     return out.cpu()
 
 
@@ -104,9 +99,9 @@ def attribute_steps(
         raise InputError(f"`batch_steps` must be a bool; got {type(batch_steps).__name__}")
     if tokens is not None and (not isinstance(tokens, list) or len(tokens) != ids.shape[0]):
         raise InputError(f"`tokens` must be a list of the {ids.shape[0]} token strings of `ids`")
-    params = inspect.signature(_lookup(method, "tokens").fn).parameters
+    params = inspect.signature(lookup_method(method, "tokens").fn).parameters
     extra: dict[str, Any] = {}
-    dev = _device(model)
+    dev = device_of(model)
     x, mask = b["input_ids"].to(dev), b["attention_mask"].to(dev)
     if baseline is not None:
         if "baseline" not in params:
@@ -166,7 +161,7 @@ def attribute_generation(
     ids = enc["input_ids"][0]
     specials = ids[enc["special"][0]].tolist()
     if continuation is None:
-        full = greedy_continue(model, ids.to(_device(model)), max_new_tokens, eos_id=tokenizer.eos_token_id)
+        full = greedy_continue(model, ids.to(device_of(model)), max_new_tokens, eos_id=tokenizer.eos_token_id)
     else:
         if not isinstance(continuation, str) or not continuation.strip():
             raise InputError("`continuation` must be a non-empty string (or None to generate)")

@@ -34,121 +34,34 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from xattr_nb.attribution.result import KINDS, Attribution
+from xattr_nb.attribution.registry import MethodSpec, list_methods, lookup_method, register_method
+from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_int, check_placement, check_target, check_tensor
 from xattr_nb.kernels import count_passes
+from xattr_nb.models.io import check_model, check_token_inputs, eval_mode, logits_of
 
 __all__ = [
+    "QUADRATURES",
     "MethodSpec",
     "attribute",
     "class_index",
     "default_cam_layer",
-    "eval_mode",
     "find_layer",
     "input_kind",
+    "is_class_names",
     "list_methods",
+    "lookup_method",
+    "probe_logits",
     "register_method",
 ]
-
-
-# ----------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One registered method: its name, the input kinds it handles, the function and a one-liner."""
-
-    name: str
-    kinds: tuple[str, ...]
-    fn: Callable[..., Any]
-    description: str
-
-
-# One name may be registered for several kinds by different functions: "saliency" on pixels is
-# captum's Saliency on the image, on tokens it is the gradient on the input embeddings.
-_REGISTRY: dict[str, list[MethodSpec]] = {}
-
-
-def register_method(
-    name: str,
-    fn: Callable[..., Any],
-    *,
-    kinds: tuple[str, ...] | list[str] | str,
-    description: str,
-    overwrite: bool = False,
-) -> MethodSpec:
-    """Add an attribution method that :func:`attribute` can call by ``name`` on inputs of ``kinds``.
-
-    ``fn(model, inputs, target, **kw)`` gets the model in eval mode, validated inputs and a
-    LongTensor ``target`` ``[B]``; it returns scores, ``(scores, meta)`` or an :class:`Attribution`.
-    Registering a name again for a kind it already handles raises unless ``overwrite=True``.
-    """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise InputError(f"`name` must be an identifier-like string such as 'rise'; got {name!r}")
-    if not callable(fn):
-        raise InputError(f"`fn` must be callable fn(model, inputs, target, **kw); got {type(fn).__name__}")
-    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    if not kinds or any(k not in KINDS for k in kinds):
-        raise InputError(f"`kinds` must be a non-empty subset of {list(KINDS)}; got {list(kinds)}")
-    if not isinstance(description, str) or not description.strip():
-        raise InputError("`description` must be a non-empty one-line string")
-    specs = _REGISTRY.setdefault(name, [])
-    clash = [s for s in specs if set(s.kinds) & set(kinds)]
-    if clash and not overwrite:
-        raise InputError(
-            f"method {name!r} is already registered for {sorted(set(clash[0].kinds) & set(kinds))}; "
-            "pass overwrite=True to replace it"
-        )
-    # Overwriting removes the clashing kinds from the old entry; other kinds keep their function.
-    for s in clash:
-        specs.remove(s)
-        rest = tuple(k for k in s.kinds if k not in kinds)
-        if rest:
-            specs.append(replace(s, kinds=rest))
-    spec = MethodSpec(name, kinds, fn, description.strip())
-    specs.append(spec)
-    return spec
-
-
-def list_methods(kind: str | None = None) -> list[dict[str, str]]:
-    """Rows ``{"name", "kinds", "description"}``, one per registered (name, function) pair.
-
-    ``pandas.DataFrame(list_methods())`` prints them as a table. ``kind`` keeps only the methods
-    that handle that input kind.
-    """
-    if kind is not None and kind not in KINDS:
-        raise InputError(f"`kind` must be one of {list(KINDS)} or None; got {kind!r}")
-    rows = []
-    for name in sorted(_REGISTRY):
-        for s in _REGISTRY[name]:
-            if kind is None or kind in s.kinds:
-                rows.append({"name": name, "kinds": ", ".join(s.kinds), "description": s.description})
-    return rows
-
-
-def _lookup(method: Any, kind: str) -> MethodSpec:
-    if not isinstance(method, str):
-        raise InputError(f"`method` must be a method name (str); got {type(method).__name__}")
-    if method not in _REGISTRY:
-        close = difflib.get_close_matches(method, list(_REGISTRY), n=3)
-        hint = f"; did you mean {close}?" if close else ""
-        raise InputError(f"unknown method {method!r}{hint} Known methods: {sorted(_REGISTRY)}")
-    for s in _REGISTRY[method]:
-        if kind in s.kinds:
-            return s
-    handled = sorted({k for s in _REGISTRY[method] for k in s.kinds})
-    others = sorted(r["name"] for r in list_methods(kind))
-    raise InputError(f"method {method!r} handles {handled} inputs, not {kind}; methods for {kind}: {others}")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -173,38 +86,6 @@ def input_kind(inputs: torch.Tensor) -> str:
         f"`inputs` must be images [B, C, H, W] or features [B, F] (float) or token ids [B, T] (int); "
         f"got {inputs.dtype} of shape {tuple(inputs.shape)}"
     )
-
-
-@contextmanager
-def eval_mode(model: nn.Module, *, warn: bool = True) -> Iterator[nn.Module]:
-    """Run the body with ``model`` in eval mode, then restore each submodule's own training flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    if warn and model.training:
-        warnings.warn(
-            f"{type(model).__name__} is in training mode; attribution runs it in eval mode (dropout off, "
-            "batch-norm statistics frozen) and restores the training flags afterwards. Call model.eval() "
-            "first to silence this.",
-            UserWarning,
-            stacklevel=3,
-        )
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits tensor of a model output: the tensor itself, ``.logits``, or the first tuple element."""
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise InputError(f"the model must return a logits tensor or an object with `.logits`; got {type(output).__name__}")
 
 
 # Modules that keep a conv's feature maps' shape and belong to its block (normalisation, activation).
@@ -347,8 +228,8 @@ def _to_kind(raw: torch.Tensor, kind: str, reduce: str = "sum") -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- captum methods
 
-# captum's quadrature rules for the IG path integral (its `method=` argument).
-_QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
+#: captum's quadrature rules for the IG path integral (its ``method=`` argument).
+QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
 
 def saliency(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, *, abs: bool = True) -> torch.Tensor:
@@ -399,7 +280,7 @@ def integrated_gradients(
         baselines=base,
         target=target,
         n_steps=n_steps,
-        method=check_choice(quadrature, _QUADRATURES, "quadrature"),
+        method=check_choice(quadrature, QUADRATURES, "quadrature"),
         internal_batch_size=_opt_batch(internal_batch_size),
     )
     meta = {"baselines": baselines if not isinstance(baselines, torch.Tensor) else "tensor", "n_steps": n_steps}
@@ -609,7 +490,8 @@ def _check_kwargs(spec: MethodSpec, kw: dict[str, Any]) -> None:
 _TARGET_KINDS = "an int, a list of ints, a 1-D integer tensor [B] or (for models with id2label) a class name"
 
 
-def _is_names(target: Any) -> bool:
+def is_class_names(target: Any) -> bool:
+    """Whether ``target`` names classes (a string, or a list with strings) rather than indexing them."""
     return isinstance(target, str) or (
         isinstance(target, (list, tuple)) and len(target) > 0 and any(isinstance(t, str) for t in target)
     )
@@ -665,8 +547,9 @@ def class_index(
 
 
 @torch.no_grad()
-def _probe(model: nn.Module, inputs: torch.Tensor, kind: str, kw: dict[str, Any]) -> torch.Tensor:
-    """One forward on the first example, outside the cost count, to learn the output size."""
+def probe_logits(model: nn.Module, inputs: torch.Tensor, kind: str, kw: dict[str, Any]) -> torch.Tensor:
+    """The logits of one forward on the first example (``kw["attention_mask"]`` for tokens), to learn
+    the output size; run it outside any cost count."""
     if kind == "tokens":
         mask = kw.get("attention_mask")
         out = model(input_ids=inputs[:1], attention_mask=None if mask is None else mask[:1])
@@ -700,24 +583,21 @@ def attribute(
     (``cost.forward / len(result)`` is the cost per example). One extra forward of one example, to
     check ``target`` against the model's output size, is not counted.
     """
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    check_model(model)
     kind = input_kind(inputs)
     # Before any check that reads values: a meta tensor has none, and a dtype or device mismatch
     # would otherwise surface as a torch error deep inside the method.
     check_placement(inputs, model, "inputs")
     inputs = check_tensor(inputs, "inputs", dtype="float" if kind != "tokens" else "int")
-    spec = _lookup(method, kind)
+    spec = lookup_method(method, kind)
     _check_kwargs(spec, kw)
     if kind == "tokens":
-        from xattr_nb.attribution.text import check_token_inputs
-
         kw["attention_mask"] = check_token_inputs(model, inputs, kw.get("attention_mask"))
-    with eval_mode(model):
-        out = _probe(model, inputs, kind, kw)
+    with eval_mode(model, warn=True):
+        out = probe_logits(model, inputs, kind, kw)
         if kind != "tokens" and out.ndim != 2:
             raise InputError(f"the model must return logits [B, C]; got shape {tuple(out.shape)}")
-        if _is_names(target):
+        if is_class_names(target):
             if out.ndim == 3:
                 raise InputError(
                     f"`target` {target!r} is a string, but this model is a language model (logits [B, T, V]): "

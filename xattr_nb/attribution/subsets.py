@@ -55,6 +55,7 @@ from xattr_nb.kernels import (
     masked_outputs,
     subset_keep,
 )
+from xattr_nb.models.io import check_model
 from xattr_nb.runtime import Cost, progress
 
 __all__ = [
@@ -490,8 +491,8 @@ class _Meter:
     """Measures forwards: through ``count_passes(model)`` if a model is given, else the scorer's own counter."""
 
     def __init__(self, score_fn: Any, model: nn.Module | None) -> None:
-        if model is not None and not isinstance(model, nn.Module):
-            raise InputError(f"`model` must be a torch.nn.Module or None; got {type(model).__name__}")
+        if model is not None:
+            check_model(model)
         self.model, self.score_fn = model, score_fn
         self.start = getattr(score_fn, "n_forward", None)
 

@@ -30,64 +30,20 @@ import torch
 from torch import nn
 
 from xattr_nb.attribution.methods import (
-    _QUADRATURES,
-    _is_names,
-    _lookup,
-    _probe,
+    QUADRATURES,
     attribute,
     class_index,
-    eval_mode,
-    logits_of,
+    is_class_names,
+    lookup_method,
+    probe_logits,
     register_method,
 )
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_int, check_tensor, check_texts
 from xattr_nb.kernels import real_positions
+from xattr_nb.models.io import check_token_inputs, device_of, eval_mode, input_embeddings, logits_of, max_positions
 
 __all__ = ["attribute_text", "check_token_inputs", "encode_texts"]
-
-
-def _embeddings(model: nn.Module) -> nn.Embedding:
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    if not isinstance(emb, nn.Embedding):
-        raise InputError(
-            f"`model` ({type(model).__name__}) must be a Hugging Face text model with get_input_embeddings() "
-            "returning an nn.Embedding"
-        )
-    return emb
-
-
-def max_positions(model: nn.Module) -> int | None:
-    """The longest input the model's position embeddings allow (``None`` when the config does not say)."""
-    cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        v = getattr(cfg, key, None)
-        if isinstance(v, int):
-            return v
-    return None
-
-
-def check_token_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: Any) -> torch.Tensor:
-    """Check ids against the model (range, length) and return the attention mask as a LongTensor ``[B, T]``."""
-    emb = _embeddings(model)
-    ids = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[B, T]")
-    if int(ids.min()) < 0 or int(ids.max()) >= emb.num_embeddings:
-        raise InputError(
-            f"`input_ids` must lie in [0, {emb.num_embeddings}) (the model's embedding rows); "
-            f"got ids in [{int(ids.min())}, {int(ids.max())}]: does the tokenizer match the model?"
-        )
-    n_pos = max_positions(model)
-    if n_pos is not None and ids.shape[1] > n_pos:
-        raise InputError(f"`input_ids` has {ids.shape[1]} positions but the model takes at most {n_pos}")
-    if attention_mask is None:
-        return torch.ones_like(ids, dtype=torch.long)
-    mask = check_tensor(attention_mask, "attention_mask", shape=tuple(ids.shape), layout="[B, T]")
-    if mask.is_floating_point() or not bool(((mask == 0) | (mask == 1)).all()):
-        raise InputError("`attention_mask` must hold 0 (padding) and 1 (real token) as integers or bools")
-    if not bool(mask.bool().any(1).all()):
-        raise InputError("`attention_mask` has a row with no real token")
-    return mask.long().to(ids.device)
 
 
 def _positions(mask: torch.Tensor, position: Any) -> torch.Tensor:
@@ -107,7 +63,7 @@ def _forward(model: nn.Module):
 
 def _baseline_ids(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, baseline: Any) -> torch.Tensor:
     """Baseline ids ``[B, T]``: an int replaces every real token; a tensor is taken as is."""
-    n = _embeddings(model).num_embeddings
+    n = input_embeddings(model).num_embeddings
     if baseline is None:
         baseline = getattr(getattr(model, "config", None), "pad_token_id", None)
         if baseline is None:
@@ -148,13 +104,13 @@ def layer_integrated_gradients(
     base, pos = _prep(model, input_ids, attention_mask, position, baseline)
     n_steps = check_int(n_steps, "n_steps", low=1)
     ibs = None if internal_batch_size is None else check_int(internal_batch_size, "internal_batch_size", low=1)
-    raw = LayerIntegratedGradients(_forward(model), _embeddings(model)).attribute(
+    raw = LayerIntegratedGradients(_forward(model), input_embeddings(model)).attribute(
         input_ids,
         baselines=base,
         target=target,
         additional_forward_args=(attention_mask, pos),
         n_steps=n_steps,
-        method=check_choice(quadrature, _QUADRATURES, "quadrature"),
+        method=check_choice(quadrature, QUADRATURES, "quadrature"),
         internal_batch_size=ibs,
     )
     return raw.sum(-1), {"n_steps": n_steps, "positions": pos.tolist(), "baseline_ids": base}
@@ -164,7 +120,7 @@ def _grad_x_emb(model, input_ids, target, attention_mask, position, multiply):
     from captum.attr import LayerGradientXActivation
 
     pos = _positions(attention_mask, position).to(input_ids.device)
-    lga = LayerGradientXActivation(_forward(model), _embeddings(model), multiply_by_inputs=multiply)
+    lga = LayerGradientXActivation(_forward(model), input_embeddings(model), multiply_by_inputs=multiply)
     raw = lga.attribute(input_ids, target=target, additional_forward_args=(attention_mask, pos))
     return raw, {"positions": pos.tolist()}
 
@@ -259,7 +215,7 @@ for _name, _fn, _desc in [
 def _check_tokenizer(model: nn.Module, tokenizer: Any) -> None:
     if not callable(tokenizer) or not hasattr(tokenizer, "convert_ids_to_tokens"):
         raise InputError(f"`tokenizer` must be a Hugging Face tokenizer; got {type(tokenizer).__name__}")
-    n = _embeddings(model).num_embeddings
+    n = input_embeddings(model).num_embeddings
     if len(tokenizer) > n:
         raise InputError(
             f"`tokenizer` does not match the model: it has {len(tokenizer)} tokens but the model's embedding "
@@ -324,7 +280,7 @@ def _target_ids(model: nn.Module, tokenizer: Any, target: Any, ids: torch.Tensor
     (:func:`~xattr_nb.attribution.methods.class_index`); a causal LM (``[B, T, V]``) as one token of
     the tokenizer (``" Paris"``). Every error quotes the string as typed, then the token ids.
     """
-    if not _is_names(target):
+    if not is_class_names(target):
         return target
     one = isinstance(target, str)
     names = [target] if one else list(target)
@@ -333,7 +289,7 @@ def _target_ids(model: nn.Module, tokenizer: Any, target: Any, ids: torch.Tensor
     if not one and len(names) != ids.shape[0]:
         raise InputError(f"`target` names {len(names)} targets but there are {ids.shape[0]} texts")
     with eval_mode(model, warn=False):
-        out = _probe(model, ids, "tokens", {"attention_mask": mask})
+        out = probe_logits(model, ids, "tokens", {"attention_mask": mask})
     if out.ndim == 2:  # a classifier: class names
         return class_index(model, target, n_outputs=int(out.shape[-1]))
     n_out = int(out.shape[-1])
@@ -386,14 +342,14 @@ def attribute_text(
     """
     enc = encode_texts(model, tokenizer, texts)
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dev = device_of(model)
     ids, mask, special = ids.to(dev), mask.to(dev), enc["special"].to(dev)
     # Pass `baseline` / `position` to the methods that take them (a registered method may not).
-    params = inspect.signature(_lookup(method, "tokens").fn).parameters
+    params = inspect.signature(lookup_method(method, "tokens").fn).parameters
     extra: dict[str, Any] = {"attention_mask": mask}
     meta: dict[str, Any] = {"texts": check_texts(texts)}
     if "baseline" in params:
-        bid = _baseline_id(tokenizer, "pad" if baseline is None else baseline, _embeddings(model).num_embeddings)
+        bid = _baseline_id(tokenizer, "pad" if baseline is None else baseline, input_embeddings(model).num_embeddings)
         extra["baseline"] = torch.where(mask.bool() & ~special, torch.full_like(ids, bid), ids)
         meta["baseline_id"] = bid
     elif baseline is not None:

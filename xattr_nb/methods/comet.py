@@ -26,7 +26,8 @@ The steps, each usable on its own (the notebook walks through them):
   (``a=0`` gives the selector–predictor baseline on the same data order and initialisation);
   :func:`straight_through` and :func:`predictor_from_detector` are its small-scale aids;
 - :func:`evaluate`: accuracy, complement detectability, GT recall, both-copies rate, IoU, area;
-- :func:`explain` (and ``attribute(model, x, y, method="comet")``): the mask as an Attribution.
+- :func:`explain` (and ``attribute(model, x, y, method="comet")``, which calls :func:`selector_scores`;
+  :mod:`xattr_nb.attribution.registry` lists it): the mask as an Attribution.
 
 Small-scale choices, not in the paper: ``β·mean(m)``, the always-on sparsity pressure of
 selector–predictor models (β=1 in the notebook); a straight-through binarised mask in training;
@@ -49,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xattr_nb.attribution import Attribution, register_method
+from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.metrics import mask_iou
 from xattr_nb.models import ImageClassifier, TinyCNN, fit
@@ -70,6 +71,7 @@ __all__ = [
     "mask_of",
     "predictor_from_detector",
     "random_holes",
+    "selector_scores",
     "split_copies",
     "straight_through",
     "topk_mask",
@@ -651,16 +653,13 @@ def explain(model: CometModel, x: torch.Tensor, target: Any = None) -> Attributi
                        cost=Cost(2 * x.shape[0], 0, time.perf_counter() - t0), meta={"threshold": model.threshold})  # fmt: skip
 
 
-def _comet_method(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def selector_scores(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The selector's mask ``[B, H, W]`` of a :class:`CometModel`: what ``attribute(model, x, y, method="comet")``
+    returns as scores (the mask does not depend on ``target``)."""
     if not isinstance(model, CometModel):
         raise InputError(f"method 'comet' needs a CometModel (from train_comet); got {type(model).__name__}")
     return model.mask(inputs)
 
-
-register_method(
-    "comet", _comet_method, kinds=("pixels",), overwrite=True,
-    description="COMET selector mask (inherently explainable; needs a CometModel)",
-)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ The search itself lives in :mod:`xattr_nb.attribution.subsets` (SMDL and VPS sha
 module holds LiMA's choices: its terms and weights, its map, its full-scale models. The steps, in
 the order the notebook calls them: :func:`partition` → :func:`region_distances` →
 :func:`make_scorer` → :func:`search` → :func:`curves_from_ranking` / :func:`attribution_map`;
-:func:`explain` chains them for a batch. Importing the module registers ``"lima"`` with
-:func:`xattr_nb.attribution.attribute`.
+:func:`explain` chains them for a batch; it is also ``attribute(model, x, y, method="lima")``
+(:mod:`xattr_nb.attribution.registry` lists it, so no import of this module is needed).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xattr_nb.attribution import Attribution, attribute, register_method
+from xattr_nb.attribution import Attribution, attribute
 from xattr_nb.attribution.subsets import (
     Ranking,
     SetScorer,
@@ -398,19 +398,6 @@ def explain(
             "lambdas": lam,
         },
     )
-
-
-def _lima_method(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, **kw: Any) -> Attribution:
-    return explain(model, inputs, target, **kw)
-
-
-register_method(
-    "lima",
-    _lima_method,
-    kinds=("pixels",),
-    description="LiMA: bidirectional greedy subset selection of regions from black-box outputs",
-    overwrite=True,
-)
 
 
 # ============================================================================================
