@@ -43,8 +43,10 @@ class RunResult:
     wall_s: float = 0.0
     output: str | None = None
     records: dict[str, Any] = field(default_factory=dict)
+    claims: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     failing_cell: int | None = None
+    cpu_s: float = 0.0
 
 
 def _failing_cell(exc: BaseException) -> int | None:
@@ -52,10 +54,22 @@ def _failing_cell(exc: BaseException) -> int | None:
     return int(index) if index is not None else None
 
 
+def clean_executed(nb: Any) -> Any:
+    """Drop what an execution leaves that does not belong in a committed notebook: papermill's
+    injected-parameters cells and its timing metadata, and the kernel's per-cell timestamps."""
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    nb.metadata.pop("papermill", None)
+    for c in nb.cells:
+        c.metadata.pop("papermill", None)
+        c.metadata.pop("execution", None)
+    return nb
+
+
 def run_notebook(paper: Paper, out_dir: Path, parameters: dict[str, Any], *, timeout: int | None) -> RunResult:
     """Execute one notebook with papermill (kernel ``python3``) and collect what it recorded."""
     import papermill as pm
 
+    from xattr_nb.ledger import read_claims
     from xattr_nb.runtime import read_records
 
     src = NOTEBOOKS_DIR / paper.notebook_name
@@ -86,6 +100,7 @@ def run_notebook(paper: Paper, out_dir: Path, parameters: dict[str, Any], *, tim
     if dst.exists():
         result.output = str(dst)
         result.records = read_records(dst)
+        result.claims = read_claims(dst)
     return result
 
 
@@ -98,6 +113,18 @@ def write_summary(results: list[RunResult], out_dir: Path, parameters: dict[str,
         rec = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.records.items())
         status = r.status if r.failing_cell is None else f"{r.status} (cell {r.failing_cell})"
         lines.append(f"| {r.notebook} | {status} | {r.wall_s} | {rec} |")
+    claims = [(r.notebook, c) for r in results for c in r.claims if c["status"] != "sanity"]
+    if claims:
+        from xattr_nb.ledger import status_counts
+
+        counts = status_counts([c for _, c in claims])
+        lines += ["", "## Claims", "", ", ".join(f"{n} {k}" for k, n in counts.items() if n), ""]
+        lines += ["| notebook | claim | status | observed | asserted | holds |", "|---|---|---|---|---|---|"]
+        for nb, c in claims:
+            obs = "—" if c["observed"] is None else f"{c['observed']:.4g}"
+            bound = "—" if c["bound"] is None else f"{'>=' if c['higher'] else '<='} {c['bound']:.4g}"
+            holds = {True: "yes", False: "**no**", None: "—"}[c["holds"]]
+            lines.append(f"| {nb} | {c['text']} | {c['status']} | {obs} | {bound} | {holds} |")
     errors = [r for r in results if r.error]
     if errors:
         lines += ["", "## Errors", ""] + [f"- **{r.notebook}**: {r.error}" for r in errors]
@@ -148,6 +175,93 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("failed: " + ", ".join(r.notebook for r in failed), file=sys.stderr)
         return 1
     return 0
+
+
+def _papers(keys: list[str], cmd: str) -> list[Paper] | None:
+    try:
+        return [find(k) for k in keys]
+    except ValueError as exc:
+        print(f"xattr-nb {cmd}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Re-execute notebooks in place with their default parameters, as they are committed: outputs,
+    the "Results at a glance" table refreshed from the ledger, no papermill leftovers."""
+    import tempfile
+
+    import nbformat
+
+    from xattr_nb.ledger import write_glance
+
+    papers = _papers(args.notebooks, "record")
+    if papers is None:
+        return 2
+    status = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for paper in papers:
+            r = run_notebook(paper, Path(tmp), {}, timeout=args.timeout)
+            if r.status != "ok":
+                print(f"FAILED  {paper.notebook_name} at cell {r.failing_cell}: {r.error} (not written)")
+                status = 1
+                continue
+            nb = clean_executed(nbformat.read(r.output, as_version=4))
+            nbformat.write(write_glance(nb), str(NOTEBOOKS_DIR / paper.notebook_name))
+            print(f"OK      {paper.notebook_name} ({r.wall_s} s, {len(r.claims)} ledger rows)")
+    return status
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Run notebooks at the development seeds and commit each claim's per-seed values
+    (``notebooks/calibration/NN_slug.json``); bounds follow from them by :func:`xattr_nb.ledger.calibrate_bound`."""
+    from xattr_nb.ledger import CALIBRATING_ENV
+
+    papers = _papers(args.notebooks, "calibrate")
+    if papers is None:
+        return 2
+    os.environ[CALIBRATING_ENV] = "1"  # the kernel inherits it: claims are collected, not asserted
+    try:
+        return _calibrate(papers, args)
+    finally:
+        os.environ.pop(CALIBRATING_ENV, None)
+
+
+def _calibrate(papers: list[Paper], args: argparse.Namespace) -> int:
+    import tempfile
+
+    from xattr_nb.ledger import RULE, calibrate_bound, calibration_path
+
+    status = 0
+    for paper in papers:
+        values: dict[str, dict[str, float]] = {}
+        meta: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in args.seeds:
+                r = run_notebook(paper, Path(tmp), {"seed": seed}, timeout=args.timeout)
+                if r.status != "ok":
+                    print(f"FAILED  {paper.notebook_name} seed {seed} at cell {r.failing_cell}: {r.error}")
+                    status = 1
+                    break
+                for c in r.claims:
+                    if c["status"] in ("sanity", "not tested here"):
+                        continue
+                    values.setdefault(c["name"], {})[str(seed)] = c["observed"]
+                    meta[c["name"]] = {k: c[k] for k in ("text", "spec", "null", "higher")}
+                print(f"seed {seed}: {paper.notebook_name} ok ({r.wall_s} s)")
+        if status:
+            continue
+        claims = {}
+        for name, vals in values.items():
+            bound, verdict = calibrate_bound(
+                list(vals.values()), **{k: meta[name][k] for k in ("spec", "null", "higher")}
+            )
+            claims[name] = {**meta[name], "values": vals, "bound": bound, "status": verdict}
+        path = calibration_path(paper.notebook_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"notebook": paper.notebook_name, "seeds": list(args.seeds), "rule": RULE, "claims": claims}
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {path} ({len(claims)} claims)")
+    return status
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -213,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="folder for executed notebooks and the summary (default runs/<time>)")
     run.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
     run.set_defaults(fn=cmd_run)
+    rec = sub.add_parser("record", help="re-execute notebooks in place (outputs + the ledger table) for committing")
+    rec.add_argument("notebooks", nargs="+", help="numbers or slugs")
+    rec.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    rec.set_defaults(fn=cmd_record)
+    cal = sub.add_parser("calibrate", help="run notebooks at the development seeds; write notebooks/calibration/")
+    cal.add_argument("notebooks", nargs="+", help="numbers or slugs")
+    cal.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
+    cal.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    cal.set_defaults(fn=cmd_calibrate)
     zoo = sub.add_parser("zoo", help="shipped checkpoints: list, train NAME, verify")
     zsub = zoo.add_subparsers(dest="zoo_cmd", required=True)
     zsub.add_parser("list")

@@ -1,8 +1,10 @@
 """Static figures in one style: token heatmaps (matplotlib and HTML), image heatmaps, curves, bars.
 
 Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot global state, so
-nothing accumulates when a notebook draws hundreds of figures) and returns it; Jupyter displays a
-returned Figure. Figures use a modest dpi (:data:`DPI`) so executed notebooks stay small. The
+nothing accumulates when a notebook draws hundreds of figures), **displays it** in a notebook
+wherever it is called (inside an ``if``, assigned to a name, in a loop) and returns it; returned as
+a cell's last value it is not shown twice. A figure built by hand with :func:`figure` is shown
+with :func:`show`. Figures use :data:`DPI` (100: readable, and executed notebooks stay small). The
 widgets use these as their static fallbacks.
 
 Colour conventions: signed scores use a diverging map (``RdBu_r``: red = supports the target,
@@ -29,7 +31,7 @@ from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_int, check_tensor
 from xattr_nb.metrics import Curves, CurveSet
 
-DPI = 90
+DPI = 100
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "magma"
 
@@ -39,8 +41,13 @@ __all__ = [
     "SEQUENTIAL",
     "comparison_bars",
     "curves",
+    "estimate_scatter",
     "figure",
     "image_heatmaps",
+    "image_row",
+    "layer_position_grid",
+    "show",
+    "signed_matrix",
     "style",
     "token_heatmap",
     "token_heatmap_html",
@@ -78,12 +85,46 @@ class PlotFigure(Figure):
     module display everywhere, without pyplot's global state.
     """
 
+    _shown: bool = False
+
     def _repr_png_(self) -> bytes:
         import io
 
         buf = io.BytesIO()
         self.savefig(buf, format="png", bbox_inches="tight")
         return buf.getvalue()
+
+    def _ipython_display_(self) -> None:
+        # A figure that :func:`show` already put in the output is not shown again when it is also
+        # the cell's last value (and leaves no ``Out[]`` line).
+        if not self._shown:
+            from IPython.display import display
+
+            display({"image/png": self._repr_png_(), "text/plain": f"<figure {self.get_label() or ''}>"}, raw=True)
+            self._shown = True
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show(fig: Figure) -> Figure:
+    """Display ``fig`` now when running in a notebook kernel (once), and return it."""
+    if not isinstance(fig, Figure):
+        raise InputError(f"`fig` must be a matplotlib Figure; got {type(fig).__name__}")
+    if isinstance(fig, PlotFigure):
+        if _in_notebook():
+            fig._ipython_display_()
+    elif _in_notebook():
+        from IPython.display import display
+
+        display(fig)
+    return fig
 
 
 def figure(width: float, height: float) -> PlotFigure:
@@ -198,7 +239,7 @@ def token_heatmap(
         if colorbar:
             mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
             fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.01, aspect=8)
-    return fig
+    return show(fig)
 
 
 def token_heatmap_html(
@@ -305,7 +346,7 @@ def image_heatmaps(
                 ax.set_yticks([])
                 ax.grid(False)
         axes[0, 0].set_title("image")
-    return fig
+    return show(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +412,7 @@ def curves(
             ax.legend(fontsize=8)
         if title:
             fig.suptitle(title)
-    return fig
+    return show(fig)
 
 
 def _bar_value(name: str, value: Any) -> tuple[float, float, np.ndarray | None]:
@@ -442,4 +483,143 @@ def comparison_bars(
         ax.set_ylabel(metric + arrow)
         if title:
             ax.set_title(title)
-    return fig
+    return show(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Image rows, signed matrices, layer x position grids, estimate-vs-truth scatters
+# --------------------------------------------------------------------------------------------
+
+
+def _display_images(images: Any, name: str = "images") -> np.ndarray:
+    """``[B, C, H, W]`` (C = 1 or 3) or ``[B, H, W]`` as ``[B, H, W, 3]`` in [0, 1] for imshow."""
+    x = check_tensor(images, name, ndim=(3, 4), dtype="float", layout="[B, C, H, W] or [B, H, W]")
+    x = x.detach().float().cpu()
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.shape[1] not in (1, 3):
+        raise InputError(f"`{name}` must have 1 or 3 channels; got {x.shape[1]}")
+    lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    if float(lo.min()) < 0 or float(hi.max()) > 1:  # other ranges are min-max scaled per image
+        x = (x - lo) / (hi - lo).clamp_min(1e-12)
+    return x.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
+
+
+def image_row(
+    images: Any, titles: Sequence[str] | None = None, *, title: str | None = None, cell: float = 1.4, cols: int = 8
+) -> Figure:
+    """A row (wrapped every ``cols``) of images ``[B, C, H, W]`` or ``[B, H, W]``, each with its title."""
+    rgb = _display_images(images)
+    b = rgb.shape[0]
+    if titles is not None and len(titles) != b:
+        raise InputError(f"`titles` names {len(titles)} images but `images` holds {b}")
+    cols = min(b, check_int(cols, "cols", low=1))
+    rows = -(-b // cols)
+    with style():
+        fig = figure(cell * cols, cell * rows + (0.3 if title else 0.1))
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if k >= b:
+                ax.set_axis_off()
+                continue
+            ax.imshow(rgb[k])
+            if titles is not None:
+                ax.set_title(str(titles[k]), fontsize=8)
+        if title:
+            fig.suptitle(title)
+    return show(fig)
+
+
+def signed_matrix(
+    matrix: Any,
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    cbar_label: str = "score",
+    annotate: bool | None = None,
+    cell: float = 0.45,
+) -> Figure:
+    """A heatmap of a ``[R, C]`` matrix: diverging colours centred at 0 with symmetric limits when
+    it has both signs (white is 0), sequential otherwise; values written in the cells when small."""
+    m = check_tensor(torch.as_tensor(np.asarray(matrix, dtype=float)), "matrix", ndim=2, layout="[R, C]")
+    if not bool(torch.isfinite(m).all()):
+        raise InputError("`matrix` holds NaN or infinite values")
+    r, c = m.shape
+    for labels, n, name in ((row_labels, r, "row_labels"), (col_labels, c, "col_labels")):
+        if labels is not None and len(labels) != n:
+            raise InputError(f"`{name}` has {len(labels)} labels but `matrix` has {n}")
+    v = m.numpy()
+    norm, cmap = _norm(v, None)
+    annotate = r * c <= 120 if annotate is None else annotate
+    with style():
+        fig = figure(max(2.6, cell * c + 1.6), max(1.8, cell * r + 0.9))
+        ax = fig.add_subplot()
+        im = ax.imshow(v, cmap=cmap, norm=norm, aspect="auto")
+        ax.set_xticks(range(c), list(col_labels) if col_labels is not None else range(c), fontsize=8)
+        ax.set_yticks(range(r), list(row_labels) if row_labels is not None else range(r), fontsize=8)
+        if col_labels is not None and max((len(str(x)) for x in col_labels), default=0) > 3:
+            ax.tick_params(axis="x", labelrotation=45)
+        ax.grid(False)
+        if annotate:
+            for i in range(r):
+                for j in range(c):
+                    ax.text(j, i, f"{v[i, j]:.2g}", ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, label=cbar_label, shrink=0.8)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
+    return show(fig)
+
+
+def layer_position_grid(
+    scores: Any,
+    *,
+    tokens: Sequence[str] | None = None,
+    layer_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    cbar_label: str = "effect",
+) -> Figure:
+    """A component's effect by layer (rows) and token position (columns): ``scores`` ``[L, P]``."""
+    m = check_tensor(torch.as_tensor(np.asarray(scores, dtype=float)), "scores", ndim=2, layout="[L, P]")
+    layers = layer_labels if layer_labels is not None else [f"L{i}" for i in range(m.shape[0])]
+    return signed_matrix(
+        m, row_labels=layers, col_labels=tokens, title=title, xlabel="position", ylabel="layer", cbar_label=cbar_label
+    )
+
+
+def estimate_scatter(
+    data: Mapping[str, tuple[Any, Any]],
+    *,
+    xlabel: str = "truth",
+    ylabel: str = "estimate",
+    title: str | None = None,
+) -> Figure:
+    """Estimates against the truth, one colour per estimator: ``{name: (truth [N], estimate [N])}``,
+    with the line ``y = x`` and each estimator's Pearson r in the legend."""
+    if not isinstance(data, Mapping) or len(data) == 0:
+        raise InputError("`data` must be a non-empty dict: name -> (truth, estimate)")
+    pairs = {str(k): _xy(str(k), v) for k, v in data.items()}
+    with style():
+        fig = figure(3.8, 3.4)
+        ax = fig.add_subplot()
+        lo = min(min(x.min(), y.min()) for x, y in pairs.values())
+        hi = max(max(x.max(), y.max()) for x, y in pairs.values())
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8, linestyle="--", label="y = x")
+        for name, (x, y) in pairs.items():
+            r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 1 and x.std() > 0 and y.std() > 0 else float("nan")
+            ax.scatter(x, y, s=10, alpha=0.7, label=f"{name} (r {r:.2f})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        if title:
+            ax.set_title(title)
+    return show(fig)

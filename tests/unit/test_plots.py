@@ -250,3 +250,57 @@ def test_figures_display_as_png_without_the_inline_backend():
     fig = plots.comparison_bars({"a": 1.0, "b": 2.0}, metric="m")
     png = fig._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ new helpers and display
+
+
+def test_image_row_wraps_and_checks_titles():
+    fig = plots.image_row(torch.rand(10, 3, 8, 8), [str(i) for i in range(10)], cols=4)
+    assert len([a for a in fig.axes if a.get_images()]) == 10 and len(fig.axes) == 12
+    with pytest.raises(InputError, match="titles"):
+        plots.image_row(torch.rand(2, 8, 8), ["one"])
+    with pytest.raises(InputError, match="channels"):
+        plots.image_row(torch.rand(2, 2, 8, 8))
+
+
+def test_signed_matrix_is_centred_and_checks_labels():
+    fig = plots.signed_matrix(torch.tensor([[-2.0, 1.0], [0.5, 0.0]]), row_labels=["a", "b"], col_labels=["x", "y"])
+    im = fig.axes[0].get_images()[0]
+    assert im.norm.vmin == -2.0 and im.norm.vmax == 2.0  # symmetric: white is 0
+    with pytest.raises(InputError, match="row_labels"):
+        plots.signed_matrix(torch.zeros(2, 2), row_labels=["a"])
+    with pytest.raises(InputError, match="NaN"):
+        plots.signed_matrix(torch.tensor([[float("nan")]]))
+
+
+def test_layer_position_grid_labels_layers():
+    fig = plots.layer_position_grid(torch.randn(3, 4), tokens=["a", "b", "c", "d"])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["L0", "L1", "L2"]
+
+
+def test_estimate_scatter_reports_pearson():
+    x = torch.arange(10.0)
+    fig = plots.estimate_scatter({"good": (x, 2 * x + 1), "flat": (x, -x)})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "good (r 1.00)" in labels and "flat (r -1.00)" in labels
+
+
+@pytest.mark.slow
+def test_figures_show_once_wherever_they_are_built(tmp_path):
+    """Built inside an `if`, assigned to a name, or as the cell's last value: one image, no Out[]."""
+    import nbformat
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    src = [
+        "from xattr_nb import plots\ndata = {'a': ([0, 1], [0, 1])}",
+        "if True:\n    fig = plots.curves(data)",
+        "plots.curves(data)",
+        "fig = plots.figure(2, 2)\nfig.add_subplot().plot([0, 1])\nplots.show(fig)\nplots.show(fig)\nfig",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in src])
+    ExecutePreprocessor(timeout=120, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    for cell in nb.cells[1:]:
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(images) == 1, cell.source
+        assert not [o for o in cell.outputs if o.output_type == "execute_result"], cell.source
