@@ -48,6 +48,7 @@ from torch import nn
 from xattr_nb.attribution import attribute
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.models import accuracy, embed, fit, load_classifier, load_encoder, word_tokenizer
+from xattr_nb.models.io import device_of
 from xattr_nb.runtime import progress
 from xattr_nb.training import PriorAlignment, normalize_scores, token_grad_x_input
 from xattr_nb.worlds.text import TOPIC_PAIRS, TopicData, topics
@@ -156,7 +157,7 @@ def teacher_word_states(
             raise InputError(f"`words[{i}]` must be a non-empty list of words")
     batch_size = check_int(batch_size, "batch_size", low=1)
     out: list[torch.Tensor] = []
-    dev = next(teacher.model.parameters()).device
+    dev = device_of(teacher.model)
     with torch.inference_mode():
         for s in range(0, len(words), batch_size):
             chunk = [list(w) for w in words[s : s + batch_size]]

@@ -54,6 +54,7 @@ from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.metrics import mask_iou
 from xattr_nb.models import ImageClassifier, TinyCNN, fit
+from xattr_nb.models.io import check_model, device_of, logits_of
 from xattr_nb.runtime import Cost, pick_device, progress
 from xattr_nb.worlds.shapes import SHAPES, SIZES, render_masks
 
@@ -98,12 +99,6 @@ def _labels(y: Any, n: int, name: str = "y") -> torch.Tensor:
     if bool((y < 0).any()):
         raise InputError(f"`{name}` must hold non-negative class indices")
     return y.long()
-
-
-def _module(m: Any, name: str) -> nn.Module:
-    if not isinstance(m, nn.Module):
-        raise InputError(f"`{name}` must be a torch.nn.Module; got {type(m).__name__}")
-    return m
 
 
 def _baseline_value(q: Any, channels: int, name: str = "baseline") -> torch.Tensor:
@@ -156,9 +151,9 @@ class TinySelector(nn.Module):
 def mask_of(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The selector's soft mask ``m = sigmoid(S(x))`` ``[B, H, W]`` in [0, 1] (upsampled to the image
     bilinearly when the selector's logits are coarser, as a DeepLabv3 head's are)."""
-    selector, x = _module(selector, "selector"), _images(x)
+    selector, x = check_model(selector, "selector"), _images(x)
     out = selector(x)
-    logits = getattr(out, "logits", out)  # HF segmentation models return an output with .logits
+    logits = logits_of(out)  # HF segmentation models return an output with .logits
     if logits.ndim != 4 or logits.shape[1] != 1:
         raise InputError(f"`selector` must return one logit map [B, 1, h, w]; got shape {tuple(logits.shape)}")
     if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
@@ -298,7 +293,7 @@ def train_detector(
 
 def freeze(model: nn.Module) -> nn.Module:
     """Put ``model`` in eval mode with every parameter's ``requires_grad`` off (in place); return it."""
-    _module(model, "model").eval()
+    check_model(model, "model").eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
     return model
@@ -386,8 +381,8 @@ class CometModel(nn.Module):
     def __init__(self, selector: nn.Module, predictor: nn.Module, detector: nn.Module, *,
                  baseline: float | torch.Tensor = 0.5, threshold: float = 0.5):  # fmt: skip
         super().__init__()
-        self.selector, self.predictor = _module(selector, "selector"), _module(predictor, "predictor")
-        self.detector = _module(detector, "detector")
+        self.selector, self.predictor = check_model(selector, "selector"), check_model(predictor, "predictor")
+        self.detector = check_model(detector, "detector")
         self.baseline = baseline
         self.threshold = check_float(threshold, "threshold", low=0.0, high=1.0)
 
@@ -415,7 +410,7 @@ def predictor_from_detector(detector: nn.Module) -> nn.Module:
     """
     import copy
 
-    pred = copy.deepcopy(_module(detector, "detector")).train()
+    pred = copy.deepcopy(check_model(detector, "detector")).train()
     for prm in pred.parameters():
         prm.requires_grad_(True)
     return pred
@@ -478,22 +473,22 @@ def train_comet(
     """
     x = _images(x)
     y = _labels(y, x.shape[0])
-    detector = freeze(_module(detector, "detector"))
+    detector = freeze(check_model(detector, "detector"))
     epochs, batch_size = check_int(epochs, "epochs", low=1), check_int(batch_size, "batch_size", low=1)
     lr = check_float(lr, "lr", low=1e-12)
     selector_lr = lr if selector_lr is None else check_float(selector_lr, "selector_lr", low=1e-12)
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     kw = {"a": a, "gap": gap, "b": b, "tau": tau, "beta": beta, "form": form}
     with torch.no_grad():
-        n_classes = detector(x[:1].to(next(detector.parameters(), torch.empty(0)).device)).shape[-1]
+        n_classes = logits_of(detector(x[:1].to(device_of(detector)))).shape[-1]
     if int(y.max()) >= n_classes:
         raise InputError(f"`y` must lie in [0, {n_classes}) (the detector's classes); got max {int(y.max())}")
     dev = pick_device(device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        selector = TinySelector(in_ch=x.shape[1]) if selector is None else _module(selector, "selector")
+        selector = TinySelector(in_ch=x.shape[1]) if selector is None else check_model(selector, "selector")
         predictor = (
-            TinyCNN(n_classes=n_classes, in_ch=x.shape[1]) if predictor is None else _module(predictor, "predictor")
+            TinyCNN(n_classes=n_classes, in_ch=x.shape[1]) if predictor is None else check_model(predictor, "predictor")
         )
     model = CometModel(selector, predictor, detector, baseline=baseline).to(dev)
     sel_params = [p for p in selector.parameters() if p.requires_grad]
@@ -605,7 +600,7 @@ def evaluate(
     y = _labels(y, x.shape[0])
     gt = check_tensor(gt, "gt", shape=(x.shape[0], *x.shape[2:]), dtype="bool", layout="[N, H, W]")
     batch_size = check_int(batch_size, "batch_size", low=1)
-    dev = next(model.parameters(), torch.empty(0)).device
+    dev = device_of(model)
     sel, ok_p, ok_d = [], [], []
     for s in range(0, x.shape[0], batch_size):
         xb = x[s : s + batch_size].to(dev)
@@ -659,7 +654,6 @@ def selector_scores(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor
     if not isinstance(model, CometModel):
         raise InputError(f"method 'comet' needs a CometModel (from train_comet); got {type(model).__name__}")
     return model.mask(inputs)
-
 
 
 # ----------------------------------------------------------------------------------------------

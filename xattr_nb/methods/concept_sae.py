@@ -35,6 +35,7 @@ from xattr_nb.checks import InputError, check_choice, check_float, check_int, ch
 from xattr_nb.interventions.probes import regress_r2
 from xattr_nb.metrics import mcc
 from xattr_nb.models.concept_recipes import lm_inputs
+from xattr_nb.models.io import check_model, device_of
 from xattr_nb.models.sae import L1SAE, TopKSAE, train_sae
 from xattr_nb.worlds.concepts import ConceptLVM
 
@@ -64,11 +65,10 @@ TARGETS = ("L", "P", "MAP", "c")
 def final_hidden(model: nn.Module, tokens: Any, vocab_size: int, *, batch_size: int = 1024) -> torch.Tensor:
     """``f`` ``[N, T+1, D]``: the last hidden state (after the final layer norm, i.e. what the unembedding reads)
     at positions ``t = 0..T`` of ``[BOS] x_1..x_T``; position ``t`` has read the prefix ``x_{<=t}``."""
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch module (a causal LM); got {type(model).__name__}")
+    check_model(model)
     ids = lm_inputs(tokens, vocab_size)
     batch_size = check_int(batch_size, "batch_size", low=1)
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = [
         model(input_ids=chunk.to(device), output_hidden_states=True).hidden_states[-1].float().cpu()
         for chunk in ids.split(batch_size)
@@ -342,7 +342,7 @@ CONCEPT_WORD_PAIRS: dict[str, list[tuple[str, str]]] = {
 
 @torch.no_grad()
 def _word_states(model: nn.Module, tokenizer: Any, words: list[str]) -> torch.Tensor:
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = []
     for w in words:
         ids = tokenizer(" " + w, return_tensors="pt")["input_ids"].to(device)

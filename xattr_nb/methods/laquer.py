@@ -37,6 +37,7 @@ import torch
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_text, check_texts
 from xattr_nb.models import embed
+from xattr_nb.models.io import device_of
 from xattr_nb.models.text import check_tokenizer_matches
 from xattr_nb.runtime import progress
 from xattr_nb.worlds.facts import (
@@ -283,7 +284,7 @@ def token_matches(inst: Instance, tokenizer: Any, model: Any, *, setting: str = 
     enc = tokenizer(src_text, out_text, return_offsets_mapping=True, return_tensors="pt")
     seq = enc.sequence_ids(0)
     offsets = enc.pop("offset_mapping")[0].tolist()
-    device = next(model.parameters()).device
+    device = device_of(model)
     with torch.inference_mode():
         h = model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state[0].float().cpu()
     h = torch.nn.functional.normalize(h, dim=-1)
@@ -504,7 +505,7 @@ def llm_localize(
     src_text, src_words = _joint_text(inst, sents)
     fact = decontextualize(inst.subject, highlight_text(inst, k))
     prompt = f"{INSTRUCTION}Sources: {src_text}\nFact: {fact}\nSpans:"
-    enc = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
+    enc = tokenizer(prompt, return_tensors="pt").to(device_of(model))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)

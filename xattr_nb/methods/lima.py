@@ -57,6 +57,7 @@ from xattr_nb.checks import InputError, check_choice, check_float, check_int, ch
 from xattr_nb.kernels import check_regions, grid_regions, slic_regions
 from xattr_nb.metrics import Curves, highest_confidence
 from xattr_nb.models.hub import from_pretrained_offline
+from xattr_nb.models.io import check_model, eval_mode, logits_of
 from xattr_nb.runtime import Cost, pick_device, progress
 
 __all__ = [
@@ -105,19 +106,6 @@ BASELINES: dict[str, dict[str, Any]] = {
     "feature_ablation": {},
     "rise": {"n_masks": 500, "grid": 4, "p": 0.5},
 }
-
-
-def _out_logits(out: Any) -> torch.Tensor:
-    logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
-    if not isinstance(logits, torch.Tensor):
-        raise InputError(f"the model must return logits [B, C] or an object with .logits; got {type(out).__name__}")
-    return logits
-
-
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module returning logits [B, C]; got {type(model).__name__}")
-    return model
 
 
 def _check_lambdas(lambdas: Mapping[str, float] | None) -> dict[str, float]:
@@ -187,7 +175,7 @@ def make_scorer(
     a positive ``lambdas["eff"]`` needs ``distances``
     (:func:`region_distances`).
     """
-    model = _check_model(model)
+    model = check_model(model)
     lam = _check_lambdas(lambdas)
     if lam.get("eff", 0.0) > 0 and distances is None:
         raise InputError("`lambdas['eff']` > 0 needs `distances` [R, R] (region_distances); or set it to 0")
@@ -198,7 +186,7 @@ def make_scorer(
     terms = lima_terms(target, distances if lam.get("eff", 0.0) > 0 else None)
     weights = {k: lam.get(k, 0.0) for k in terms}
     return SetScorer(
-        lambda im: _out_logits(model(im)).float().softmax(-1),
+        lambda im: logits_of(model(im)).float().softmax(-1),
         x,
         regions,
         terms,
@@ -350,7 +338,7 @@ def explain(
     effectiveness term; without one, ``lambdas["eff"]`` must be 0. The cost counts every forward:
     search plus embeddings.
     """
-    model = _check_model(model)
+    model = check_model(model)
     x = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, C, H, W]")
     lam = _check_lambdas(lambdas)
     check_choice(how, ("bidirectional", "greedy"), "how")
@@ -359,11 +347,9 @@ def explain(
         embed_fn = getattr(model, "features", None)
         if not callable(embed_fn):
             raise InputError("`lambdas['eff']` > 0 needs `embed_fn` (the model has no .features); or set it to 0")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
-            logits = _out_logits(model(x[:1]))
+            logits = logits_of(model(x[:1]))
         tgt = check_target(target, int(logits.shape[-1]), int(x.shape[0]))
         runs: list[LimaRun] = []
         maps = []
@@ -381,8 +367,6 @@ def explain(
             runs.append(LimaRun(regions, ranking, curves_from_ranking(ranking, regions, int(tgt[i])), n_emb))
             maps.append(attribution_map(ranking, regions))
             cost = cost + ranking.cost + Cost(forward=n_emb)
-    finally:
-        model.train(was_training)
     same = all(r.regions.shape == runs[0].regions.shape and torch.equal(r.regions, runs[0].regions) for r in runs)
     return Attribution(
         scores=torch.stack(maps).float(),
@@ -421,7 +405,7 @@ def run_baselines(
     single-region deletion; needs a grid of equal cells), ``feature_ablation`` the regions as its
     feature mask, ``gradient_shap`` and ``rise`` are seeded with ``seed``.
     """
-    model = _check_model(model)
+    model = check_model(model)
     x = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, C, H, W]")
     regions = check_regions(regions, hw=tuple(x.shape[-2:]))
     names = list(BASELINES) if methods is None else list(methods)
@@ -455,18 +439,14 @@ def misclassified(
     LiMA's mistake analysis explains the *true* class on such images: which regions, shown alone,
     would have made the model right?
     """
-    model = _check_model(model)
+    model = check_model(model)
     x = check_tensor(images, "images", ndim=4, dtype="float", layout="[N, C, H, W]")
     y = check_tensor(labels, "labels", shape=(x.shape[0],), dtype="int", layout="[N]").long()
     n = check_int(n, "n", low=1)
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         pred = torch.cat(
-            [_out_logits(model(x[s : s + batch_size])).argmax(-1).cpu() for s in range(0, len(x), batch_size)]
+            [logits_of(model(x[s : s + batch_size])).argmax(-1).cpu() for s in range(0, len(x), batch_size)]
         )
-    finally:
-        model.train(was)
     wrong = torch.nonzero(pred != y.cpu()).flatten()
     if wrong.numel() < n:
         raise InputError(f"the model gets only {wrong.numel()} of {len(x)} images wrong; `n` asks for {n}")

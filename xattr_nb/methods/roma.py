@@ -39,6 +39,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor, check_texts
 from xattr_nb.interventions.hooks import first_tensor, hooks
+from xattr_nb.models.io import check_model, device_of, logits_of
 from xattr_nb.models.moe import override_routing
 from xattr_nb.models.moe_recipes import answer_loss, answer_targets, exact_match
 from xattr_nb.runtime import progress
@@ -106,8 +107,7 @@ def load_full(name: str, *, device: str = "cpu") -> tuple[nn.Module, Any]:
 def router_names(model: nn.Module) -> dict[int, str]:
     """Block index → module name of its router: ``<...>.<i>.mlp.router`` (TopKMoEMLP) or ``<...>.<i>.mlp.gate``
     (OLMoE, Qwen-MoE); the module's first output is the router logits."""
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch module; got {type(model).__name__}")
+    check_model(model)
     out = {}
     for name, mod in model.named_modules():
         m = _ROUTER.search(name)
@@ -159,7 +159,7 @@ def _forward_with_routing(
 
         return fn
 
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     ids, pos = ids.to(dev), pos.to(dev)
     with hooks(model, {name: keep(layer) for layer, name in names.items()}):
         logits = model(input_ids=ids, attention_mask=None if mask is None else mask.to(dev)).logits
@@ -189,8 +189,8 @@ def prompt_routing(model: nn.Module, data: MultitaskData, layers: Sequence[int])
 def correct(model: nn.Module, data: MultitaskData) -> torch.Tensor:
     """Bool ``[N]``: the model gets all four answer digits right under teacher forcing."""
     data = _check_data(data)
-    dev = next(model.parameters()).device
-    logits = model(input_ids=data.ids.to(dev), attention_mask=data.mask.long().to(dev)).logits
+    dev = device_of(model)
+    logits = logits_of(model(input_ids=data.ids.to(dev), attention_mask=data.mask.long().to(dev)))
     return exact_match(logits.cpu(), answer_targets(data))
 
 
@@ -408,7 +408,7 @@ def oracle_routing(
     for p in model.parameters():
         p.requires_grad_(False)
     e = dict(model.named_modules())[router_names(model)[layers[0]]].weight.shape[0]
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     delta = torch.zeros(len(data), len(layers), e, device=dev, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     targets, ids, mask = answer_targets(data).to(dev), data.ids.to(dev), data.mask.long().to(dev)

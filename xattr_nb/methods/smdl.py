@@ -58,6 +58,7 @@ from xattr_nb.checks import InputError, check_choice, check_float, check_int, ch
 from xattr_nb.kernels import check_regions, grid_regions
 from xattr_nb.metrics import CurveSet, insertion_deletion, order_from_scores, region_scores
 from xattr_nb.models.fit import FitHistory, fit
+from xattr_nb.models.io import check_model, logits_of
 from xattr_nb.runtime import Cost, progress
 
 __all__ = [
@@ -89,25 +90,6 @@ TERMS: tuple[str, ...] = ("conf", "eff", "cons", "colla")
 DEFAULT_WEIGHTS: dict[str, float] = {"conf": 1.0, "eff": 1.0, "cons": 1.0, "colla": 1.0}
 #: LiMA's weights on the same terms (consistency and collaboration dominate), to show the sensitivity.
 TUNED_WEIGHTS: dict[str, float] = {"conf": 1.0, "eff": 1.0, "cons": 20.0, "colla": 5.0}
-
-
-def _check_model(model: Any, name: str = "model") -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`{name}` must be a torch.nn.Module; got {type(model).__name__}")
-    return model
-
-
-def _logits(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise InputError(f"the model must return logits or an object with `.logits`; got {type(out).__name__}")
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +145,7 @@ def gradcam_prior(
     default) keeps the negative evidence, so the cells the prior dislikes are still ordered instead
     of tying at 0.
     """
-    _check_model(model)
+    check_model(model)
     images = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, C, H, W]")
     return attribute(model, images, target, method="grad_cam", layer=layer, relu=relu).scores
 
@@ -262,7 +244,7 @@ def train_edl(
     Its logits are then read by :func:`edl_confidence`. Deterministic for a given ``seed`` and
     initial weights.
     """
-    _check_model(model)
+    check_model(model)
     images = check_tensor(images, "images", dtype="float", layout="[N, ...] model inputs")
     if images.ndim < 2:
         raise InputError(f"`images` must be a batch [N, ...] of model inputs; got shape {tuple(images.shape)}")
@@ -300,7 +282,7 @@ def make_edl_twin(
     """
     import copy
 
-    _check_model(model)
+    check_model(model)
     twin = copy.deepcopy(model)
     train_edl(twin, images, labels, epochs=epochs, lr=lr, seed=seed, **kw)
     return twin.eval()
@@ -368,7 +350,7 @@ def smdl_scorer(
     same 2 through ``edl_model`` (the official code skips the twin on the complement; the saving
     is one tiny forward). ``scorer.n_forward`` counts images, not models.
     """
-    _check_model(model)
+    check_model(model)
     check_choice(confidence, ("edl", "entropy"), "confidence")
     x = check_tensor(x, "x", ndim=3, dtype="float", layout="[C, H, W]")
     regions = check_regions(regions, hw=tuple(x.shape[1:])).to(x.device)
@@ -379,11 +361,11 @@ def smdl_scorer(
     if confidence == "edl":
         if edl_model is None:
             raise InputError("confidence='edl' needs `edl_model` (an EDL-trained twin, see train_edl)")
-        _check_model(edl_model, "edl_model")
+        check_model(edl_model, "edl_model")
     elif edl_model is not None:
         raise InputError("`edl_model` is only used with confidence='edl'; drop it or set confidence='edl'")
     with torch.no_grad():
-        n_classes = int(_logits(model(x.unsqueeze(0))).shape[-1])
+        n_classes = int(logits_of(model(x.unsqueeze(0))).shape[-1])
     if target >= n_classes:
         raise InputError(f"`target` must lie in [0, {n_classes}) for this model; got {target}")
     if distances is None:
@@ -391,9 +373,9 @@ def smdl_scorer(
     distances = check_tensor(distances, "distances", shape=(m, m), dtype="float", layout="[m, m]")
 
     def fn(images: torch.Tensor) -> torch.Tensor:
-        probs = _logits(model(images)).softmax(-1)
+        probs = logits_of(model(images)).softmax(-1)
         if confidence == "edl":
-            conf = edl_confidence(_logits(edl_model(images)), edl_scale)  # type: ignore[misc]
+            conf = edl_confidence(logits_of(edl_model(images)), edl_scale)  # type: ignore[misc]
         else:
             conf = entropy_confidence(probs)
         return torch.cat([probs, conf[:, None].to(probs)], 1)  # [B, C + 1]: probabilities, then confidence
@@ -444,7 +426,7 @@ def explain_one(
 ) -> SMDLResult:
     """SMDL on one image ``x`` ``[C, H, W]``: prior (default :func:`gradcam_prior`) -> :func:`prior_guided_regions`
     -> :func:`smdl_scorer` -> greedy search of ``k`` regions (default all ``m``)."""
-    _check_model(model)
+    check_model(model)
     x = check_tensor(x, "x", ndim=3, dtype="float", layout="[C, H, W]")
     target = check_int(target, "target", low=0)
     if prior is None:
@@ -491,11 +473,11 @@ def explain(
     (from the scorers) and the wall time; the Grad-CAM priors' passes are not included.
     ``priors`` replaces the Grad-CAM prior (e.g. an IG map).
     """
-    _check_model(model)
+    check_model(model)
     images = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, C, H, W]")
     b = images.shape[0]
     with torch.no_grad():
-        n_classes = int(_logits(model(images[:1])).shape[-1])
+        n_classes = int(logits_of(model(images[:1])).shape[-1])
     tgt = check_target(target, n_classes, b)
     if priors is None:
         priors = gradcam_prior(model, images, tgt)
@@ -553,7 +535,7 @@ def evaluate_orders(
     ``orders``: ``[B, m]`` ints (orders) or floats (region scores), or a list; ``regions``: one
     ``[m, H, W]`` partition per image (a list or ``[B, m, H, W]``); ``target``: an int or ``[B]``.
     """
-    _check_model(model)
+    check_model(model)
     images = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, C, H, W]")
     b = images.shape[0]
     orders = list(orders)
@@ -561,7 +543,7 @@ def evaluate_orders(
     if len(orders) != b or len(regions) != b:
         raise InputError(f"`orders` ({len(orders)}) and `regions` ({len(regions)}) need one entry per image ({b})")
     with torch.no_grad():
-        n_classes = int(_logits(model(images[:1])).shape[-1])
+        n_classes = int(logits_of(model(images[:1])).shape[-1])
     tgt = check_target(target, n_classes, b)
     return CurveSet(
         [
@@ -576,11 +558,11 @@ def evaluate_orders(
 @torch.no_grad()
 def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
     """Indices ``[n]`` of the first ``n`` images (in data order) that ``model`` classifies wrongly."""
-    _check_model(model)
+    check_model(model)
     images = check_tensor(images, "images", ndim=4, dtype="float", layout="[N, C, H, W]")
     labels = check_tensor(labels, "labels", shape=(images.shape[0],), dtype="int", layout="[N]")
     n = check_int(n, "n", low=1)
-    pred = torch.cat([_logits(model(images[s : s + 256])).argmax(-1) for s in range(0, images.shape[0], 256)])
+    pred = torch.cat([logits_of(model(images[s : s + 256])).argmax(-1) for s in range(0, images.shape[0], 256)])
     wrong = torch.nonzero(pred.cpu() != labels.cpu()).flatten()
     if wrong.numel() < n:
         raise InputError(f"only {wrong.numel()} of {images.shape[0]} images are misclassified; asked for n={n}")

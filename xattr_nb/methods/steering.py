@@ -36,6 +36,7 @@ from torch import nn
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor, check_texts
 from xattr_nb.interventions.probes import diff_of_means, hidden_states, layerwise_probe
 from xattr_nb.interventions.steering import steer_generate, sweep_alpha
+from xattr_nb.models.io import device_of, logits_of
 from xattr_nb.worlds.base import check_seed
 from xattr_nb.worlds.bias import (
     BIAS_GROUPS,
@@ -138,8 +139,8 @@ def next_word_mass(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     """Per prompt ``[N]``: the next-token probability summed over ``ids``, read at each row's last real token."""
     x = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[N, T]")
     m = check_tensor(attention_mask, "attention_mask", shape=tuple(x.shape), layout="[N, T]")
-    dev = next(model.parameters()).device
-    logits = model(input_ids=x.to(dev), attention_mask=m.long().to(dev)).logits
+    dev = device_of(model)
+    logits = logits_of(model(input_ids=x.to(dev), attention_mask=m.long().to(dev)), ndim=3)
     last = m.long().sum(1) - 1
     probs = logits[torch.arange(x.shape[0]), last.to(dev)].float().softmax(-1)
     return probs[:, torch.as_tensor(ids).to(dev)].sum(-1).cpu()
