@@ -34,7 +34,7 @@ import torch
 
 from xattr_nb.checks import InputError, check_float, check_int
 from xattr_nb.worlds.base import check_n, check_seed
-from xattr_nb.worlds.text import TextData, _finish, _vocab
+from xattr_nb.worlds.text import TextData, join_words, world_vocab
 
 __all__ = [
     "BENIGN_VERBS",
@@ -222,14 +222,14 @@ def requests(n: int, *, corr: float = 0.95, seed: int = 0) -> SpuriousTextData:
         topic.append(t)
         agrees.append(agree)
         twins.append(" ".join(swap_topic(w, r)))
-    texts, chars = _finish(words, gold)
+    texts, chars = join_words(words, gold)
     lex = lexicons()
     return SpuriousTextData(
         texts=texts,
         words=words,
         gold_words=gold,
         gold_chars=chars,
-        vocab=_vocab(OPENERS, *OBJECTS.values(), *lex.values(), TOPIC_FRAMES),
+        vocab=world_vocab(OPENERS, *OBJECTS.values(), *lex.values(), TOPIC_FRAMES),
         labels=torch.as_tensor(labels, dtype=torch.long),
         topic=torch.as_tensor(topic, dtype=torch.long),
         agrees=torch.as_tensor(agrees, dtype=torch.bool),

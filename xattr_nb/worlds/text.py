@@ -44,10 +44,12 @@ __all__ = [
     "encode_words",
     "gold_token_mask",
     "ioi",
+    "join_words",
     "kv_memory_texts",
     "kv_qa",
     "topics",
     "word_char_spans",
+    "world_vocab",
 ]
 
 SPECIALS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")
@@ -122,7 +124,9 @@ def encode_words(
     return ids, mask
 
 
-def _vocab(*pools: Any) -> list[str]:
+def world_vocab(*pools: Any) -> list[str]:
+    """A world's word list: :data:`SPECIALS`, then every word of the ``pools`` (strings or templates split
+    on spaces, ``{slot}`` placeholders skipped), deduplicated and sorted."""
     words: list[str] = []
     seen = set(SPECIALS)
     for pool in pools:
@@ -149,7 +153,8 @@ class TextData(WorldData):
     _items: ClassVar[tuple[str, ...]] = ("texts", "words", "gold_words", "gold_chars")
 
 
-def _finish(words: list[list[str]], gold: list[list[int]]) -> tuple[list[str], list[list[tuple[int, int]]]]:
+def join_words(words: list[list[str]], gold: list[list[int]]) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """Texts (each row's ``words`` joined by spaces) and the character spans of the gold word indices ``gold``."""
     texts = [" ".join(w) for w in words]
     chars = []
     for t, g in zip(texts, gold, strict=True):
@@ -262,13 +267,13 @@ def ioi(
         ans.append(io)
         wrong.append(s)
         fs.append(form)
-    texts, chars = _finish(words, gold)
+    texts, chars = join_words(words, gold)
     return IOIData(
         texts=texts,
         words=words,
         gold_words=gold,
         gold_chars=chars,
-        vocab=_vocab(IOI_TEMPLATES, IOI_NAMES, IOI_PLACES, IOI_OBJECTS),
+        vocab=world_vocab(IOI_TEMPLATES, IOI_NAMES, IOI_PLACES, IOI_OBJECTS),
         answers=ans,
         wrong=wrong,
         io_pos=torch.as_tensor(pos["io"]),
@@ -403,7 +408,7 @@ def kv_qa(n: int, *, n_facts: int = 5, p_conflict: float = 0.0, seed: int = 0) -
         mem.append(memory)
         corr.append(" ".join(cw))
         cans.append(new_v)
-    texts, chars = _finish(words, gold)
+    texts, chars = join_words(words, gold)
     sent_chars = []
     for t, sp in zip(texts, spans, strict=True):
         ws = word_char_spans(t)
@@ -413,7 +418,7 @@ def kv_qa(n: int, *, n_facts: int = 5, p_conflict: float = 0.0, seed: int = 0) -
         words=words,
         gold_words=gold,
         gold_chars=chars,
-        vocab=_vocab([_FACT, _QUESTION], *KV_ATTRIBUTES.values(), KV_ATTRIBUTES, KV_KEYS, [k for _, k in famous]),
+        vocab=world_vocab([_FACT, _QUESTION], *KV_ATTRIBUTES.values(), KV_ATTRIBUTES, KV_KEYS, [k for _, k in famous]),
         answers=ans,
         sent_spans=torch.as_tensor(spans, dtype=torch.long),
         sent_chars=torch.as_tensor(sent_chars, dtype=torch.long),
@@ -532,13 +537,13 @@ def topics(
         roles.append(r)
         gold.append([j for j, role in enumerate(r) if role == "disc"])
         agrees.append(agree)
-    texts, chars = _finish(words, gold)
+    texts, chars = join_words(words, gold)
     return TopicData(
         texts=texts,
         words=words,
         gold_words=gold,
         gold_chars=chars,
-        vocab=_vocab(*disc.values(), *(p[4] for p in TOPIC_PAIRS), TOPIC_FILLERS, TOPIC_CHANNELS),
+        vocab=world_vocab(*disc.values(), *(p[4] for p in TOPIC_PAIRS), TOPIC_FILLERS, TOPIC_CHANNELS),
         labels=torch.as_tensor(labels, dtype=torch.long),
         classes=classes,
         roles=roles,
