@@ -1,0 +1,92 @@
+"""Metrics that score attributions, split by concern; every public name is re-exported here.
+
+| module | holds |
+|---|---|
+| :mod:`~xattr_nb.metrics.curves` | insertion/deletion curves over images (region and 2%-pixel protocols), ``auc``, :class:`Curves`, :class:`CurveSet`, LiMA's ``highest_confidence`` |
+| :mod:`~xattr_nb.metrics.localization` | pointing games (all / any maximum), energy pointing game, inside mass, mask IoU, GridPG / DiFull grid metrics |
+| :mod:`~xattr_nb.metrics.text` | ERASER comprehensiveness and sufficiency, token curves, AOPC over tokens, soft (Zhao & Aletras) variants |
+| :mod:`~xattr_nb.metrics.agreement` | rank agreement of two attributions: Spearman, Kendall, top-k overlap |
+| :mod:`~xattr_nb.metrics.concepts` | matching latents to ground-truth factors: matched correlations, MCC |
+| :mod:`~xattr_nb.metrics.stats` | percentile bootstrap intervals: of a mean, of a paired difference between two methods |
+| :mod:`~xattr_nb.metrics.robustness` | max-sensitivity, rank stability under noise, class recall under channel ablation |
+
+Every function takes raw tensors or an :class:`~xattr_nb.attribution.Attribution`, validates its
+inputs (NaN scores, mismatched shapes and empty inputs raise :class:`~xattr_nb.checks.InputError`)
+and is batch-aware. Library code is used where it exists (``sklearn.metrics.auc`` for the
+trapezoid, ``scipy.stats`` for rank correlations, ``scipy.optimize`` for matching, captum for
+max-sensitivity); what no library offers in this form (the region and 2%-pixel insertion/deletion
+protocols, pointing games, ERASER erasure metrics) is written here. ``from xattr_nb.metrics import
+X`` is the stable spelling; the submodules are where to read the code.
+"""
+
+from xattr_nb.metrics.agreement import kendall, spearman, topk_overlap
+from xattr_nb.metrics.concepts import matched_correlations, mcc
+from xattr_nb.metrics.curves import (
+    Curves,
+    CurveSet,
+    auc,
+    highest_confidence,
+    insertion_deletion,
+    insertion_deletion_batch,
+    order_from_scores,
+    region_scores,
+)
+from xattr_nb.metrics.localization import (
+    energy_pointing_game,
+    grid_accuracy,
+    grid_cell_mass,
+    grid_localization,
+    inside_mass,
+    localization_summary,
+    mask_iou,
+    pointing_game,
+)
+from xattr_nb.metrics.robustness import class_recall, max_sensitivity, noise_spearman
+from xattr_nb.metrics.stats import bootstrap_ci, bootstrap_delta
+from xattr_nb.metrics.text import (
+    ERASER_BINS,
+    aopc,
+    comprehensiveness,
+    soft_comprehensiveness,
+    soft_sufficiency,
+    sufficiency,
+    token_curves,
+    token_deletion_curve,
+)
+
+__all__ = [
+    "ERASER_BINS",
+    "CurveSet",
+    "Curves",
+    "aopc",
+    "auc",
+    "bootstrap_ci",
+    "bootstrap_delta",
+    "class_recall",
+    "comprehensiveness",
+    "energy_pointing_game",
+    "grid_accuracy",
+    "grid_cell_mass",
+    "grid_localization",
+    "highest_confidence",
+    "insertion_deletion",
+    "insertion_deletion_batch",
+    "inside_mass",
+    "kendall",
+    "localization_summary",
+    "mask_iou",
+    "matched_correlations",
+    "max_sensitivity",
+    "mcc",
+    "noise_spearman",
+    "order_from_scores",
+    "pointing_game",
+    "region_scores",
+    "soft_comprehensiveness",
+    "soft_sufficiency",
+    "spearman",
+    "sufficiency",
+    "token_curves",
+    "token_deletion_curve",
+    "topk_overlap",
+]
