@@ -113,10 +113,6 @@ def chunk_size(example_bytes: int, *, batch_size: int | None = None, max_bytes: 
     return max(1, max_bytes // max(1, example_bytes))
 
 
-#: Deprecated private alias of :func:`xattr_nb.models.io.logits_of`, kept while ``xattr_nb.metrics`` imports it.
-_logits = logits_of
-
-
 @torch.no_grad()
 def batched_forward(
     model: Callable[[torch.Tensor], object],
@@ -336,10 +332,6 @@ def target_scores(logits: torch.Tensor, target: int, position: int, output: str)
     elif output == "logprob":
         logits = logits.log_softmax(-1)
     return logits[:, int(target)]
-
-
-#: Deprecated private alias of :func:`target_scores`, kept while ``xattr_nb.metrics`` imports it.
-_target_scores = target_scores
 
 
 @torch.no_grad()
