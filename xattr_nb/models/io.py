@@ -101,7 +101,7 @@ def device_of(model: nn.Module) -> torch.device:
 def eval_mode(model: nn.Module, *, warn: bool = False) -> Iterator[nn.Module]:
     """Run the body with ``model`` in eval mode, then give each submodule its own training flag back.
 
-    Restoring per submodule (not ``model.train(was_training)``, which sets one flag everywhere)
+    Restoring per submodule (not one ``model.train(flag)`` call, which sets one flag everywhere)
     keeps a submodule the caller froze in eval mode (a fixed encoder, a batch norm) frozen, and
     one left in training mode training. The flags come back also when the body raises.
     ``warn=True`` warns when the model arrives in training mode (attribution does: results of a
