@@ -30,6 +30,7 @@ from xattr_nb.interventions.hooks import (
     run_with_cache,
 )
 from xattr_nb.interventions.lrp import LRP_RULES, lrp_mode
+from xattr_nb.interventions.pairs import ContrastPairs
 from xattr_nb.interventions.patching import (
     SITE_KINDS,
     PatchingResult,
@@ -54,6 +55,7 @@ __all__ = [
     "Circuit",
     "CircuitEdge",
     "CircuitNode",
+    "ContrastPairs",
     "PatchingResult",
     "activation_patching",
     "add_vector",

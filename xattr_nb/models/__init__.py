@@ -39,6 +39,7 @@ from xattr_nb.models.detection import (
 )
 from xattr_nb.models.fit import FitHistory, accuracy, fit
 from xattr_nb.models.io import check_model, device_of, eval_mode, logits_of
+from xattr_nb.models.loaders import LoadedLM, load_image_model, load_lm
 from xattr_nb.models.sae import L1SAE, TopKSAE, train_sae
 from xattr_nb.models.vision import TinyCNN, TinyViT
 
@@ -88,6 +89,7 @@ __all__ = [
     "EncoderClassifier",
     "FitHistory",
     "ImageClassifier",
+    "LoadedLM",
     "TinyCNN",
     "TinyGridDetector",
     "TinyViT",
@@ -108,6 +110,8 @@ __all__ = [
     "load_classifier",
     "load_encoder",
     "load_image_classifier",
+    "load_image_model",
+    "load_lm",
     "logits_of",
     "minilm_path",
     "moeify_gpt2",

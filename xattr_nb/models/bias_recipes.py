@@ -93,4 +93,5 @@ zoo.register(
     train=train_bias_gpt2,
     description="4-layer GPT-2 (d=64) on the bias world (cue -> derogatory adjective, 90%); "
     "tokenizer: bias_recipes.bias_tokenizer()",
+    tokenizer=bias_tokenizer,
 )

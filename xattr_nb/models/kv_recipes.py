@@ -334,4 +334,5 @@ zoo.register(
     config=hf_arch_config(kv_gpt2(len(kv_vocab()))),
     train=train_kv_gpt2,
     description="3-layer GPT-2 (d=96) on KV-QA (copy + memorised famous facts); tokenizer: kv_recipes.kv_tokenizer()",
+    tokenizer=kv_tokenizer,
 )

@@ -187,12 +187,14 @@ zoo.register(
     config=hf_arch_config(_gpt2(_V)),
     train=train_ioi_gpt2,
     description="2-layer GPT-2 (d=64) on the IOI world, full next-token loss; tokenizer: lm_recipes.ioi_tokenizer()",
+    tokenizer=ioi_tokenizer,
 )
 zoo.register(
     "ioi_mlm",
     config=hf_arch_config(tiny_mlm(_V)),
     train=train_ioi_mlm,
     description="2-layer BertForMaskedLM (d=64) on IOI texts, ReAGent's replacement sampler (RoBERTa stand-in)",
+    tokenizer=ioi_tokenizer,
 )
 
 
@@ -280,4 +282,5 @@ zoo.register(
     config=hf_arch_config(_gpt2_4l(_V)),
     train=train_ioi_gpt2_4l,
     description="4-layer GPT-2 (d=64, d_mlp=256, gelu_new) on IOI, answer + 0.1 LM loss, held-out name pairs (RelP)",
+    tokenizer=ioi_tokenizer,
 )

@@ -131,4 +131,5 @@ zoo.register(
     train=train_multitask_moe,
     description="4-layer MoE GPT-2 (d=64, 8 experts top-2) on the imbalanced multitask world (RoMA); "
     "tokenizer: moe_recipes.multitask_tokenizer()",
+    tokenizer=multitask_tokenizer,
 )

@@ -56,6 +56,7 @@ class Recipe:
     config: dict[str, Any]
     train: Callable[[int], tuple[nn.Module, dict[str, Any]]]
     description: str = ""
+    tokenizer: Callable[[], Any] | None = None  # a language model's tokenizer (built, never downloaded)
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,12 @@ def register(
     config: dict[str, Any],
     train: Callable[[int], tuple[nn.Module, dict[str, Any]]],
     description: str,
+    tokenizer: Callable[[], Any] | None = None,
     replace: bool = False,
 ) -> Recipe:
     """Register the recipe that trains checkpoint ``name``: ``train(seed)`` returns ``(model, metrics)``
-    with ``model`` an instance of ``config``. Registering a taken name needs ``replace=True``."""
+    with ``model`` an instance of ``config``; ``tokenizer()`` builds a language model's tokenizer
+    (:func:`tokenizer`). Registering a taken name needs ``replace=True``."""
     name = _check_name(name)
     config = _check_config(config)
     if not callable(train):
@@ -168,8 +171,21 @@ def register(
         raise InputError(f"`description` must be a str; got {type(description).__name__}")
     if name in _RECIPES and not replace:
         raise InputError(f"a recipe named {name!r} is already registered; pass replace=True to overwrite it")
-    _RECIPES[name] = Recipe(name, config, train, description)
+    if tokenizer is not None and not callable(tokenizer):
+        raise InputError(f"`tokenizer` must be a function () -> tokenizer; got {type(tokenizer).__name__}")
+    _RECIPES[name] = Recipe(name, config, train, description, tokenizer)
     return _RECIPES[name]
+
+
+def tokenizer(name: str) -> Any:
+    """The tokenizer of the zoo language model ``name`` (built by its recipe; nothing is downloaded)."""
+    name = _check_name(name)
+    known = recipes()
+    if name not in known:
+        raise InputError(f"no recipe named {name!r}; known: {sorted(known)}{_did_you_mean(name, known)}")
+    if known[name].tokenizer is None:
+        raise InputError(f"zoo checkpoint {name!r} has no tokenizer (it is not a language model)")
+    return known[name].tokenizer()
 
 
 def _builtin_recipes() -> None:
