@@ -15,6 +15,9 @@ from xattr_nb.models.vision import TinyCNN, TinyViT
 @pytest.fixture(autouse=True)
 def empty_registry(monkeypatch):
     monkeypatch.setattr(zoo, "_RECIPES", {})
+    # the project's recipe modules must not register into the empty stand-in: once imported they
+    # would never register into the real registry again (test_cli after this file saw no recipe)
+    monkeypatch.setattr(zoo, "_builtin_recipes", lambda: None)
 
 
 def small_cnn(seed=0):

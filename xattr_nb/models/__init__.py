@@ -39,7 +39,6 @@ from xattr_nb.models.detection import (
 )
 from xattr_nb.models.fit import FitHistory, accuracy, fit
 from xattr_nb.models.io import check_model, device_of, eval_mode, logits_of
-from xattr_nb.models.loaders import LoadedLM, load_image_model, load_lm
 from xattr_nb.models.sae import L1SAE, TopKSAE, train_sae
 from xattr_nb.models.vision import TinyCNN, TinyViT
 
@@ -77,6 +76,7 @@ _LAZY: dict[str, str] = {
         "hub",
     ),
     **dict.fromkeys(["TopKMoEMLP", "moeify_gpt2", "routing_weights"], "moe"),
+    **dict.fromkeys(["LoadedLM", "load_image_model", "load_lm"], "loaders"),
     **dict.fromkeys(
         ["EncoderClassifier", "check_tokenizer_matches", "hf_arch_config", "tiny_gpt2", "word_tokenizer"], "text"
     ),

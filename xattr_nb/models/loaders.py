@@ -30,7 +30,7 @@ class LoadedLM(NamedTuple):
 
 
 def _small(name: str, *, retrain: bool, seed: int, device: str) -> nn.Module:
-    from xattr_nb.models import zoo
+    import xattr_nb.models.zoo as zoo
 
     if retrain:
         recipes = zoo.recipes()
@@ -63,7 +63,7 @@ def load_lm(
         if getattr(tok, "pad_token_id", None) is None and getattr(tok, "eos_token", None) is not None:
             tok.pad_token = tok.eos_token
         return LoadedLM(model.eval(), tok)
-    from xattr_nb.models import zoo
+    import xattr_nb.models.zoo as zoo
 
     return LoadedLM(_small(small, retrain=retrain, seed=seed, device=device), zoo.tokenizer(small))
 
