@@ -12,7 +12,7 @@ export JUPYTER_CONFIG_DIR=$STATE/jupyter-config JUPYTER_DATA_DIR=$STATE/jupyter-
        JUPYTER_RUNTIME_DIR=$STATE/jupyter-runtime IPYTHONDIR=$STATE/ipython MPLCONFIGDIR=$STATE/mpl \
        JUPYTERLAB_SETTINGS_DIR=$STATE/lab-settings JUPYTERLAB_WORKSPACES_DIR=$STATE/lab-workspaces
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
-export PYTHONUNBUFFERED=1 E2E_TMP=$STATE
+export PYTHONUNBUFFERED=1 E2E_TMP=$STATE XATTR_NB_PROGRESS=summary
 
 if ! command -v chromium >/dev/null 2>&1; then
   echo "=== chromium for the browser tests (Debian's package; never a downloaded browser)"

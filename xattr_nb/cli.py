@@ -69,6 +69,8 @@ def run_notebook(paper: Paper, out_dir: Path, parameters: dict[str, Any], *, tim
     """Execute one notebook with papermill (kernel ``python3``) and collect what it recorded."""
     import papermill as pm
 
+    os.environ.setdefault("XATTR_NB_PROGRESS", "summary")  # the kernel inherits it: no frozen bars
+
     from xattr_nb.ledger import read_claims
     from xattr_nb.runtime import read_records
 

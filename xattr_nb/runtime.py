@@ -11,7 +11,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -112,6 +112,42 @@ def record(name: str, value: Any, *, unit: str | None = None, display: bool = Tr
     return value
 
 
+def record_table(values: Mapping[str, Any], *, prefix: str, title: str | None = None, digits: int = 4) -> Any:
+    """Record many figures at once, silently, and show them as one table (returned as a DataFrame).
+
+    ``values`` is ``{row: {column: value}}`` (recorded as ``prefix.column.row``, e.g. one row per
+    method and one column per metric) or ``{name: value}`` (recorded as ``prefix.name``, one column).
+    """
+    import pandas as pd
+
+    if not isinstance(values, Mapping) or not values:
+        raise InputError("`values` must be a non-empty dict: {row: {column: value}} or {name: value}")
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise InputError("`prefix` must be a non-empty string, e.g. 'reagent'")
+    nested = all(isinstance(v, Mapping) for v in values.values())
+    if nested:
+        for row, cols in values.items():
+            for col, v in cols.items():
+                record(f"{prefix}.{col}.{row}", v, display=False)
+        table = pd.DataFrame({str(r): dict(c) for r, c in values.items()}).T
+    else:
+        for name, v in values.items():
+            record(f"{prefix}.{name}", v, display=False)
+        table = pd.DataFrame({"value": dict(values)})
+    table = table.round(digits)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            if title:
+                display(Markdown(f"**{title}**"))
+            display(table)
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        pass
+    return table
+
+
 def records() -> dict[str, Any]:
     """The values recorded so far in this Python process (a copy)."""
     return dict(_RECORDS)
@@ -132,14 +168,42 @@ def read_records(nb: Any) -> dict[str, Any]:
     return found
 
 
+def _summary_bar() -> type:
+    """A tqdm that draws nothing while it runs and prints one line when it ends ("fit: 40/40 in 00:03"):
+    what an executed notebook keeps, instead of a widget whose saved fallback reads "0%"."""
+    import sys
+
+    from tqdm.std import tqdm
+
+    class SummaryBar(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.update(delay=float("inf"), file=sys.stdout)
+            super().__init__(*args, **kwargs)
+
+        def close(self) -> None:
+            if not self.disable and not getattr(self, "_said", False):
+                self._said = True
+                total = f"/{self.total}" if self.total is not None else ""
+                took = self.format_interval(self._time() - self.start_t)
+                print(f"{self.desc or 'progress'}: {self.n}{total} in {took}", file=sys.stdout)
+            super().close()
+
+    return SummaryBar
+
+
 def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> Iterator[T]:
     """A ``tqdm.auto`` progress bar (a widget in Jupyter, text elsewhere).
 
-    Set ``XATTR_NB_PROGRESS=0`` to silence every bar of the library (CI logs, batch runs).
+    ``XATTR_NB_PROGRESS`` chooses: ``0`` silences every bar of the library; ``summary`` prints one
+    line per bar when it ends (what ``xattr-nb run``/``record``/``calibrate`` and the notebook tests
+    use, so executed notebooks never keep a bar frozen at 0%); anything else, a live bar.
     """
+    mode = os.environ.get("XATTR_NB_PROGRESS", "1")
+    kwargs.setdefault("disable", mode == "0")
+    if mode == "summary":
+        return _summary_bar()(iterable, **kwargs)
     from tqdm.auto import tqdm
 
-    kwargs.setdefault("disable", os.environ.get("XATTR_NB_PROGRESS", "1") == "0")
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
 

@@ -72,3 +72,28 @@ def test_cost_adds():
 
 def test_pick_device_accepts_a_torch_device():
     assert pick_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_record_table_records_each_cell_silently():
+    from xattr_nb.runtime import record_table, records
+
+    t = record_table({"ig": {"hit": 0.5, "mrr": 0.25}, "saliency": {"hit": 0.125, "mrr": 0.5}}, prefix="demo")
+    got = records()
+    assert got["demo.hit.ig"] == 0.5 and got["demo.mrr.saliency"] == 0.5 and t.shape == (2, 2)
+    flat = record_table({"a": 1.0, "b": 2}, prefix="flat")
+    assert records()["flat.b"] == 2 and list(flat.columns) == ["value"]
+    with pytest.raises(InputError, match="prefix"):
+        record_table({"a": 1.0}, prefix="")
+    with pytest.raises(InputError, match="finite"):
+        record_table({"a": float("nan")}, prefix="x")
+
+
+def test_progress_summary_mode_prints_one_final_line(monkeypatch, capsys):
+    from xattr_nb.runtime import progress
+
+    monkeypatch.setenv("XATTR_NB_PROGRESS", "summary")
+    assert list(progress(range(4), desc="fit")) == [0, 1, 2, 3]
+    out = capsys.readouterr().out
+    assert out.startswith("fit: 4/4 in ") and out.count("\n") == 1 and "0%" not in out
+    monkeypatch.setenv("XATTR_NB_PROGRESS", "0")
+    assert list(progress(range(2), desc="quiet")) == [0, 1] and capsys.readouterr().out == ""
