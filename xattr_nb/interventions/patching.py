@@ -52,6 +52,7 @@ from xattr_nb.checks import InputError, check_choice, check_int, check_tensor
 from xattr_nb.interventions.circuit import node_name
 from xattr_nb.interventions.hooks import block_names, first_tensor, hooks
 from xattr_nb.interventions.lrp import LRP_RULES, lrp_mode
+from xattr_nb.models.io import device_of, logits_of
 from xattr_nb.runtime import Cost, progress
 
 __all__ = [
@@ -171,11 +172,6 @@ def _check_metric(metric: Any) -> Metric:
     return metric
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 # ---------------------------------------------------------------------------------------------- hooks
 
 
@@ -227,8 +223,7 @@ def _keys(sites: Sites, kinds: Sequence[str]) -> list[Key]:
 
 
 def _forward(model: nn.Module, ids: torch.Tensor, attention_mask: Any) -> torch.Tensor:
-    out = model(input_ids=ids, attention_mask=attention_mask)
-    return getattr(out, "logits", out)
+    return logits_of(model(input_ids=ids, attention_mask=attention_mask), ndim=3)
 
 
 def _run_cache(
@@ -427,7 +422,7 @@ def normalized_logit_diff(
 ) -> NormalizedLogitDiff:
     """The normalised IOI metric for this batch; its constants come from two plain (non-LRP) forwards."""
     clean, corr, attention_mask = _check_pair(clean_ids, corr_ids, attention_mask)
-    dev = _device(model)
+    dev = device_of(model)
     answer, wrong = torch.as_tensor(answer, device=dev), torch.as_tensor(wrong, device=dev)
     pos = position.to(dev) if isinstance(position, torch.Tensor) else position
     mask = None if attention_mask is None else attention_mask.to(dev)
@@ -485,7 +480,7 @@ def activation_patching(
     pos = _check_positions(positions, clean.shape[1])
     max_rows = check_int(max_rows, "max_rows", low=1)
     pe = _per_example_fn(metric, per_example)
-    dev, b = _device(model), clean.shape[0]
+    dev, b = device_of(model), clean.shape[0]
     clean, corr = clean.to(dev), corr.to(dev)
     t0 = time.perf_counter()
     keys = _keys(st, kinds)
@@ -625,7 +620,7 @@ def attribution_patching(
     check_choice(mode, ("grad", "relp"), "mode")
     if not isinstance(per_example, bool):
         raise InputError(f"`per_example` must be a bool; got {type(per_example).__name__}")
-    dev = _device(model)
+    dev = device_of(model)
     t0 = time.perf_counter()
     keys = _keys(st, kinds)
     _, cache_clean = _run_cache(model, clean.to(dev), st, keys, attention_mask, grad=False)
@@ -676,7 +671,7 @@ def ig_patching(
     max_rows = check_int(max_rows, "max_rows", low=1)
     if not isinstance(per_example, bool):
         raise InputError(f"`per_example` must be a bool; got {type(per_example).__name__}")
-    dev, b = _device(model), clean.shape[0]
+    dev, b = device_of(model), clean.shape[0]
     clean, corr = clean.to(dev), corr.to(dev)
     t0 = time.perf_counter()
     keys = _keys(st, kinds)
