@@ -133,6 +133,39 @@ def write_summary(results: list[RunResult], out_dir: Path, parameters: dict[str,
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
+def write_html(results: list[RunResult], out_dir: Path) -> Path:
+    """HTML copies of the executed notebooks (nbconvert; the widgets' static fallbacks show) and an
+    ``index.html`` that lists them with their status, wall time and claim counts."""
+    import html
+
+    from nbconvert import HTMLExporter
+
+    from xattr_nb.ledger import status_counts
+
+    exporter = HTMLExporter()
+    (out_dir / "html").mkdir(exist_ok=True)
+    rows = []
+    for r in results:
+        link = r.notebook
+        if r.output and Path(r.output).exists():
+            body, _ = exporter.from_filename(r.output)
+            name = Path(r.notebook).with_suffix(".html").name
+            (out_dir / "html" / name).write_text(body)
+            link = f'<a href="html/{html.escape(name)}">{html.escape(r.notebook)}</a>'
+        counts = status_counts([c for c in r.claims if c["status"] != "sanity"])
+        claims = ", ".join(f"{n} {k}" for k, n in counts.items() if n and k != "sanity") or "—"
+        rows.append(f"<tr><td>{link}</td><td>{html.escape(r.status)}</td><td>{r.wall_s}</td><td>{claims}</td></tr>")
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>xattr-nb run</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd}</style>"
+        "<h1>xattr-nb: the course, executed</h1><table><tr><th>notebook</th><th>status</th><th>wall s</th>"
+        f"<th>claims</th></tr>{''.join(rows)}</table>"
+    )
+    index = out_dir / "index.html"
+    index.write_text(page)
+    return index
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     print(f"{'NN':<3} {'slug':<20} {'notebook':<8} title")
     for p in PAPERS:
@@ -165,13 +198,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(paper.notebook_name)
         results.append(run_notebook(paper, out_dir, parameters, timeout=args.timeout))
     write_summary(results, out_dir, parameters)
+    index = write_html(results, out_dir)
     for r in results:
         extra = f"  [{r.error}]" if r.error else ""
         cell = f" at cell {r.failing_cell}" if r.failing_cell is not None else ""
         print(f"{r.status.upper():<7} {r.notebook} ({r.wall_s} s){cell}{extra}")
         for k, v in r.records.items():
             print(f"          {k} = {v}")
-    print(f"summary: {out_dir / 'summary.md'}")
+    print(f"summary: {out_dir / 'summary.md'}; browse: {index}")
     failed = [r for r in results if r.status != "ok"]
     if failed:
         print("failed: " + ", ".join(r.notebook for r in failed), file=sys.stderr)

@@ -55,6 +55,27 @@ def test_run_reports_records_and_failures(tmp_path, monkeypatch):
     assert by["bad"]["status"] == "failed" and "seed was changed" in by["bad"]["error"]
     assert by["bad"]["failing_cell"] is not None
     assert "| 90_good.ipynb | ok |" in (out / "summary.md").read_text()
+    index = (out / "index.html").read_text()
+    assert '<a href="html/90_good.html">90_good.ipynb</a>' in index and "failed" in index
+    assert "twice" in (out / "html" / "90_good.html").read_text()
+
+
+def test_run_summary_lists_each_claim(tmp_path, monkeypatch):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    paper = Paper(92, "claims", "claims")
+    src = (
+        "from xattr_nb.ledger import Ledger\nled = Ledger('92_claims', calibration={})\n"
+        "led.claim('gain', 0.5, text='method beats baseline', spec=0.1, null=0.0)\nled.check()"
+    )
+    nbformat.write(_notebook(src), nbdir / paper.notebook_name)
+    monkeypatch.setattr(cli, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(cli, "PAPERS", (paper,))
+    monkeypatch.setattr(cli, "find", lambda key: find(key, (paper,)))
+    assert cli.main(["run", "--all", "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| 92_claims.ipynb | method beats baseline | not reproduced | 0.5 | — | — |" in md
+    assert "1 not reproduced" in (tmp_path / "out" / "index.html").read_text()
 
 
 # --- issue 10 item 5 (and item 4's CLI side): zoo subcommands never print a traceback on bad input ------------
