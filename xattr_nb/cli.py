@@ -166,6 +166,57 @@ def write_html(results: list[RunResult], out_dir: Path) -> Path:
     return index
 
 
+README_START, README_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
+_MARK = {"reproduced": "✓", "weaker margin": "≈", "not reproduced": "✗", "not tested here": "–"}
+
+
+def notebook_table(notebooks_dir: Path | None = None) -> str:
+    """README's notebook table, generated from the ledger rows of the committed notebooks."""
+    import nbformat
+
+    from xattr_nb.ledger import read_claims, status_counts
+
+    folder = notebooks_dir or NOTEBOOKS_DIR
+    lines = [
+        "| NN | notebook | claims (✓ reproduced, ≈ weaker margin, ✗ not reproduced, – not tested here) |",
+        "|---|---|---|",
+    ]
+    for p in PAPERS:
+        path = folder / p.notebook_name
+        if not path.exists():
+            continue
+        claims = [c for c in read_claims(nbformat.read(str(path), as_version=4)) if c["status"] != "sanity"]
+        if claims:
+            counts = status_counts(claims)
+            head = ", ".join(f"{n} {k}" for k, n in counts.items() if n and k != "sanity")
+            items = "; ".join(f"{_MARK[c['status']]} {c['text']}" for c in claims).replace("|", "/")
+            text = f"{head}: {items}"
+        else:
+            text = "not on the claim ledger yet"
+        lines.append(f"| {p.number:02d} | `{p.notebook_name}` | {text} |")
+    return "\n".join(lines)
+
+
+def cmd_readme(args: argparse.Namespace) -> int:
+    """Regenerate README's notebook table from the committed notebooks' ledgers (``--check``: only compare)."""
+    readme = Path(args.readme)
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        print(f"xattr-nb readme: {readme} has no {README_START} ... {README_END} block", file=sys.stderr)
+        return 2
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{notebook_table()}\n{README_END}{tail}"
+    if args.check:
+        if new != text:
+            print("xattr-nb readme: README's notebook table is stale; run `xattr-nb readme`", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    print(f"wrote the notebook table of {readme}")
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     print(f"{'NN':<3} {'slug':<20} {'notebook':<8} title")
     for p in PAPERS:
@@ -372,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     cal.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
     cal.set_defaults(fn=cmd_calibrate)
+    readme = sub.add_parser("readme", help="regenerate README's notebook table from the notebooks' ledgers")
+    readme.add_argument("--readme", default=str(NOTEBOOKS_DIR.parent / "README.md"))
+    readme.add_argument("--check", action="store_true", help="exit 1 when the table is stale; write nothing")
+    readme.set_defaults(fn=cmd_readme)
     zoo = sub.add_parser("zoo", help="shipped checkpoints: list, train NAME, verify")
     zsub = zoo.add_subparsers(dest="zoo_cmd", required=True)
     zsub.add_parser("list")
