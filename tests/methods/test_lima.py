@@ -188,6 +188,27 @@ def test_run_baselines_region_windows(setup):
     assert torch.argsort(-fa).tolist() == DESCENDING.tolist()
 
 
+def test_show_regions_and_ranking_return_figures(setup):
+    from matplotlib.figure import Figure
+
+    model, x, regions = setup
+    dist = L.region_distances(model.features, x, regions)
+    fig = L.show_regions(x, regions, dist, title="all ones")
+    assert isinstance(fig, Figure) and fig.axes[0].get_title() == "all ones"
+    assert len(fig.axes[0].texts) == 16  # every region numbered
+    ranking = L.search(L.make_scorer(model, x, regions, 0, distances=dist), pending=4)
+    fig = L.show_ranking(x, ranking, regions, 0, label="class 0")
+    free = L.curves_from_ranking(ranking, regions, 0)
+    ins_line = fig.axes[2].lines[0]
+    assert torch.allclose(torch.as_tensor(ins_line.get_ydata()).double(), free.insertion.double(), atol=1e-6)
+
+
+def test_show_regions_rejects_wrong_distances(setup):
+    _, x, regions = setup
+    with pytest.raises(InputError, match="distances"):
+        L.show_regions(x, regions, torch.zeros(3, 3))
+
+
 # -------------------------------------------------------------------------------- full scale (local stand-in)
 
 

@@ -224,6 +224,48 @@ def test_hf_stand_in_classifier_features_and_entropy_search(tmp_path):
     assert sorted(attr.meta["orders"][0].tolist()) == [0, 1, 2, 3]
 
 
+def test_explain_runs_in_eval_mode_and_restores_flags():
+    class Flagged(Toy):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.Identity()
+            self.seen: set[bool] = set()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.add(self.training)
+            return super().forward(x)
+
+    model, twin = Flagged(), Flagged()
+    model.train(), twin.train()
+    model.bn.eval()  # a submodule with its own flag
+    S.explain(model, torch.ones(1, 3, 8, 8), 0, edl_model=twin, priors=torch.rand(1, 8, 8), grid=2, per_set=1)
+    assert model.seen == {False} and twin.seen == {False}
+    assert model.training and twin.training and not model.bn.training
+
+
+def test_show_division_and_step_return_figures():
+    from matplotlib.figure import Figure
+
+    model, x = Toy().eval(), torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    prior = torch.randn(8, 8, generator=torch.Generator().manual_seed(2))
+    regions = S.prior_guided_regions(prior, grid=2, per_set=1)
+    fig = S.show_division(x, prior, regions)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4  # three panels and the prior's colour bar
+    scorer = S.smdl_scorer(model, x, regions, 0, confidence="entropy")
+    from xattr_nb.attribution.subsets import greedy_step
+
+    cand, scores = greedy_step(scorer, torch.zeros(4, dtype=torch.bool))
+    fig = S.show_step(cand, scorer.last_terms)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert len(heights) == 4 * 4 + 1  # one bar per term and candidate, and the outline of the pick
+    assert heights[-1] == pytest.approx(float(scores.max()), abs=1e-5)
+
+
+def test_bad_show_step_terms():
+    with pytest.raises(InputError, match="terms"):
+        S.show_step(torch.arange(3), {"bogus": torch.zeros(3)})
+
+
 # --------------------------------------------------------------------------------------------
 # Bad inputs: one test each
 # --------------------------------------------------------------------------------------------

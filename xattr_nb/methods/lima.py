@@ -26,6 +26,9 @@ the order the notebook calls them: :func:`partition` → :func:`region_distances
 :func:`make_scorer` → :func:`search` → :func:`curves_from_ranking` / :func:`attribution_map`;
 :func:`explain` chains them for a batch; it is also ``attribute(model, x, y, method="lima")``
 (:mod:`xattr_nb.attribution.registry` lists it, so no import of this module is needed).
+Two figures of this paper's own (through :func:`xattr_nb.plots.figure`): :func:`show_regions`
+(the regions and their effectiveness distances) and :func:`show_ranking` (the order, the map and
+the free curves of one search).
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
+from xattr_nb import plots
 from xattr_nb.attribution import Attribution, attribute
 from xattr_nb.attribution.subsets import (
     Ranking,
@@ -79,6 +85,8 @@ __all__ = [
     "region_distances",
     "run_baselines",
     "search",
+    "show_ranking",
+    "show_regions",
 ]
 
 #: The small-scale weights: the single-modal classifiers' (cons 20, colla 5, conf 0.01) plus the
@@ -462,6 +470,90 @@ def highest_confidence_at(
     if not curves or not all(isinstance(c, Curves) for c in curves):
         raise InputError("`curves` must be a non-empty list of Curves (or a CurveSet)")
     return {float(a): sum(highest_confidence(c, max_area=float(a)) for c in curves) / len(curves) for a in areas}
+
+
+# ============================================================================================
+# This paper's figures
+# ============================================================================================
+
+
+def _gray(x: torch.Tensor) -> np.ndarray:
+    g = x.detach().float().cpu().mean(0)
+    lo, hi = float(g.min()), float(g.max())
+    return ((g - lo) / max(hi - lo, 1e-12)).numpy() if lo < 0 or hi > 1 else g.numpy()
+
+
+def _rgb(x: torch.Tensor) -> np.ndarray:
+    x = x.detach().float().cpu()
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        x = (x - lo) / max(hi - lo, 1e-12)
+    return x.permute(1, 2, 0).numpy() if x.shape[0] == 3 else x[0].numpy()
+
+
+def _region_ids(regions: torch.Tensor) -> torch.Tensor:
+    return regions.long().argmax(0).cpu()
+
+
+def show_regions(image: torch.Tensor, regions: torch.Tensor, distances: torch.Tensor, *, title: str = "") -> Figure:
+    """The regions of one image ``[C, H, W]`` (numbered, outlined) beside their effectiveness distances
+    ``[R, R]`` (:func:`region_distances`: the angle between the embeddings of single-region images)."""
+    x = check_tensor(image, "image", ndim=3, dtype="float", layout="[C, H, W]")
+    regions = check_regions(regions, hw=tuple(x.shape[1:]))
+    r = regions.shape[0]
+    d = check_tensor(distances, "distances", shape=(r, r), dtype="float", layout="[R, R]").detach().cpu()
+    ids = _region_ids(regions)
+    with plots.style():
+        fig = plots.figure(7.0, 3.0)
+        a1, a2 = fig.subplots(1, 2)
+        a1.imshow(_rgb(x), cmap=None if x.shape[0] == 3 else "gray")
+        for k in range(r):
+            cy, cx = torch.nonzero(ids == k).float().mean(0).tolist()
+            a1.text(cx, cy, str(k), ha="center", va="center", color="white", fontsize=8)
+        a1.contour(ids.numpy(), levels=np.arange(r) + 0.5, colors="white", linewidths=0.5)
+        a1.set_title(title or "regions")
+        im = a2.imshow(d.numpy(), cmap="viridis")
+        a2.set_title("d_ij between single-region images")
+        a2.set_xlabel("region j")
+        a2.set_ylabel("region i")
+        fig.colorbar(im, ax=a2, shrink=0.8)
+        for a in (a1, a2):
+            a.grid(False)
+        a1.set_xticks([])
+        a1.set_yticks([])
+    return plots.show(fig)
+
+
+def show_ranking(
+    image: torch.Tensor, ranking: Ranking, regions: torch.Tensor, target: int, *, label: str = ""
+) -> Figure:
+    """One search, shown: each region's rank (light = first), LiMA's map (:func:`attribution_map`) over the
+    grey image, and the insertion/deletion curves its own evaluations give (:func:`curves_from_ranking`)."""
+    x = check_tensor(image, "image", ndim=3, dtype="float", layout="[C, H, W]")
+    regions = check_regions(regions, hw=tuple(x.shape[1:]))
+    free = curves_from_ranking(ranking, regions, target)
+    r = regions.shape[0]
+    rank = torch.empty(r)
+    rank[ranking.order.cpu()] = torch.arange(r).float()
+    ids = _region_ids(regions)
+    with plots.style():
+        fig = plots.figure(9.5, 2.9)
+        a1, a2, a3 = fig.subplots(1, 3)
+        a1.imshow(rank[ids].numpy(), cmap="magma_r")
+        a1.set_title("rank (light = first)")
+        a2.imshow(_gray(x), cmap="gray")
+        a2.imshow(attribution_map(ranking, regions).cpu().numpy(), cmap="inferno", alpha=0.6)
+        a2.set_title("LiMA map")
+        for a in (a1, a2):
+            a.set_xticks([])
+            a.set_yticks([])
+            a.grid(False)
+        a3.plot(free.area.numpy(), free.insertion.numpy(), label=f"insertion (AUC {free.insertion_auc:.2f})")
+        a3.plot(free.area.numpy(), free.deletion.numpy(), label=f"deletion (AUC {free.deletion_auc:.2f})")
+        a3.set_xlabel("area revealed / removed")
+        a3.set_ylabel(f"p({label or target})")
+        a3.legend(fontsize=7)
+    return plots.show(fig)
 
 
 # ============================================================================================

@@ -25,6 +25,10 @@ the notebook calls them:
    region-protocol insertion/deletion; :func:`misclassified` picks the images an under-trained
    model gets wrong (the paper's second use: find the regions that restore the true class).
 
+Two figures of this paper's own (through :func:`xattr_nb.plots.figure`): :func:`show_division`
+(image, prior, prior-guided regions) and :func:`show_step` (one greedy step, each candidate's
+score split into its four terms).
+
 Code/paper differences kept from the spec: the *consistency* term is the target's softmax
 probability (the code), not the cosine to a class prototype (the paper); the face variant's
 logit scale (5) is the ``scale`` of :func:`edl_confidence`.
@@ -39,8 +43,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
+from xattr_nb import plots
 from xattr_nb.attribution import attribute
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.attribution.subsets import (
@@ -58,7 +64,7 @@ from xattr_nb.checks import InputError, check_choice, check_float, check_int, ch
 from xattr_nb.kernels import check_regions, grid_regions
 from xattr_nb.metrics import CurveSet, insertion_deletion, order_from_scores, region_scores
 from xattr_nb.models.fit import FitHistory, fit
-from xattr_nb.models.io import check_model, logits_of
+from xattr_nb.models.io import check_model, eval_mode, logits_of
 from xattr_nb.runtime import Cost, progress
 
 __all__ = [
@@ -80,6 +86,8 @@ __all__ = [
     "prior_guided_regions",
     "prior_order",
     "region_distances",
+    "show_division",
+    "show_step",
     "smdl_scorer",
     "train_edl",
 ]
@@ -303,7 +311,6 @@ def _embed_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return feats
 
 
-@torch.no_grad()
 def _weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     if weights is None:
         return dict(DEFAULT_WEIGHTS)
@@ -471,34 +478,37 @@ def explain(
     the order the search found. ``meta``: ``orders`` ``[B, m]``, ``regions`` (list of ``[m, H,
     W]``), ``priors`` ``[B, H, W]``, ``rankings``. The cost counts the model forwards of the search
     (from the scorers) and the wall time; the Grad-CAM priors' passes are not included.
-    ``priors`` replaces the Grad-CAM prior (e.g. an IG map).
+    ``priors`` replaces the Grad-CAM prior (e.g. an IG map). ``model`` and ``edl_model`` run in
+    eval mode; each submodule's training flag is given back afterwards.
     """
     check_model(model)
     images = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, C, H, W]")
     b = images.shape[0]
-    with torch.no_grad():
-        n_classes = int(logits_of(model(images[:1])).shape[-1])
-    tgt = check_target(target, n_classes, b)
-    if priors is None:
-        priors = gradcam_prior(model, images, tgt)
-    priors = check_tensor(priors, "priors", shape=(b, *images.shape[2:]), dtype="float", layout="[B, H, W]")
-    results = [
-        explain_one(
-            model,
-            images[i],
-            int(tgt[i]),
-            edl_model=edl_model,
-            prior=priors[i],
-            grid=grid,
-            per_set=per_set,
-            k=k,
-            weights=weights,
-            confidence=confidence,
-            baseline=baseline,
-            batch_size=batch_size,
-        )
-        for i in progress(range(b), disable=not show_progress, desc="SMDL")
-    ]
+    twin = check_model(edl_model, "edl_model") if edl_model is not None else nn.Identity()
+    with eval_mode(model), eval_mode(twin):
+        with torch.no_grad():
+            n_classes = int(logits_of(model(images[:1])).shape[-1])
+        tgt = check_target(target, n_classes, b)
+        if priors is None:
+            priors = gradcam_prior(model, images, tgt)
+        priors = check_tensor(priors, "priors", shape=(b, *images.shape[2:]), dtype="float", layout="[B, H, W]")
+        results = [
+            explain_one(
+                model,
+                images[i],
+                int(tgt[i]),
+                edl_model=edl_model,
+                prior=priors[i],
+                grid=grid,
+                per_set=per_set,
+                k=k,
+                weights=weights,
+                confidence=confidence,
+                baseline=baseline,
+                batch_size=batch_size,
+            )
+            for i in progress(range(b), disable=not show_progress, desc="SMDL")
+        ]
     maps = torch.stack([ranking_to_map(r.ranking, r.regions, how="rank") for r in results])
     cost = Cost(
         forward=sum(r.ranking.n_forward or 0 for r in results),
@@ -557,13 +567,89 @@ def evaluate_orders(
 
 @torch.no_grad()
 def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices ``[n]`` of the first ``n`` images (in data order) that ``model`` classifies wrongly."""
+    """Indices ``[n]`` of the first ``n`` images (in data order) that ``model`` (in eval mode) classifies wrongly."""
     check_model(model)
     images = check_tensor(images, "images", ndim=4, dtype="float", layout="[N, C, H, W]")
     labels = check_tensor(labels, "labels", shape=(images.shape[0],), dtype="int", layout="[N]")
     n = check_int(n, "n", low=1)
-    pred = torch.cat([logits_of(model(images[s : s + 256])).argmax(-1) for s in range(0, images.shape[0], 256)])
+    with eval_mode(model):
+        pred = torch.cat([logits_of(model(images[s : s + 256])).argmax(-1) for s in range(0, images.shape[0], 256)])
     wrong = torch.nonzero(pred.cpu() != labels.cpu()).flatten()
     if wrong.numel() < n:
         raise InputError(f"only {wrong.numel()} of {images.shape[0]} images are misclassified; asked for n={n}")
     return wrong[:n]
+
+
+# --------------------------------------------------------------------------------------------
+# This paper's figures
+# --------------------------------------------------------------------------------------------
+
+
+def _rgb(x: torch.Tensor) -> Any:
+    x = x.detach().float().cpu()
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        x = (x - lo) / max(hi - lo, 1e-12)
+    return x.permute(1, 2, 0).numpy() if x.shape[0] == 3 else x[0].numpy()
+
+
+def show_division(image: torch.Tensor, prior: torch.Tensor, regions: torch.Tensor) -> Figure:
+    """SMDL's division of one image, shown: the image ``[C, H, W]``, its prior ``[H, W]`` (diverging,
+    white = 0) and the prior-guided ``regions`` ``[m, H, W]`` coloured by their prior rank
+    (:func:`prior_guided_regions`: region 0, the prior's favourite, is brightest)."""
+    x = check_tensor(image, "image", ndim=3, dtype="float", layout="[C, H, W]")
+    prior = check_tensor(prior, "prior", shape=tuple(x.shape[1:]), dtype="float", layout="[H, W]")
+    regions = check_regions(regions, hw=tuple(x.shape[1:]))
+    m = regions.shape[0]
+    rank = (regions.float().cpu() * torch.arange(m, dtype=torch.float32)[:, None, None]).sum(0)
+    p = prior.detach().float().cpu()
+    lim = max(float(p.abs().max()), 1e-12)
+    with plots.style():
+        fig = plots.figure(6.6, 2.5)
+        axes = fig.subplots(1, 3)
+        axes[0].imshow(_rgb(x), cmap=None if x.shape[0] == 3 else "gray")
+        axes[0].set_title("image")
+        im = axes[1].imshow(p.numpy(), cmap=plots.DIVERGING, vmin=-lim, vmax=lim)
+        axes[1].set_title("prior (Grad-CAM)")
+        fig.colorbar(im, ax=axes[1], shrink=0.8)
+        im = axes[2].imshow(rank.numpy(), cmap="viridis_r", vmin=0, vmax=m - 1)
+        axes[2].set_title(f"{m} regions (bright = high prior)")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+    return plots.show(fig)
+
+
+def show_step(
+    candidates: torch.Tensor, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None
+) -> Figure:
+    """One greedy step, shown: each candidate region's score ``F(S + {r})`` as stacked bars of its
+    weighted terms (``terms``: name -> ``[n_candidates]``, e.g. a scorer's ``last_terms``; ``weights``
+    default :data:`DEFAULT_WEIGHTS`). The candidate the step picks (highest ``F``) is outlined."""
+    cand = check_tensor(candidates, "candidates", ndim=1, dtype="int", layout="[n_candidates]").cpu()
+    if not isinstance(terms, Mapping) or not terms:
+        raise InputError("`terms` must be a non-empty dict: term name -> [n_candidates] values")
+    w = _weights(weights)
+    vals = {}
+    for name, v in terms.items():
+        if name not in w:
+            raise InputError(f"`terms` names {name!r}; SMDL's terms are {list(TERMS)}")
+        v = check_tensor(torch.as_tensor(v), f"terms[{name!r}]", shape=tuple(cand.shape), layout="[n_candidates]")
+        vals[name] = w[name] * v.detach().double().cpu()
+    total = torch.stack(list(vals.values())).sum(0)
+    with plots.style():
+        fig = plots.figure(7.0, 2.6)
+        ax = fig.add_subplot()
+        xs = torch.arange(cand.numel()).numpy()
+        bottom = torch.zeros_like(total)
+        for name, v in vals.items():
+            ax.bar(xs, v.numpy(), bottom=bottom.numpy(), label=f"{w[name]:g}·{name}")
+            bottom = bottom + v
+        best = int(total.argmax())
+        ax.bar([xs[best]], [float(total[best])], fill=False, edgecolor="black", linewidth=1.5, label="picked")
+        ax.set_xticks(xs, [str(int(c)) for c in cand], fontsize=8)
+        ax.set_xlabel("candidate region (0 = highest prior)")
+        ax.set_ylabel("F(S ∪ {r})")
+        ax.legend(fontsize=7, ncol=5)
+    return plots.show(fig)
