@@ -13,13 +13,13 @@ from torch import nn
 
 from xattr_nb.checks import InputError
 from xattr_nb.methods import steering as S
-from xattr_nb.models import bias_recipes
+from xattr_nb.models import bias_recipes, load_lm
 from xattr_nb.worlds import bias as W
 
 
 @pytest.fixture(scope="module")
 def small():
-    return S.load_small()
+    return load_lm("cpu", small="bias_gpt2")
 
 
 # ------------------------------------------------------------------------------ the world
@@ -187,15 +187,44 @@ def test_sweep_zero_row_and_steering_lowers_derogatory_mass(small):
 
 
 def test_full_scale_path_on_a_local_stand_in(tmp_path):
-    """`load_full` + `run` on a tiny random GPT-2 saved with save_pretrained (the gpt2-large path, offline)."""
+    """`load_lm("full")` + `explain` on a tiny random GPT-2 saved with save_pretrained (the gpt2-large path, offline)."""
     tok = bias_recipes.bias_tokenizer()
     bias_recipes.bias_gpt2(seed=1).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    model, tok2 = S.load_full(str(tmp_path))
-    out = S.run(model, tok2, n_per_class=30, n_ppl=10, n_random=2, alphas=(0.0, 1.0), seed=3)
+    model, tok2 = load_lm("full", small="bias_gpt2", full=str(tmp_path))
+    tok2.padding_side = "left"  # encode pads on the right whatever the tokenizer's default
+    out = S.explain(model, tok2, n_per_class=30, n_ppl=10, n_random=2, alphas=(0.0, 1.0), seed=3)
     assert list(out["test"]["method"]) == ["none", "decision", "paper", "probe", "random"]
     assert set(out["val"]["layer"]) == {0, 1, 2, 3} and out["chosen"]["decision"]["layer"] in range(4)
     assert out["test"]["reduction"][0] == 0.0
+
+
+def test_next_word_distribution_and_categories(small):
+    model, tok = small
+    prompts = W.bias_prompts("biased", groups=["old", "rich"]).texts
+    base = S.next_word_distribution(model, tok, prompts)
+    assert base.shape == (len(tok),) and float(base.sum()) == pytest.approx(1.0, abs=1e-5)
+    ids, mask = S.encode(tok, prompts, eos=False)
+    mass = S.category_mass(base, tok)
+    assert list(mass) == list(S.CATEGORIES) and sum(mass.values()) == pytest.approx(1.0, abs=1e-5)
+    derog = S.next_word_mass(model, ids, mask, S.word_ids(tok, W.DEROGATORY_ADJS)).mean()
+    assert mass["derogatory"] == pytest.approx(float(derog), abs=1e-5)  # the same mass as the evaluation reads
+    v = S.decision_vector(model, tok, 3, ["old", "rich"])
+    unit = S.resid_norm(model, tok, W.bias_corpus(30, p_object=1.0, seed=5).texts, 3)
+    steered = S.next_word_distribution(model, tok, prompts, layer=3, vec=v, strength=1.25 * unit)
+    assert S.category_mass(steered, tok)["derogatory"] < mass["derogatory"] - 0.3
+    both = S.next_word_distribution(model, tok, prompts, layer=3, vec=torch.stack([v, -v]), strength=0.5)
+    one = [S.next_word_distribution(model, tok, prompts, layer=3, vec=u, strength=0.5) for u in (v, -v)]
+    assert torch.allclose(both, (one[0] + one[1]) / 2)  # [K, D]: the K distributions are averaged
+    assert torch.equal(S.next_word_distribution(model, tok, prompts), base)  # the hook is gone
+    fig = S.plot_continuations({"none": base, "decision": steered}, tok, k=5)
+    assert len(fig.axes) == 2 and len(fig.axes[1].get_xticklabels()) == 5
+    with pytest.raises(InputError, match="layer"):
+        S.next_word_distribution(model, tok, prompts, vec=v, strength=1.0)
+    with pytest.raises(InputError, match="zero vector"):
+        S.next_word_distribution(model, tok, prompts, layer=3, vec=torch.zeros(64), strength=1.0)
+    with pytest.raises(InputError, match="compare"):
+        S.plot_continuations({"none": base}, tok)
 
 
 def test_method_bad_inputs(small):

@@ -19,8 +19,10 @@ adjectives), so the toolkit can put numbers on it (spec 12, section 7.5, reconst
    perplexity budget, and :func:`evaluate` measures it on *test* prompts against the controls
    (:func:`random_vectors` of equal norm, :func:`probe_vector`, no steering).
 
-:func:`run` chains it all. The hooks, steered generation and perplexity are the shared
-:mod:`xattr_nb.interventions.steering`; probes are :mod:`xattr_nb.interventions.probes` (sklearn).
+:func:`explain` chains it all; :func:`next_word_distribution` and :func:`plot_continuations` show where the
+steered next-word mass goes. Models come from :func:`xattr_nb.models.load_lm` (``small="bias_gpt2"``, the
+zoo's tiny GPT-2; ``full="gpt2-large"``, the paper's). The hooks, steered generation and perplexity are
+the shared :mod:`xattr_nb.interventions.steering`; probes are :mod:`xattr_nb.interventions.probes` (sklearn).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from torch import nn
 
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor, check_texts
 from xattr_nb.interventions.probes import diff_of_means, hidden_states, layerwise_probe
-from xattr_nb.interventions.steering import steer_generate, sweep_alpha
-from xattr_nb.models.io import device_of, logits_of
+from xattr_nb.interventions.steering import add_vector, steer_generate, sweep_alpha
+from xattr_nb.models.io import device_of, eval_mode, logits_of
 from xattr_nb.worlds.base import check_seed
 from xattr_nb.worlds.bias import (
     BIAS_GROUPS,
@@ -51,22 +53,24 @@ from xattr_nb.worlds.bias import (
 
 __all__ = [
     "ALPHAS",
+    "CATEGORIES",
     "PAPER_CONFIG",
+    "category_mass",
     "choose_setting",
     "decision_vector",
     "encode",
     "evaluate",
-    "load_full",
-    "load_small",
+    "explain",
+    "next_word_distribution",
     "next_word_mass",
     "paper_vector",
+    "plot_continuations",
     "plot_sweeps",
     "probe_curve",
     "probe_vector",
     "random_vectors",
     "reduction",
     "resid_norm",
-    "run",
     "select_layer",
     "split_groups",
     "statement_states",
@@ -86,39 +90,17 @@ ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 4.0, 8.0
 # Models and text.
 
 
-def load_small(*, retrain: bool = False, seed: int = 0, device: str = "cpu") -> tuple[nn.Module, Any]:
-    """``(model, tokenizer)``: the zoo's ``bias_gpt2`` (or, with ``retrain``, the recipe run here at ``seed``)."""
-    from xattr_nb.models import zoo
-    from xattr_nb.models.bias_recipes import bias_tokenizer, train_bias_gpt2
-
-    if retrain:
-        model, _ = train_bias_gpt2(check_seed(seed), show_progress=True)
-        model = model.to(device).eval()
-    else:
-        model = zoo.load("bias_gpt2", device=device)
-    return model, bias_tokenizer()
-
-
-def load_full(name: str = "gpt2-large", *, device: str = "cpu") -> tuple[nn.Module, Any]:
-    """``(model, tokenizer)`` of a paper-scale causal LM by HF name or local folder (pad token = EOS)."""
-    from xattr_nb.models.hub import load_causal_lm
-
-    tok, model = load_causal_lm(name, device=device)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "right"
-    return model, tok
-
-
 def encode(tokenizer: Any, texts: Sequence[str], *, eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``bos text [eos]`` as ids ``[N, T]`` right-padded, and the attention mask ``[N, T]`` (long).
 
-    Works with the world's word tokenizer and with GPT-2's BPE tokenizer alike (their BOS/EOS tokens)."""
+    Works with the world's word tokenizer and with GPT-2's BPE tokenizer alike (their BOS/EOS tokens), as
+    :func:`xattr_nb.models.load_lm` returns them at either scale."""
     texts = check_texts(texts, "texts")
     if getattr(tokenizer, "bos_token", None) is None or getattr(tokenizer, "pad_token", None) is None:
         raise InputError("`tokenizer` must be a HF tokenizer with a bos_token and a pad_token")
     full = [f"{tokenizer.bos_token} {t}" + (f" {tokenizer.eos_token}" if eos else "") for t in texts]
-    enc = tokenizer(full, padding=True, add_special_tokens=False, return_tensors="pt")
+    # right padding whatever the tokenizer's default: every reader takes a row's last real token from the mask
+    enc = tokenizer(full, padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]
 
 
@@ -400,8 +382,117 @@ def steered_examples(
     return pd.DataFrame(out)
 
 
+#: Next-word categories of the bias world, in the order the figures stack them.
+CATEGORIES: tuple[str, ...] = ("derogatory", "neutral", "object adjective", "other")
+
+
+@torch.no_grad()
+def next_word_distribution(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    layer: int | None = None,
+    vec: torch.Tensor | None = None,
+    strength: float = 0.0,
+    positions: str | Sequence[int] = "all",
+) -> torch.Tensor:
+    """The next-token distribution ``[V]`` at each prompt's last token, averaged over ``prompts``; with
+    ``vec`` (``[D]``, or ``[K, D]``: the K distributions are averaged) subtracted after block ``layer`` at
+    norm ``strength`` (``strength * vec / ||vec||``, every position). Greedy decoding shows only the argmax
+    of this distribution; this is the whole of it."""
+    prompts = check_texts(prompts, "prompts")
+    strength = check_float(strength, "strength", low=0.0)
+    ids, mask = encode(tokenizer, prompts, eos=False)
+    dev = device_of(model)
+    last = (mask.sum(1) - 1).to(dev)
+
+    def probs() -> torch.Tensor:
+        logits = logits_of(model(input_ids=ids.to(dev), attention_mask=mask.to(dev)), ndim=3)
+        return logits[torch.arange(ids.shape[0], device=dev), last].float().softmax(-1).mean(0).cpu()
+
+    with eval_mode(model):
+        if vec is None:
+            return probs()
+        if layer is None:
+            raise InputError("`layer` is needed with `vec`: the block after which the vector is subtracted")
+        vs = check_tensor(vec, "vec", ndim=(1, 2), dtype="float")
+        vs = vs[None] if vs.ndim == 1 else vs
+        if bool((vs.norm(dim=1) == 0).any()):
+            raise InputError("`vec` holds the zero vector: it has no direction to steer along")
+        out = []
+        for v in vs:
+            with add_vector(model, layer, v / v.norm(), -strength, positions):
+                out.append(probs())
+        return torch.stack(out).mean(0)
+
+
+def category_mass(probs: torch.Tensor, tokenizer: Any) -> dict[str, float]:
+    """The mass of a next-token distribution ``[V]`` on each of :data:`CATEGORIES` (the world's derogatory,
+    neutral and object adjectives, by :func:`word_ids`, and everything else); the four sum to 1."""
+    p = check_tensor(probs, "probs", ndim=1, dtype="float", layout="[V]")
+    out = {
+        name: float(p[word_ids(tokenizer, words)].sum())
+        for name, words in zip(CATEGORIES[:3], (DEROGATORY_ADJS, NEUTRAL_ADJS, OBJECT_ADJS), strict=True)
+    }
+    out["other"] = max(0.0, float(p.sum()) - sum(out.values()))
+    return out
+
+
+def _category_of(tokenizer: Any) -> dict[int, str]:
+    words = zip(CATEGORIES[:3], (DEROGATORY_ADJS, NEUTRAL_ADJS, OBJECT_ADJS), strict=True)
+    return {int(i): name for name, ws in words for i in word_ids(tokenizer, ws)}
+
+
+def plot_continuations(
+    dists: Mapping[str, torch.Tensor], tokenizer: Any, *, compare: Sequence[str] | None = None, k: int = 12
+) -> Any:
+    """Where the next-word mass goes: per setting of ``dists`` (``{name: [V] distribution}`` from
+    :func:`next_word_distribution`) the mass on each of :data:`CATEGORIES` (stacked bars), and for the two
+    settings ``compare`` (default: the first two) the ``k`` most likely words, coloured by category."""
+    from xattr_nb import plots
+
+    if not isinstance(dists, Mapping) or not dists:
+        raise InputError("`dists` must be a non-empty dict {setting: [V] next-token distribution}")
+    names = list(dists)
+    compare = list(compare) if compare is not None else names[:2]
+    if len(compare) != 2 or any(c not in dists for c in compare):
+        raise InputError(f"`compare` must name two settings of `dists` ({names}); got {compare}")
+    k = check_int(k, "k", low=1)
+    masses = {n: category_mass(d, tokenizer) for n, d in dists.items()}
+    cat_of = _category_of(tokenizer)
+    colors = {"derogatory": "#c44e52", "neutral": "#4c72b0", "object adjective": "#55a868", "other": "#bbbbbb"}
+    both = torch.stack([dists[c] for c in compare])
+    top = both.max(0).values.topk(min(k, both.shape[1])).indices.tolist()
+    labels = [tokenizer.decode([i]).strip() or repr(tokenizer.convert_ids_to_tokens(i)) for i in top]
+    with plots.style():
+        fig = plots.figure(9.0, 3.0)
+        left, right = fig.subplots(1, 2, width_ratios=[1, 1.6])
+        bottom = np.zeros(len(names))
+        for cat in CATEGORIES:
+            h = np.array([masses[n][cat] for n in names])
+            left.bar(names, h, bottom=bottom, color=colors[cat], label=cat, edgecolor="none")
+            bottom += h
+        left.set_ylabel("next-word mass")
+        left.set_ylim(0, 1)
+        left.tick_params(axis="x", labelrotation=30)
+        left.legend(fontsize=7, loc="lower right")
+        left.set_title("by category")
+        xs = np.arange(len(top))
+        for j, (name, shift) in enumerate(zip(compare, (-0.2, 0.2), strict=True)):
+            right.bar(xs + shift, [float(dists[name][i]) for i in top], width=0.4, label=name,
+                      color=["#999999", "#333333"][j], edgecolor="none")  # fmt: skip
+        right.set_xticks(xs, labels, rotation=45, ha="right", fontsize=8)
+        for tick, i in zip(right.get_xticklabels(), top, strict=True):
+            tick.set_color(colors[cat_of.get(i, "other")] if i in cat_of else "#555555")
+        right.set_ylabel("probability")
+        right.legend(fontsize=7)
+        right.set_title(f"top {len(top)} next words (label colour = category)")
+    return plots.show(fig)
+
+
 def plot_sweeps(val: pd.DataFrame, *, ppl_budget: float = 0.25) -> Any:
-    """Validation sweeps (from :func:`run` or :func:`sweep_layers` with a ``variant`` column): per variant,
+    """Validation sweeps (from :func:`explain` or :func:`sweep_layers` with a ``variant`` column): per variant,
     the reduction of derogatory mass vs alpha, one line per layer, hollow where perplexity rose by more
     than ``ppl_budget``."""
     from xattr_nb import plots
@@ -427,14 +518,14 @@ def plot_sweeps(val: pd.DataFrame, *, ppl_budget: float = 0.25) -> Any:
             ax.set_title(f"{name} vector")
         axes[0].set_ylabel("reduction of derogatory mass")
         axes[-1].legend(fontsize=7)
-    return fig
+    return plots.show(fig)
 
 
 # ----------------------------------------------------------------------------------------------
 # Entry point.
 
 
-def run(
+def explain(
     model: nn.Module,
     tokenizer: Any,
     *,
