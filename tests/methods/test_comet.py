@@ -87,6 +87,15 @@ def test_topk_mask_exact():
     assert keep.sum() == 4 and bool(keep[0, 3].all()) and not bool(keep[0, :3].any())
 
 
+def test_topk_mask_per_image_fractions_match_another_mask_area():
+    maps = torch.arange(32.0).reshape(2, 4, 4)
+    keep = C.topk_mask(maps, torch.tensor([0.25, 0.5]))
+    assert keep.flatten(1).sum(1).tolist() == [4, 8]
+    assert bool(keep[0, 3].all()) and bool(keep[1, 2:].all()) and not bool(keep[1, :2].any())
+    ties = C.topk_mask(torch.zeros(1, 2, 2), 0.5)  # ties broken by index: the first pixels win
+    assert ties.flatten().tolist() == [True, True, False, False]
+
+
 def test_split_copies_two_squares():
     _, gt = _twin_squares(2)
     parts = C.split_copies(gt)
@@ -208,6 +217,40 @@ def test_evaluate_one_copy_is_not_both():
     r = C.evaluate(_oracle(), x, torch.ones(2, dtype=torch.long), gt)
     assert r["both_copies"].tolist() == [0.0, 0.0]
     assert torch.allclose(r["recall"], torch.full((2,), 0.5))
+
+
+def test_evaluate_masks_scores_any_mask_like_evaluate():
+    x, gt = _twin_squares(3)
+    y = torch.ones(3, dtype=torch.long)
+    model = _oracle()
+    r = C.evaluate(model, x, y, gt)
+    same = C.evaluate_masks(model.detector, x, y, gt, x[:, 0] > 0.5, baseline=0.5)
+    assert set(r) == {"pred_correct", *same} and all(torch.equal(r[k], v) for k, v in same.items())
+    ones = C.evaluate_masks(_RedCounter(), x, y, gt, torch.ones_like(gt))  # the all-ones control
+    assert ones["recall"].tolist() == [1.0] * 3 and ones["area"].tolist() == [1.0] * 3
+    assert ones["comp_correct"].tolist() == [0.0] * 3  # nothing left to see in an all-q complement
+    none = C.evaluate_masks(_RedCounter(), x, y, gt, torch.zeros_like(gt))
+    assert none["comp_correct"].tolist() == [1.0] * 3 and none["recall"].tolist() == [0.0] * 3
+
+
+def test_comet_model_is_buildable_from_its_config():
+    from xattr_nb.models import build
+
+    m = build({"arch": "CometModel", "kwargs": {"n_classes": 4, "in_ch": 3, "width": 8}})
+    assert isinstance(m, C.CometModel) and isinstance(m.selector, C.TinySelector)
+    assert not any(p.requires_grad for p in m.detector.parameters())  # the detector is frozen
+    assert m(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+    assert isinstance(build({"arch": "TinySelector", "kwargs": {"width": 4}}), C.TinySelector)
+
+
+def test_twin_shapes_has_two_copies_and_disjoint_splits():
+    train, test = C.twin_shapes(40, 10, seed=3)
+    assert len(train) == 40 and len(test) == 10 and train.images.shape[1:] == (3, 32, 32)
+    assert C.split_copies(test.masks).flatten(2).any(-1).all()  # two non-empty copies per image
+    flat = lambda d: {tuple(v.tolist()) for v in d.images.flatten(1)[:, ::37]}  # noqa: E731
+    assert not flat(train) & flat(test)
+    again, _ = C.twin_shapes(40, 10, seed=3)
+    assert torch.equal(again.images, train.images)
 
 
 def test_explain_and_registered_method_give_the_mask():
@@ -337,6 +380,19 @@ def test_bad_comet_method_model():
 def test_bad_topk_fraction():
     with pytest.raises(InputError, match="fraction"):
         C.topk_mask(torch.rand(1, 4, 4), 1.5)
+
+
+def test_bad_topk_per_image_fraction():
+    with pytest.raises(InputError, match="fraction"):
+        C.topk_mask(torch.rand(2, 4, 4), torch.tensor([0.5, -0.1]))
+    with pytest.raises(InputError, match="fraction"):
+        C.topk_mask(torch.rand(2, 4, 4), torch.tensor([0.5]))
+
+
+def test_bad_evaluate_masks_shape():
+    x, gt = _twin_squares(2)
+    with pytest.raises(InputError, match="`masks`"):
+        C.evaluate_masks(_RedCounter(), x, torch.ones(2, dtype=torch.long), gt, gt[:1])
 
 
 def test_bad_split_copies_dtype():

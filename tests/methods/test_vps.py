@@ -17,6 +17,7 @@ from xattr_nb.attribution.subsets import greedy_search
 from xattr_nb.checks import InputError
 from xattr_nb.kernels import grid_regions
 from xattr_nb.methods import vps as V
+from xattr_nb.metrics import pointing_game
 from xattr_nb.models.detection import Detections, TinyGridDetector, detection_score
 from xattr_nb.worlds.shapes import make_scenes
 
@@ -144,15 +145,15 @@ def test_object_curves_of_an_additive_score():
     assert c.insertion_auc == pytest.approx(0.8) and c.deletion_auc == pytest.approx(0.2)
 
 
-def test_point_game_is_lenient_on_ties_and_energy_pg_normalises():
+def test_pointing_is_the_any_ties_game_and_energy_pg_normalises():
     box = torch.tensor([1.0, 1.0, 3.0, 3.0])
     m = torch.zeros(4, 4)
     m[1, 1] = 1.0
-    assert V.point_game(m, box)
-    m[0, 0] = 1.0  # a tie outside: still a hit (VPS's convention)
-    assert V.point_game(m, box)
+    assert pointing_game(m, box, ties="any")
+    m[0, 0] = 1.0  # a tie outside: still a hit (VPS's convention, the one evaluate uses)
+    assert pointing_game(m, box, ties="any") and not pointing_game(m, box)
     m[1, 1] = 0.5
-    assert not V.point_game(m, box)
+    assert not pointing_game(m, box, ties="any")
     # Constant floor 0.5 removed by the min-max: all mass inside.
     e = torch.full((4, 4), 0.5)
     e[1:3, 1:3] = 1.0
@@ -234,6 +235,24 @@ def test_evaluate_uses_the_vps_order_and_sums_maps_per_region():
     assert res.mean("energy")["VPS"] == pytest.approx(1.0)  # only region 5 lit, and it lies in the box
     assert res.mean("energy")["wrong"] == 0.0
     assert res.cost["VPS"].forward == a.cost.forward
+
+
+def test_explain_select_and_evaluate_give_each_submodule_its_training_flag_back():
+    det = TinyGridDetector(3).train()
+    det.blocks[0].eval()  # a submodule the caller froze stays frozen
+    flags = [m.training for m in det.modules()]
+    scenes = make_scenes(4, seed=2)
+    with pytest.raises(InputError, match="correctly detected"):
+        V.select_targets(det, scenes, 50, min_sigma=0.0)
+    assert [m.training for m in det.modules()] == flags
+    x = scenes.images[0]
+    regions = V.partition(x, 4, "grid")
+    box = scenes.boxes[0][0]
+    a = V.explain(det, x, box, int(scenes.labels[0][0]), regions=regions)
+    assert [m.training for m in det.modules()] == flags
+    t = V.Target(0, 0, x, box, int(scenes.labels[0][0]), 0, 0.5, 0.6)
+    V.evaluate(det, [t], {"VPS": [a]}, [regions])
+    assert [m.training for m in det.modules()] == flags
 
 
 # --------------------------------------------------------------------------------------------- targets
@@ -427,9 +446,22 @@ def test_select_targets_on_a_grounding_style_detector_and_tuple_data():
     assert [x.sigma for x in t] == pytest.approx([0.6, 0.9])
 
 
-def test_bad_point_game_box_outside():
-    with pytest.raises(InputError, match="no pixel"):
-        V.point_game(torch.rand(4, 4), [10.0, 10.0, 12.0, 12.0])
+def test_bad_energy_pg_box_outside():
+    with pytest.raises(InputError, match="empty mask"):
+        V.energy_pg(torch.rand(4, 4), [10.0, 10.0, 12.0, 12.0])
+
+
+def test_paint_regions_and_the_detection_figures():
+    regions = grid_regions(8, 8, 2, 2)
+    painted = V.paint_regions(torch.tensor([1.0, 2.0, 3.0, 4.0]), regions)
+    assert painted[0, 0] == 1.0 and painted[0, 7] == 2.0 and painted[7, 0] == 3.0 and painted[7, 7] == 4.0
+    x = bright_image()
+    fig = V.plot_regions(x, regions, BOX, title="target")
+    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "target"
+    fig = V.plot_scenes(x[None].expand(2, -1, -1, -1), [BOX[None], BOX[None]], [torch.tensor([0])] * 2, ["a"], n=2)
+    assert len(fig.axes) == 2 and fig.axes[0].texts[0].get_text() == "a"
+    with pytest.raises(InputError, match="values"):
+        V.paint_regions(torch.ones(3), regions)
 
 
 def test_bad_mean_colour_input():

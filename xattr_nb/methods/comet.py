@@ -16,6 +16,8 @@ hinged form of the official code (branch "2p"), not the abstract's unbounded sub
 
 The steps, each usable on its own (the notebook walks through them):
 
+- :func:`twin_shapes`: the small-scale world, each image with two copies of its class glyph;
+
 - :class:`TinySelector` (the small-scale selector) and :func:`mask_of` (logits → mask ``[B, H, W]``);
 - :func:`compose_views`: the selected view and the complement view of a batch;
 - :func:`random_holes` / :func:`hole_augment`: the detector's augmentation (rectangles and
@@ -26,6 +28,8 @@ The steps, each usable on its own (the notebook walks through them):
   (``a=0`` gives the selector–predictor baseline on the same data order and initialisation);
   :func:`straight_through` and :func:`predictor_from_detector` are its small-scale aids;
 - :func:`evaluate`: accuracy, complement detectability, GT recall, both-copies rate, IoU, area;
+  :func:`evaluate_masks` scores any other masks the same way (post-hoc maps binarised at a matched
+  area by :func:`topk_mask`, random masks, the all-ones mask);
 - :func:`explain` (and ``attribute(model, x, y, method="comet")``, which calls :func:`selector_scores`;
   :mod:`xattr_nb.attribution.registry` lists it): the mask as an Attribution.
 
@@ -34,6 +38,10 @@ selector–predictor models (β=1 in the notebook); a straight-through binarised
 a predictor started from the detector's weights (six epochs instead of two hundred).
 :func:`xattr_nb.worlds.folders.load_image_folder` and :func:`full_scale_models` wire the paper's setting (ImageNet-9
 folders, a DeepLabv3 selector, ResNet-18 predictor and detector) through transformers.
+
+The zoo ships the small-scale detector and both trained systems (``comet_detector``,
+``comet_baseline``, ``comet_model``; recipes in :mod:`xattr_nb.models.comet_recipes`, trained with
+:data:`SMALL_SCALE`); :func:`comet_model` is the architecture they are rebuilt from.
 """
 
 from __future__ import annotations
@@ -53,18 +61,21 @@ from torch import nn
 from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.metrics import mask_iou
-from xattr_nb.models import ImageClassifier, TinyCNN, fit
-from xattr_nb.models.io import check_model, device_of, logits_of
+from xattr_nb.models import ImageClassifier, TinyCNN, fit, register_architecture
+from xattr_nb.models.io import check_model, device_of, eval_mode, logits_of
 from xattr_nb.runtime import Cost, pick_device, progress
-from xattr_nb.worlds.shapes import SHAPES, SIZES, render_masks
+from xattr_nb.worlds.shapes import SHAPES, SIZES, ShapesData, make_shapes, render_masks, split
 
 __all__ = [
+    "SMALL_SCALE",
     "CometHistory",
     "CometModel",
     "TinySelector",
     "comet_loss",
+    "comet_model",
     "compose_views",
     "evaluate",
+    "evaluate_masks",
     "explain",
     "freeze",
     "full_scale_models",
@@ -78,10 +89,26 @@ __all__ = [
     "topk_mask",
     "train_comet",
     "train_detector",
+    "twin_shapes",
 ]
 
 #: The official code's defaults (``conf/COMET.yaml``): a=m_closs, g=gap_th, b=m_m1, τ=mask_th.
 PAPER_DEFAULTS: dict[str, float] = {"a": 4.0, "gap": 2.0, "b": 100.0, "tau": 0.6, "lr": 5e-4, "weight_decay": 0.03}
+
+#: The small-scale setting of notebook 05 (the zoo's ``comet_*`` checkpoints are trained with it):
+#: data sizes, detector and joint-training epochs, COMET's a, g, b, τ, the tutorial's β and the baseline value q.
+SMALL_SCALE: dict[str, float] = {
+    "n_train": 2000,
+    "n_test": 400,
+    "det_epochs": 6,
+    "epochs": 6,
+    "a": 4.0,
+    "gap": 2.0,
+    "b": 100.0,
+    "tau": 0.6,
+    "beta": 1.0,
+    "q": 0.5,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,6 +138,33 @@ def _baseline_value(q: Any, channels: int, name: str = "baseline") -> torch.Tens
     if q.shape[0] != channels:
         raise InputError(f"`{name}` has {q.shape[0]} channels but the images have {channels}")
     return q.reshape(1, channels, 1, 1) if q.ndim == 1 else q.unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The small-scale world: two copies of the evidence
+
+
+def twin_shapes(n_train: int = 2000, n_test: int = 400, *, seed: int = 0) -> tuple[ShapesData, ShapesData]:
+    """Training and held-out twin-glyph ShapesWorld images (32×32, 4 classes, small glyphs, 2 dots).
+
+    Each image holds its class glyph **twice** (either copy alone is sufficient) on a black, grey or
+    gradient background; ``masks`` is the union of both copies. One draw of ``n_train + n_test``
+    images is split at random (``seed``), so the held-out part never overlaps the training part.
+    """
+    n_train, n_test = check_int(n_train, "n_train", low=1), check_int(n_test, "n_test", low=1)
+    seed = check_int(seed, "seed", low=0)
+    data = make_shapes(
+        n_train + n_test,
+        size=32,
+        twin=True,
+        n_distractors=2,
+        sizes=("small",),
+        backgrounds=("black", "gray", "gradient"),
+        positions=("top left", "top right", "bottom left", "bottom right"),
+        seed=seed,
+    )
+    train, test = split(data, (n_train / len(data), n_test / len(data)), seed=seed)
+    return train, test
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +454,28 @@ class CometModel(nn.Module):
         return self.predictor(self.views(x)[1])
 
 
+def comet_model(
+    n_classes: int = 4, in_ch: int = 3, width: int = 16, baseline: float = 0.5, threshold: float = 0.5
+) -> CometModel:
+    """A fresh small-scale :class:`CometModel` (a :class:`TinySelector` of ``width``, a TinyCNN predictor and a
+    frozen TinyCNN detector): what the zoo builds from ``{"arch": "CometModel", "kwargs": {...}}`` before
+    loading a checkpoint's weights."""
+    n_classes, in_ch = check_int(n_classes, "n_classes", low=2), check_int(in_ch, "in_ch", low=1)
+    detector = freeze(TinyCNN(n_classes=n_classes, in_ch=in_ch))
+    return CometModel(
+        TinySelector(in_ch=in_ch, width=width),
+        TinyCNN(n_classes=n_classes, in_ch=in_ch),
+        detector,
+        baseline=check_float(baseline, "baseline"),
+        threshold=threshold,
+    )
+
+
+# The zoo rebuilds shipped COMET checkpoints from these names (xattr_nb.models.comet_recipes).
+register_architecture("TinySelector", TinySelector)
+register_architecture("CometModel", comet_model)
+
+
 def predictor_from_detector(detector: nn.Module) -> nn.Module:
     """A trainable copy of ``detector`` (training mode, ``requires_grad`` on) to start the predictor from.
 
@@ -563,19 +639,71 @@ def split_copies(masks: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def topk_mask(maps: torch.Tensor, fraction: float) -> torch.Tensor:
+def topk_mask(maps: torch.Tensor, fraction: float | torch.Tensor) -> torch.Tensor:
     """Binarise maps ``[B, H, W]`` at their top ``fraction`` of pixels (ties broken by index): bool ``[B, H, W]``.
 
-    Used to compare post-hoc maps with a mask at matched area.
+    ``fraction`` is one number for every map, or a tensor ``[B]`` of per-image fractions (e.g. the
+    area of another method's mask on the same image). Used to compare masks at matched area.
     """
     maps = check_tensor(maps, "maps", ndim=3, dtype="float", layout="[B, H, W]")
-    fraction = check_float(fraction, "fraction", low=0.0, high=1.0)
     flat = maps.flatten(1)
-    k = round(fraction * flat.shape[1])
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    if k:
-        keep.scatter_(1, flat.topk(k, dim=1).indices, True)
+    if isinstance(fraction, torch.Tensor):
+        fr = check_tensor(fraction, "fraction", shape=(maps.shape[0],), dtype="float", layout="[B]").double().cpu()
+        if bool(((fr < 0) | (fr > 1)).any()):
+            raise InputError("`fraction` must lie in [0, 1]")
+        ks = (fr * flat.shape[1]).round().long().tolist()
+    else:
+        ks = [round(check_float(fraction, "fraction", low=0.0, high=1.0) * flat.shape[1])] * maps.shape[0]
+    order = flat.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    keep = rank < torch.tensor(ks, device=flat.device)[:, None]
     return keep.reshape(maps.shape)
+
+
+@torch.no_grad()
+def evaluate_masks(
+    detector: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gt: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    baseline: float | torch.Tensor = 0.5,
+    batch_size: int = 256,
+) -> dict[str, torch.Tensor]:
+    """Per-image metrics of any binary masks ``[N, H, W]`` against the twin-glyph ground truth.
+
+    Returns ``[N]`` tensors: ``comp_correct`` (the frozen ``detector`` on the complement ``x_{1−s}``:
+    lower = more complete; chance is 1/K), ``recall`` (share of GT pixels selected), ``both_copies``
+    (each copy > 50 % selected), ``iou`` (with the GT mask) and ``area`` (selected share of the
+    image). ``gt`` is the union of the two copies ``[N, H, W]`` bool. The same function scores
+    COMET's masks (:func:`evaluate`) and any control: post-hoc maps binarised by :func:`topk_mask`,
+    random masks of matched area, the all-ones mask.
+    """
+    detector = check_model(detector, "detector")
+    x = _images(x)
+    y = _labels(y, x.shape[0])
+    gt = check_tensor(gt, "gt", shape=(x.shape[0], *x.shape[2:]), dtype="bool", layout="[N, H, W]")
+    masks = check_tensor(masks, "masks", shape=(x.shape[0], *x.shape[2:]), dtype="bool", layout="[N, H, W]")
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    dev = device_of(detector)
+    ok_d = []
+    with eval_mode(detector):
+        for s in range(0, x.shape[0], batch_size):
+            xb, mb = x[s : s + batch_size].to(dev), masks[s : s + batch_size].to(dev)
+            _, xc = compose_views(xb, mb.to(xb.dtype), baseline)
+            ok_d.append(logits_of(detector(xc), ndim=2).argmax(-1).cpu() == y[s : s + batch_size].cpu())
+    m, gt = masks.cpu(), gt.cpu()
+    copies = split_copies(gt)
+    per_copy = (m[:, None] & copies).flatten(2).sum(-1) / copies.flatten(2).sum(-1).clamp_min(1)
+    return {
+        "comp_correct": torch.cat(ok_d).float(),
+        "recall": (m & gt).flatten(1).sum(1) / gt.flatten(1).sum(1).clamp_min(1),
+        "both_copies": (per_copy > 0.5).all(1).float(),
+        "iou": mask_iou(m, gt).float(),
+        "area": m.flatten(1).float().mean(1),
+    }
 
 
 @torch.no_grad()
@@ -589,36 +717,24 @@ def evaluate(
 ) -> dict[str, torch.Tensor]:
     """Per-image metrics of a trained :class:`CometModel` (masks binarised at ``model.threshold``).
 
-    Returns ``[N]`` tensors: ``pred_correct`` (predictor on ``x_s``), ``comp_correct`` (frozen
-    detector on ``x_{1−s}``: lower = more complete; chance is 1/K), ``recall`` (share of GT pixels
-    selected), ``both_copies`` (each copy > 50 % selected), ``iou`` (with the GT mask), ``area``
-    (selected share of the image). ``gt`` is the union of the two copies ``[N, H, W]`` bool.
+    ``pred_correct`` (the predictor on ``x_s``), then every metric of :func:`evaluate_masks` on the
+    model's own masks with its frozen detector: ``comp_correct``, ``recall``, ``both_copies``, ``iou``,
+    ``area``.
     """
     if not isinstance(model, CometModel):
         raise InputError(f"`model` must be a CometModel (from train_comet); got {type(model).__name__}")
     x = _images(x)
     y = _labels(y, x.shape[0])
-    gt = check_tensor(gt, "gt", shape=(x.shape[0], *x.shape[2:]), dtype="bool", layout="[N, H, W]")
     batch_size = check_int(batch_size, "batch_size", low=1)
     dev = device_of(model)
-    sel, ok_p, ok_d = [], [], []
-    for s in range(0, x.shape[0], batch_size):
-        xb = x[s : s + batch_size].to(dev)
-        m, xs, xc = model.views(xb)
-        sel.append(m.bool().cpu())
-        ok_p.append(model.predictor(xs).argmax(-1).cpu() == y[s : s + batch_size])
-        ok_d.append(model.detector(xc).argmax(-1).cpu() == y[s : s + batch_size])
-    m = torch.cat(sel)
-    copies = split_copies(gt)
-    per_copy = (m[:, None] & copies).flatten(2).sum(-1) / copies.flatten(2).sum(-1).clamp_min(1)
-    return {
-        "pred_correct": torch.cat(ok_p).float(),
-        "comp_correct": torch.cat(ok_d).float(),
-        "recall": (m & gt).flatten(1).sum(1) / gt.flatten(1).sum(1).clamp_min(1),
-        "both_copies": (per_copy > 0.5).all(1).float(),
-        "iou": mask_iou(m, gt).float(),
-        "area": m.flatten(1).float().mean(1),
-    }
+    sel, ok_p = [], []
+    with eval_mode(model):
+        for s in range(0, x.shape[0], batch_size):
+            m, xs, _ = model.views(x[s : s + batch_size].to(dev))
+            sel.append(m.bool().cpu())
+            ok_p.append(logits_of(model.predictor(xs), ndim=2).argmax(-1).cpu() == y[s : s + batch_size].cpu())
+    rest = evaluate_masks(model.detector, x, y, gt, torch.cat(sel), baseline=model.baseline, batch_size=batch_size)
+    return {"pred_correct": torch.cat(ok_p).float(), **rest}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -636,9 +752,10 @@ def explain(model: CometModel, x: torch.Tensor, target: Any = None) -> Attributi
     x = _images(x)
 
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         m = model.mask(x)
-        pred = model.predictor(compose_views(x, (m > model.threshold).to(x.dtype), model.baseline)[0]).argmax(-1)
+        xs = compose_views(x, (m > model.threshold).to(x.dtype), model.baseline)[0]
+        pred = logits_of(model.predictor(xs), ndim=2).argmax(-1)
     if target is None:
         target = pred
     elif isinstance(target, int):

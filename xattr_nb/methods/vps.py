@@ -49,13 +49,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from xattr_nb import plots
 from xattr_nb.attribution import attribute
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.attribution.rise import drise
 from xattr_nb.attribution.subsets import Ranking, SetScorer, Term, greedy_search, ranking_to_map
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.kernels import check_regions, grid_regions, slic_regions
-from xattr_nb.metrics import Curves, energy_pointing_game, insertion_deletion
+from xattr_nb.metrics import Curves, energy_pointing_game, insertion_deletion, pointing_game
 from xattr_nb.models.detection import (
     Detections,
     TinyGridDetector,
@@ -64,6 +65,7 @@ from xattr_nb.models.detection import (
     evaluate_detector,
     train_detector,
 )
+from xattr_nb.models.io import check_model, eval_mode
 from xattr_nb.runtime import Cost, progress
 from xattr_nb.worlds.shapes import SceneData, make_scenes
 
@@ -90,8 +92,10 @@ __all__ = [
     "object_score",
     "object_scorer",
     "object_terms",
+    "paint_regions",
     "partition",
-    "point_game",
+    "plot_regions",
+    "plot_scenes",
     "search",
     "select_targets",
     "train",
@@ -221,8 +225,7 @@ def select_targets(
     ``scenes`` is :class:`~xattr_nb.worlds.shapes.SceneData` or ``(images [N, C, H, W], boxes, labels)``
     (e.g. from :func:`load_coco`).
     """
-    if not isinstance(detector, nn.Module):
-        raise InputError(f"`detector` must be a torch module; got {type(detector).__name__}")
+    check_model(detector, "detector")
     if isinstance(scenes, SceneData):
         images, boxes, labels = scenes.images, scenes.boxes, scenes.labels
     elif isinstance(scenes, tuple) and len(scenes) == 3:
@@ -238,10 +241,8 @@ def select_targets(
     thr = check_float(iou_threshold, "iou_threshold", low=0.0, high=1.0)
     min_sigma = check_float(min_sigma, "min_sigma", low=0.0, high=1.0)
     check_choice(mode, ("object", "cls"), "mode")
-    was = detector.training
-    detector.eval()
     out: list[Target] = []
-    try:
+    with eval_mode(detector):
         for i in range(images.shape[0]):
             x = images[i]
             pb, scores, pred = _proposals(detector, x)
@@ -254,8 +255,6 @@ def select_targets(
                     out.append(Target(i, j, x, box.clone().float(), c, p, float(s[p]), float(iou[p])))
                     if len(out) == n:
                         return out
-    finally:
-        detector.train(was)
     raise InputError(f"only {len(out)} correctly detected objects in {images.shape[0]} scenes; `n` = {n} asks for more")
 
 
@@ -418,15 +417,11 @@ def explain(
     x = _image(x)
     box = _box(box)
     regions = partition(x, n_regions, how) if regions is None else regions
-    sigma = object_score(detector, box, cls, mode=mode)
-    was = detector.training
-    detector.eval()
-    try:
+    sigma = object_score(check_model(detector, "detector"), box, cls, mode=mode)
+    with eval_mode(detector):
         a = explain_score(
             sigma, x, regions, baseline=baseline, lambdas=lambdas, batch_size=batch_size, show_progress=show_progress
         )
-    finally:
-        detector.train(was)
     a.meta["mode"] = mode
     return a
 
@@ -560,21 +555,6 @@ def box_mask(box: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return iny[:, None] & inx[None, :]
 
 
-def point_game(attr_map: torch.Tensor, box: torch.Tensor | Sequence[float]) -> bool:
-    """VPS's point game (``evals/eval_energy_pg.py``): a hit when the box (xyxy pixels, end-exclusive)
-    contains *a* pixel where the map reaches its maximum.
-
-    Lenient on ties, unlike :func:`xattr_nb.metrics.pointing_game` (which needs *every* maximal
-    pixel inside): a region map is flat over its best region, and a superpixel that holds the
-    object usually spills a little past the box. To move to :mod:`xattr_nb.metrics` as an option.
-    """
-    m = check_tensor(attr_map, "attr_map", ndim=2, dtype="float", layout="[H, W]")
-    mask = box_mask(_box(box).to(m), (m.shape[0], m.shape[1]))
-    if not bool(mask.any()):
-        raise InputError("`box` contains no pixel of the map")
-    return bool(m[mask].max() >= m.max())
-
-
 def energy_pg(attr_map: torch.Tensor, box: torch.Tensor | Sequence[float]) -> float:
     """VPS's energy point game: min-max normalise the map to [0, 1], then the share of its mass inside
     the box (:func:`xattr_nb.metrics.energy_pointing_game` on the normalised map). The normalisation
@@ -588,7 +568,7 @@ class DetectionMetrics:
     """Per-target metrics of every method's detection explanations: ``values[metric][method]`` is a ``[T]`` tensor.
 
     Metrics: ``insertion`` / ``deletion`` (AUC of ``sigma`` on the area axis), ``pointing``
-    (:func:`point_game`, 0/1) and ``energy`` (:func:`energy_pg`, share of the min-max normalised
+    (:func:`xattr_nb.metrics.pointing_game` with ``ties="any"``, VPS's evaluator: 0/1) and ``energy`` (:func:`energy_pg`, share of the min-max normalised
     map's mass inside the box).
     ``curves[method]`` holds the per-target :class:`~xattr_nb.metrics.Curves`; ``cost[method]`` the
     summed forward/backward passes.
@@ -641,9 +621,7 @@ def evaluate(
     values: dict[str, dict[str, list[float]]] = {n: {m: [] for m in maps} for n in names}
     curves: dict[str, list[Curves]] = {m: [] for m in maps}
     cost: dict[str, Cost] = {}
-    was = detector.training
-    detector.eval()
-    try:
+    with eval_mode(check_model(detector, "detector")):
         for t, tgt in progress(list(enumerate(targets)), disable=not show_progress, desc="evaluate"):
             sigma = object_score(detector, tgt.box, tgt.cls, mode=mode)
             for m, seq in maps.items():
@@ -659,12 +637,78 @@ def evaluate(
                 curves[m].append(cur)
                 values["insertion"][m].append(cur.insertion_auc)
                 values["deletion"][m].append(cur.deletion_auc)
-                values["pointing"][m].append(float(point_game(pix.float(), tgt.box)))
+                values["pointing"][m].append(float(pointing_game(pix.float(), tgt.box, ties="any")))
                 values["energy"][m].append(energy_pg(pix.float(), tgt.box))
-    finally:
-        detector.train(was)
     tensors = {n: {m: torch.tensor(v, dtype=torch.float64) for m, v in d.items()} for n, d in values.items()}
     return DetectionMetrics(tensors, curves, cost)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures specific to detection (boxes drawn on images, superpixels); the rest come from xattr_nb.plots
+# --------------------------------------------------------------------------------------------
+
+
+def _draw_box(ax: Any, box: Sequence[float], label: str | None = None, color: str = "lime") -> None:
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=color, lw=1.2))
+    if label:
+        ax.text(x0 - 0.5, y0 - 1.5, label, color=color, fontsize=7)
+
+
+def plot_scenes(
+    images: torch.Tensor,
+    boxes: Sequence[torch.Tensor],
+    labels: Sequence[torch.Tensor],
+    classes: Sequence[str],
+    *,
+    n: int = 3,
+    cell: float = 1.8,
+) -> Any:
+    """The first ``n`` scenes with their ground-truth boxes and class names (a figure, shown in notebooks)."""
+    images = check_tensor(images, "images", ndim=4, dtype="float", layout="[N, C, H, W]")
+    n = min(check_int(n, "n", low=1), images.shape[0])
+    if len(boxes) < n or len(labels) < n:
+        raise InputError(f"`boxes` and `labels` must hold one entry per shown scene ({n})")
+    with plots.style():
+        fig = plots.figure(cell * n, cell + 0.2)
+        for i, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
+            ax.imshow(images[i].detach().permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            for b, lab in zip(boxes[i].tolist(), labels[i].tolist(), strict=True):
+                _draw_box(ax, b, str(classes[int(lab)]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+    return plots.show(fig)
+
+
+def paint_regions(values: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """A map ``[H, W]`` where every pixel of region ``r`` shows ``values[r]`` (``values`` ``[R]``)."""
+    regions = check_regions(regions)
+    values = check_tensor(values, "values", shape=(regions.shape[0],), layout="[R]")
+    return torch.einsum("r,rhw->hw", values.float().cpu(), regions.float().cpu())
+
+
+def plot_regions(
+    x: torch.Tensor, regions: torch.Tensor, box: torch.Tensor | Sequence[float], *, title: str = ""
+) -> Any:
+    """The image with the target box, beside its partition (one colour per region)."""
+    x = _image(x)
+    regions = check_regions(regions, hw=tuple(x.shape[1:]))
+    ids = paint_regions(torch.arange(regions.shape[0], dtype=torch.float32), regions)
+    with plots.style():
+        fig = plots.figure(4.4, 2.4)
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.imshow(x.detach().permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        ax2.imshow(ids.numpy(), cmap="tab20", interpolation="nearest")
+        for ax, name in ((ax1, title or "image"), (ax2, f"{regions.shape[0]} regions")):
+            _draw_box(ax, _box(box).tolist())
+            ax.set_title(name)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+    return plots.show(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -759,8 +803,7 @@ def grounding_score(
     """``sigma`` for a :class:`GroundingDetector` (or any module returning :class:`ClassScores`):
     ``max_q IoU(b_q, box) * s_{q, cls}``; ``mode="cls"`` uses ``1[IoU > iou_threshold]``;
     ``proposal=q`` scores only query ``q`` (the gradient baselines' fixed ``i*``)."""
-    if not isinstance(detector, nn.Module):
-        raise InputError(f"`detector` must be a torch module; got {type(detector).__name__}")
+    check_model(detector, "detector")
     box = _box(box)
     k = getattr(detector, "n_classes", None)
     cls = check_int(cls, "cls", low=0, high=None if k is None else k - 1)
