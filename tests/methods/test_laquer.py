@@ -146,18 +146,49 @@ def test_embed_and_internals_beat_sentence_level_precision(minilm, data: L.Groun
 
 
 def test_llm_localize_on_a_local_stand_in(tmp_path, data: L.GroundedFactsData) -> None:
-    from xattr_nb.models import load_causal_lm, tiny_gpt2, word_tokenizer
+    from xattr_nb.models import load_lm, tiny_gpt2, word_tokenizer
 
     words = sorted({w for i in data.instances for doc in i.sources for s in doc for w in s} | {";"})
     tok = word_tokenizer(words)
     tiny_gpt2(len(tok), n_ctx=256, pad_token_id=tok.pad_token_id).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    tok2, lm = load_causal_lm(tmp_path)
+    llm = load_lm("full", small="unused", full=str(tmp_path))  # LoadedLM(model, tokenizer)
     inst = data.instances[0]
-    spans = L.llm_localize(inst, 0, tok2, lm, max_new_tokens=4)
+    spans = L.llm_localize(inst, 0, *llm, max_new_tokens=4)
     assert set(spans) <= set(L.candidates(inst))
-    res = L.evaluate(data.subset([0]), ("llm",), llm=(tok2, lm))
+    res = L.evaluate(data.subset([0]), ("llm",), llm=llm)
     assert res["llm"]["ais"].shape == (3,) and set(res["llm"]["ais"].tolist()) <= {0.0, 1.0}
+    att = L.explain(inst, 0, "llm", llm=llm)
+    assert att.cost.forward == 1 and set(att.meta["spans"]) <= set(L.candidates(inst))
+
+
+def test_explain_returns_word_attribution_matching_the_spans(minilm, data: L.GroundedFactsData) -> None:
+    tok, model = minilm
+    inst = data.instances[1]
+    cache = L.EmbeddingCache(tok, model)
+    for method in L.METHODS:
+        att = L.explain(inst, 2, method, tokenizer=tok, model=model, cache=cache)
+        words, mask = L.word_mask(inst, att.meta["spans"])
+        assert att.kind == "tokens" and att.method == f"laquer.{method}" and att.target.tolist() == [2]
+        assert att.labels == [words] and att.scores[0].tolist() == mask.tolist()
+        assert att.meta["highlight"] == L.highlight_text(inst, 2)
+    assert L.explain(inst, 2, "sentence").scores.sum() == sum(
+        sum(w not in (",", ".") for w in inst.sources[d][s]) for d, s in inst.coarse
+    )
+    # embed counts only the texts it had to encode: a second call on the same cache is free
+    assert L.explain(inst, 2, "embed", cache=cache).cost.forward == 0
+    assert L.explain(inst, 2, "internals", tokenizer=tok, model=model).cost.forward == 1
+    e2e = L.explain(inst, 0, "lexical", setting="e2e")
+    assert len(e2e.labels[0]) == sum(len(s) for doc in inst.sources for s in doc)
+
+
+def test_match_figure_marks_and_shape_checks() -> None:
+    fig = L.match_figure(
+        [[0.1, 0.9], [0.5, 0.2]], ["a", "b"], ["x", "y"], boxes=[[0, 1], [1, 0]], dots=[[0, 1], [0, 0]]
+    )
+    assert len(fig.axes[0].patches) == 2
+    with pytest.raises(InputError, match="`boxes`"):
+        L.match_figure([[0.1, 0.9]], ["a"], ["x", "y"], boxes=[[1, 0, 0]])
 
 
 # ------------------------------------------------------------------ bad input (one test each)
@@ -230,17 +261,27 @@ def test_bad_span_in_metrics(data: L.GroundedFactsData) -> None:
 
 def test_bad_method(data: L.GroundedFactsData) -> None:
     with pytest.raises(InputError, match="`method`"):
-        L.localize(data.instances[0], 0, "gpt")
+        L.explain(data.instances[0], 0, "gpt")
 
 
 def test_embed_without_model(data: L.GroundedFactsData) -> None:
     with pytest.raises(InputError, match="needs `cache`"):
-        L.localize(data.instances[0], 0, "embed")
+        L.explain(data.instances[0], 0, "embed")
 
 
 def test_internals_without_model(data: L.GroundedFactsData) -> None:
     with pytest.raises(InputError, match="`tokenizer` and `model`"):
-        L.localize(data.instances[0], 0, "internals")
+        L.explain(data.instances[0], 0, "internals")
+
+
+def test_llm_without_model(data: L.GroundedFactsData) -> None:
+    with pytest.raises(InputError, match="`llm="):
+        L.explain(data.instances[0], 0, "llm")
+
+
+def test_explain_bad_setting(data: L.GroundedFactsData) -> None:
+    with pytest.raises(InputError, match="`setting`"):
+        L.explain(data.instances[0], 0, "sentence", setting="all")
 
 
 def test_bad_cache(data: L.GroundedFactsData) -> None:
@@ -293,3 +334,18 @@ def test_cache_tokenizer_mismatch(minilm) -> None:
 
     with pytest.raises(InputError, match="tokenizer does not match"):
         L.EmbeddingCache(minilm[0], tiny_gpt2(10))
+
+
+def test_batched_token_matches_equal_one_by_one(minilm, data: L.GroundedFactsData) -> None:
+    tok, model = minilm
+    insts = data.instances[:3]
+    batched = L.batch_token_matches(insts, tok, model, batch_size=2)
+    for inst, b in zip(insts, batched, strict=True):
+        one = L.token_matches(inst, tok, model)
+        assert b["out_word"] == one["out_word"] and b["src_word"] == one["src_word"]
+        assert torch.allclose(b["sim"], one["sim"], atol=1e-4)
+
+
+def test_batch_token_matches_bad_input(minilm) -> None:
+    with pytest.raises(InputError, match="`insts`"):
+        L.batch_token_matches([], *minilm)

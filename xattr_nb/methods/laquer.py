@@ -19,27 +19,40 @@ offline MiniLM encoder (a [recon] of the paper's methods, not its exact algorith
   highlighted token to the source token with the most similar last-layer state, return the
   clauses holding the matches (hidden-state matching, as in "Peering into the Mind").
 
+The one entry point :func:`explain` localizes one highlight with any of these methods and returns
+an :class:`~xattr_nb.attribution.Attribution` over the words of the searched source sentences
+(1 = returned), the spans in ``meta["spans"]``; :func:`evaluate` scores every method on every
+highlight of a data set.
+
+*An oracle to keep in mind.* LAQuer-embed's greedy step measures recall of the fact's content
+words after mapping paraphrases onto source words with the world's own synonym table
+(:data:`SYNONYMS`); the lexical baseline does not get that table, and LAQuer-internals uses none.
+A comparison of embed with lexical therefore mixes "meaning" with that oracle. The AIS proxy of
+:func:`span_metrics` is word coverage of the gold clause, not entailment.
+
 The data come from :func:`grounded_facts`, a seeded world whose gold supporting clause is known
 for every highlight (:mod:`xattr_nb.worlds.facts`). At full scale :func:`llm_localize`
-runs the paper's instruction on any local causal LM loaded with
-:func:`xattr_nb.models.load_causal_lm`, and :func:`map_spans` maps its answer back onto the
+runs the paper's instruction on a causal LM loaded with
+``xattr_nb.models.load_lm("full", ...)``, and :func:`map_spans` maps its answer back onto the
 sources (exact search, then a fuzzy fallback), as the paper's code does.
 """
 
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_text, check_texts
 from xattr_nb.models import embed
 from xattr_nb.models.io import device_of
 from xattr_nb.models.text import check_tokenizer_matches
-from xattr_nb.runtime import progress
+from xattr_nb.runtime import Cost, progress
 from xattr_nb.worlds.facts import (
     NAMES,
     RELATIONS,
@@ -63,21 +76,23 @@ __all__ = [
     "GroundedFactsData",
     "Instance",
     "Span",
+    "batch_token_matches",
     "candidate_units",
     "candidates",
     "content_words",
     "decontextualize",
     "evaluate",
+    "explain",
     "greedy_select",
     "grounded_facts",
     "highlight_text",
     "llm_localize",
-    "localize",
     "localize_embed",
     "localize_internals",
     "localize_lexical",
     "localize_sentence",
     "map_spans",
+    "match_figure",
     "span_metrics",
     "span_text",
     "token_matches",
@@ -115,16 +130,19 @@ def candidate_units(words: Sequence[str]) -> list[tuple[int, int]]:
     return units
 
 
+def _sentences(inst: Instance, setting: str) -> list[tuple[int, int]]:
+    """The source sentences a method searches: the cited ones (two-stage) or all of them (e2e)."""
+    if setting == "two_stage":
+        return list(inst.coarse)
+    return [(d, s) for d, doc in enumerate(inst.sources) for s in range(len(doc))]
+
+
 def candidates(inst: Instance, setting: str = "two_stage") -> list[Span]:
     """Candidate source units: in the cited sentences (``"two_stage"``, the paper's default) or in
     every sentence of every document (``"e2e"``, the paper's end-to-end setting)."""
     inst = _check_instance(inst)
     check_choice(setting, ("two_stage", "e2e"), "setting")
-    sents = (
-        inst.coarse
-        if setting == "two_stage"
-        else [(d, s) for d, doc in enumerate(inst.sources) for s in range(len(doc))]
-    )
+    sents = _sentences(inst, setting)
     return [(d, s, a, b) for d, s in sents for a, b in candidate_units(inst.sources[d][s])]
 
 
@@ -268,27 +286,46 @@ def token_matches(inst: Instance, tokenizer: Any, model: Any, *, setting: str = 
 
     Returns ``sim`` ``[output tokens, source tokens]`` (cosine), ``out_word`` (the output word of
     each output token), ``src_word`` (``(doc, sent, word)`` of each source token) and the token
-    strings; special tokens and punctuation are left out. One forward per instance.
+    strings; special tokens and punctuation are left out. One forward per instance
+    (:func:`batch_token_matches` runs many instances in padded batches).
     """
-    inst = _check_instance(inst)
+    return batch_token_matches([inst], tokenizer, model, setting=setting)[0]
+
+
+def batch_token_matches(
+    insts: Sequence[Instance], tokenizer: Any, model: Any, *, setting: str = "two_stage", batch_size: int = 32
+) -> list[dict[str, Any]]:
+    """:func:`token_matches` for every instance of ``insts``, encoded in padded batches of
+    ``batch_size`` (one forward per batch: many tiny forwards cost far more on a busy CPU)."""
+    if isinstance(insts, Instance) or not isinstance(insts, Sequence) or len(insts) == 0:
+        raise InputError("`insts` must be a non-empty list of laquer.Instance")
+    insts = [_check_instance(i) for i in insts]
     check_choice(setting, ("two_stage", "e2e"), "setting")
     check_tokenizer_matches(model, tokenizer)
-    sents = (
-        inst.coarse
-        if setting == "two_stage"
-        else [(d, s) for d, doc in enumerate(inst.sources) for s in range(len(doc))]
-    )
-    src_text, src_words = _joint_text(inst, sents)
-    out_text = " ".join(inst.output)
-    out_spans = word_char_spans(out_text)
-    enc = tokenizer(src_text, out_text, return_offsets_mapping=True, return_tensors="pt")
-    seq = enc.sequence_ids(0)
-    offsets = enc.pop("offset_mapping")[0].tolist()
+    batch_size = check_int(batch_size, "batch_size", low=1)
     device = device_of(model)
-    with torch.inference_mode():
-        h = model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state[0].float().cpu()
-    h = torch.nn.functional.normalize(h, dim=-1)
-    toks = tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
+    out: list[dict[str, Any]] = []
+    for b0 in range(0, len(insts), batch_size):
+        chunk = insts[b0 : b0 + batch_size]
+        joint = [_joint_text(inst, _sentences(inst, setting)) for inst in chunk]
+        out_texts = [" ".join(inst.output) for inst in chunk]
+        enc = tokenizer(
+            [j[0] for j in joint], out_texts, return_offsets_mapping=True, padding=True, return_tensors="pt"
+        )  # fmt: skip
+        offsets = enc.pop("offset_mapping").tolist()
+        with torch.inference_mode():
+            hid = model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state.float().cpu()
+        hid = torch.nn.functional.normalize(hid, dim=-1)
+        for b, ((_, src_words), out_text) in enumerate(zip(joint, out_texts, strict=True)):
+            out.append(_matches_of(enc, b, offsets[b], hid[b], tokenizer, src_words, word_char_spans(out_text)))
+    return out
+
+
+def _matches_of(
+    enc: Any, b: int, offsets: list[list[int]], h: torch.Tensor, tokenizer: Any, src_words: list, out_spans: list
+) -> dict[str, Any]:
+    seq = enc.sequence_ids(b)
+    toks = tokenizer.convert_ids_to_tokens(enc["input_ids"][b])
     src_idx, src_w, out_idx, out_w = [], [], [], []
     for t, (sid, (a, _)) in enumerate(zip(seq, offsets, strict=True)):
         if sid is None or toks[t] in STOPWORDS:
@@ -364,23 +401,19 @@ def span_metrics(inst: Instance, k: int, spans: Sequence[Span]) -> dict[str, flo
 METHODS = ("sentence", "lexical", "embed", "internals")
 
 
-def localize(
+def _localize(
     inst: Instance,
     k: int,
-    method: str = "embed",
+    method: str,
     *,
     tokenizer: Any = None,
     model: Any = None,
     cache: EmbeddingCache | None = None,
     tau: float = 0.5,
     setting: str = "two_stage",
+    llm: Any = None,
 ) -> list[Span]:
-    """Entry point: localize highlight ``k`` of ``inst`` with ``method`` in ``METHODS``.
-
-    ``"embed"`` needs ``cache`` (or ``tokenizer`` and ``model`` to build one); ``"internals"``
-    needs ``tokenizer`` and ``model`` (the MiniLM from :func:`xattr_nb.models.load_encoder`).
-    """
-    check_choice(method, METHODS, "method")
+    """The spans ``method`` returns for highlight ``k`` (the dispatch behind :func:`explain`)."""
     if method == "sentence":
         return localize_sentence(inst, k)
     if method == "lexical":
@@ -391,9 +424,74 @@ def localize(
                 raise InputError("method='embed' needs `cache` or both `tokenizer` and `model`")
             cache = EmbeddingCache(tokenizer, model)
         return localize_embed(inst, k, cache, tau=tau, setting=setting)[0]
+    if method == "llm":
+        return llm_localize(inst, k, *_check_llm(llm), setting=setting)
     if tokenizer is None or model is None:
         raise InputError("method='internals' needs `tokenizer` and `model`")
     return localize_internals(inst, k, token_matches(inst, tokenizer, model, setting=setting), setting=setting)
+
+
+def _check_llm(llm: Any) -> tuple[Any, Any]:
+    if not isinstance(llm, tuple) or len(llm) != 2:
+        raise InputError("method 'llm' needs `llm=(model, tokenizer)`: the LoadedLM of xattr_nb.models.load_lm")
+    return llm[0], llm[1]
+
+
+def explain(
+    inst: Instance,
+    k: int,
+    method: str = "embed",
+    *,
+    tokenizer: Any = None,
+    model: Any = None,
+    cache: EmbeddingCache | None = None,
+    tau: float = 0.5,
+    setting: str = "two_stage",
+    llm: Any = None,
+) -> Attribution:
+    """Entry point: localize highlight ``k`` of ``inst`` with ``method`` (``METHODS`` or ``"llm"``).
+
+    Returns an :class:`Attribution` of kind ``"tokens"`` over the words of the searched source
+    sentences (the cited ones in the two-stage setting, every sentence in ``"e2e"``), scored 1 where
+    the localization selects a word and 0 elsewhere; ``meta`` holds the ``spans``
+    ``(doc, sent, start, end)``, the ``highlight``, the decontextualized ``fact`` and the
+    ``setting``; ``target`` is ``[k]``. ``cost.forward`` counts encoder (or LLM) forwards: texts
+    newly encoded for ``"embed"``, one joint forward for ``"internals"``, one generation for ``"llm"``.
+
+    ``"embed"`` needs ``cache`` (or ``tokenizer`` and ``model`` to build one); ``"internals"``
+    needs ``tokenizer`` and ``model`` (the MiniLM from :func:`xattr_nb.models.load_encoder`);
+    ``"llm"`` needs ``llm=(model, tokenizer)`` (the ``LoadedLM`` of :func:`xattr_nb.models.load_lm`).
+    """
+    inst = _check_instance(inst)
+    k = _check_k(inst, k)
+    check_choice(method, (*METHODS, "llm"), "method")
+    check_choice(setting, ("two_stage", "e2e"), "setting")
+    if method == "embed" and cache is None and tokenizer is not None and model is not None:
+        cache = EmbeddingCache(tokenizer, model)
+    before = cache.n_encoded if isinstance(cache, EmbeddingCache) else 0
+    t0 = time.perf_counter()
+    spans = _localize(
+        inst, k, method, tokenizer=tokenizer, model=model, cache=cache, tau=tau, setting=setting, llm=llm
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    forwards = {"embed": (cache.n_encoded - before) if cache is not None else 0, "internals": 1, "llm": 1}
+    sents = _sentences(inst, setting)
+    words, scores = word_mask(inst, spans, sents)
+    return Attribution(
+        scores=torch.as_tensor(scores, dtype=torch.float32)[None],
+        kind="tokens",
+        method=f"laquer.{method}",
+        target=torch.tensor([k]),
+        cost=Cost(forward=forwards.get(method, 0), wall_s=wall),
+        labels=[words],
+        meta={
+            "spans": spans,
+            "sentences": sents,
+            "highlight": highlight_text(inst, k),
+            "fact": decontextualize(inst.subject, highlight_text(inst, k)),
+            "setting": setting,
+        },
+    )
 
 
 def evaluate(
@@ -405,7 +503,7 @@ def evaluate(
     cache: EmbeddingCache | None = None,
     tau: float = 0.5,
     setting: str = "two_stage",
-    llm: tuple[Any, Any] | None = None,
+    llm: Any = None,
     show_progress: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Every method on every highlight of ``data``: ``{method: {metric: [n_highlights] array}}``.
@@ -420,28 +518,85 @@ def evaluate(
         raise InputError(f"`methods` must be a non-empty list of names from {[*METHODS, 'llm']}")
     for m in methods:
         check_choice(m, (*METHODS, "llm"), "methods")
-    if "llm" in methods and (not isinstance(llm, tuple) or len(llm) != 2):
-        raise InputError("method 'llm' needs `llm=(tokenizer, causal_lm)` (e.g. from load_causal_lm)")
+    if "llm" in methods:
+        _check_llm(llm)
     needs_model = ("embed" in methods and cache is None) or "internals" in methods
     if needs_model and (tokenizer is None or model is None):
         raise InputError("methods 'embed'/'internals' need `tokenizer` and `model` (or `cache` for 'embed')")
     if "embed" in methods and cache is None:
         cache = EmbeddingCache(tokenizer, model)
+    if "embed" in methods:  # every fact and unit text in a few large batches, not one small forward per highlight
+        cache(
+            [decontextualize(i.subject, highlight_text(i, k)) for i in data.instances for k in range(len(i.highlights))]
+            + [span_text(i, c) for i in data.instances for c in candidates(i, setting)]
+        )  # fmt: skip
+    all_matches = (
+        batch_token_matches(data.instances, tokenizer, model, setting=setting) if "internals" in methods else None
+    )
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
-    for inst in progress(data.instances, desc=f"localize ({setting})", unit="instance", disable=not show_progress):
-        matches = token_matches(inst, tokenizer, model, setting=setting) if "internals" in methods else None
+    bar = progress(data.instances, desc=f"localize ({setting})", unit="instance", disable=not show_progress)
+    for n, inst in enumerate(bar):
+        matches = None if all_matches is None else all_matches[n]
         for k in range(len(inst.highlights)):
             for m in methods:
                 if m == "embed":
                     spans = localize_embed(inst, k, cache, tau=tau, setting=setting)[0]  # type: ignore[arg-type]
                 elif m == "internals":
                     spans = localize_internals(inst, k, matches, setting=setting)  # type: ignore[arg-type]
-                elif m == "llm":
-                    spans = llm_localize(inst, k, *llm, setting=setting)  # type: ignore[misc]
                 else:
-                    spans = localize(inst, k, m, setting=setting)
+                    spans = _localize(inst, k, m, setting=setting, llm=llm)
                 rows[m].append(span_metrics(inst, k, spans))
     return {m: {key: np.array([r[key] for r in rs]) for key in rs[0]} for m, rs in rows.items()}
+
+
+def match_figure(
+    matrix: Any,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    boxes: Any = None,
+    dots: Any = None,
+    title: str | None = None,
+    cbar_label: str = "cosine",
+    cmap: str = "viridis",
+    cell: tuple[float, float] = (0.7, 0.5),
+) -> Any:
+    """A similarity matrix ``[R, C]`` (facts or highlight tokens × source units or tokens) with the
+    cells a localization picks outlined (``boxes``, bool ``[R, C]``, red) and reference cells marked
+    (``dots``, bool ``[R, C]``, white: the gold clause); displayed in a notebook and returned."""
+    from matplotlib.patches import Rectangle
+
+    from xattr_nb import plots
+
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2 or not np.isfinite(m).all():
+        raise InputError(f"`matrix` must be a finite [R, C] array; got shape {m.shape}")
+    r, c = m.shape
+    if len(row_labels) != r or len(col_labels) != c:
+        raise InputError(f"`row_labels` ({len(row_labels)}) and `col_labels` ({len(col_labels)}) must match {m.shape}")
+    marks = {}
+    for name, v in (("boxes", boxes), ("dots", dots)):
+        if v is not None:
+            v = np.asarray(v, dtype=bool)
+            if v.shape != m.shape:
+                raise InputError(f"`{name}` must have the shape of `matrix` {m.shape}; got {v.shape}")
+            marks[name] = v
+    with plots.style():
+        fig = plots.figure(max(3.5, cell[0] * c + 2.5), max(1.8, cell[1] * r + 1.3))
+        ax = fig.add_subplot()
+        im = ax.imshow(m, cmap=cmap, aspect="auto")
+        ax.grid(False)
+        for i, j in zip(*np.nonzero(marks.get("boxes", np.zeros_like(m, dtype=bool))), strict=True):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        for i, j in zip(*np.nonzero(marks.get("dots", np.zeros_like(m, dtype=bool))), strict=True):
+            ax.plot(j, i, "o", color="white", ms=4)
+        ax.set_xticks(range(c), list(col_labels), rotation=35 if c < 15 else 90, ha="right" if c < 15 else "center",
+                      fontsize=7)  # fmt: skip
+        ax.set_yticks(range(r), list(row_labels), fontsize=8)
+        fig.colorbar(im, ax=ax, label=cbar_label, shrink=0.9)
+        if title:
+            ax.set_title(title)
+    return plots.show(fig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -488,20 +643,17 @@ def map_spans(text: str, spans: Sequence[str], *, min_ratio: float = 0.6) -> lis
 
 
 def llm_localize(
-    inst: Instance, k: int, tokenizer: Any, model: Any, *, max_new_tokens: int = 48, setting: str = "two_stage"
+    inst: Instance, k: int, model: Any, tokenizer: Any, *, max_new_tokens: int = 48, setting: str = "two_stage"
 ) -> list[Span]:
-    """The paper's LLM method (scale="full"): prompt a causal LM with the instruction, the candidate
+    """The paper's LLM method (scale="full"): prompt a causal LM (``model, tokenizer`` in the order
+    of :class:`xattr_nb.models.LoadedLM`) with the instruction, the candidate
     source sentences and the decontextualized fact; greedy-decode; split the answer on ';'; map each
     span back with :func:`map_spans`; return the candidate units the mapped characters overlap."""
     inst = _check_instance(inst)
     check_tokenizer_matches(model, tokenizer)
     max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
     check_choice(setting, ("two_stage", "e2e"), "setting")
-    sents = (
-        inst.coarse
-        if setting == "two_stage"
-        else [(d, s) for d, doc in enumerate(inst.sources) for s in range(len(doc))]
-    )
+    sents = _sentences(inst, setting)
     src_text, src_words = _joint_text(inst, sents)
     fact = decontextualize(inst.subject, highlight_text(inst, k))
     prompt = f"{INSTRUCTION}Sources: {src_text}\nFact: {fact}\nSpans:"
