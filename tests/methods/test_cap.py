@@ -106,14 +106,18 @@ def test_student_tokenizer_encode_and_local_stand_in(tmp_path):
     model = cap.tiny_student(len(data.vocab), 6, seed=0)
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    tok2, model2 = cap.load_student(tmp_path, 6)
+    from xattr_nb.models import load_classifier
+
+    tok2, model2 = load_classifier(tmp_path, num_labels=6)  # the full-scale path: roberta-base by name
     assert model2.config.num_labels == 6
     assert torch.equal(cap.encode_student(tok2, data.words)["input_ids"], enc["input_ids"])
 
 
 def test_cap_prior_on_minilm_prefers_discriminative_words():
     data = topics(24, spurious=0.9, seed=5)
-    teacher = cap.load_teacher(data.classes)
+    from xattr_nb.models import load_encoder
+
+    teacher = cap.make_teacher(*load_encoder(), data.classes)
     conf = cap.confusable_sets(teacher.labels, 2)
     assert all(s in row for s, row in zip([1, 0, 3, 2, 5, 4], conf.tolist(), strict=True))  # siblings in C(y)
     prior, _ = cap.cap_prior(teacher, data.words, data.labels, n_masks=32)
@@ -239,16 +243,43 @@ def test_bad_cap_variant():
         cap.cap_prior(None, [["a"]], torch.tensor([0]), variant="llm")
 
 
-def test_bad_run_variant():
+def test_bad_explain_variant():
     with pytest.raises(InputError, match="variants"):
-        cap.run(topics(6, seed=0), {}, None, variants=["CE+SHAP"])
+        cap.explain(topics(6, seed=0), {}, None, variants=["CE+SHAP"])
 
 
-def test_bad_run_tokenizer_without_student():
+def test_bad_explain_tokenizer_without_student():
     with pytest.raises(InputError, match="make_student"):
-        cap.run(topics(6, seed=0), {}, None, tokenizer=object())
+        cap.explain(topics(6, seed=0), {}, None, tokenizer=object())
+
+
+def test_bad_explain_no_teacher_and_no_priors():
+    with pytest.raises(InputError, match="`teacher`"):
+        cap.explain(topics(6, seed=0), {}, None)
+
+
+def test_bad_explain_priors_missing_a_variant():
+    with pytest.raises(InputError, match="`priors`"):
+        cap.explain(topics(6, seed=0), {}, None, priors={"IG": torch.ones(6, 10)}, variants=["CE", "CE+CAP"])
 
 
 def test_bad_teacher_missing_description():
     with pytest.raises(InputError, match="descriptions"):
-        cap.load_teacher(["sport", "chess"])
+        cap.make_teacher(None, None, ["sport", "chess"])
+
+
+def test_explain_with_given_priors_trains_every_variant_and_seed():
+    data = topics(12, spurious=0.9, seed=4)
+    tests = {"clean": topics(12, seed=5)}
+    prior = torch.rand(12, max(len(w) for w in data.words), generator=torch.Generator().manual_seed(0))
+    res = cap.explain(data, tests, None, priors={"CAP": prior}, variants=["CE", "CE+CAP"], seeds=[0, 1], warm_steps=2,
+                      steps=2, show_progress=False)  # fmt: skip
+    assert set(res.results) == {"CE", "CE+CAP"} and res.metric("CE+CAP", "clean", "accuracy").shape == (2,)
+    assert set(res.mass) == {"CAP"} and set(res.results["CE"]["clean"][0]) == {"accuracy", "pair_confusion", "auprc"}
+
+
+def test_ridge_figure_draws_one_bar_per_word():
+    fig = cap.ridge_figure(torch.randn(20), torch.tensor([0.5, -0.2, 0.1]), ["a", "b", "c"], ["disc", "filler", "disc"])
+    assert len(fig.axes[1].patches) == 3
+    with pytest.raises(InputError, match="`words`"):
+        cap.ridge_figure(torch.randn(20), torch.tensor([0.5]), ["a", "b"], ["disc", "filler"])

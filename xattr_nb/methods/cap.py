@@ -11,8 +11,9 @@ on a warmed-up student highlight whatever the student already uses, often words 
 classes share, or a spurious shortcut. CAP asks a teacher that sees the whole label space which
 words separate the gold class from its *confusable* neighbours:
 
-1. :func:`load_teacher` / :func:`label_embeddings`: MiniLM embeds one short description per
-   class; :func:`confusable_sets` takes each class's ``m`` nearest labels.
+1. :func:`make_teacher` / :func:`label_embeddings`: an encoder (MiniLM from
+   :func:`xattr_nb.models.load_encoder`) embeds one short description per class;
+   :func:`confusable_sets` takes each class's ``m`` nearest labels.
 2. :func:`teacher_word_states`: one MiniLM forward per text; a word's state is the mean of its
    sub-token states.
 3. :func:`keep_masks` and :func:`class_aware_scores`: for word-keep masks ``z``, the
@@ -29,7 +30,9 @@ words separate the gold class from its *confusable* neighbours:
    :class:`xattr_nb.training.PriorAlignment`; :func:`evaluate` scores clean and adversarial
    accuracy, within-pair confusion and the AUPRC of the student's attribution on the gold words.
 
-:func:`cap_prior` chains 2–4; :func:`run` chains everything for several variants and seeds.
+:func:`cap_prior` chains 2–4; :func:`explain` (the one entry point) chains everything for several
+variants and seeds and returns what it measured (:class:`CAPRun`). :func:`ridge_figure` draws one
+text's margins and ridge coefficients.
 Priors live at word level ``[N, W]``; :func:`word_to_token` spreads them onto a student's
 tokens (each sub-token gets its word's share), the same way for every prior.
 """
@@ -47,8 +50,8 @@ from torch import nn
 
 from xattr_nb.attribution import attribute
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
-from xattr_nb.models import accuracy, embed, fit, load_classifier, load_encoder, word_tokenizer
-from xattr_nb.models.io import device_of
+from xattr_nb.models import accuracy, embed, fit, word_tokenizer
+from xattr_nb.models.io import device_of, eval_mode, logits_of
 from xattr_nb.runtime import progress
 from xattr_nb.training import PriorAlignment, normalize_scores, token_grad_x_input
 from xattr_nb.worlds.text import TOPIC_PAIRS, TopicData, topics
@@ -65,15 +68,15 @@ __all__ = [
     "confusable_sets",
     "encode_student",
     "evaluate",
+    "explain",
     "hybrid_prior",
     "ig_prior",
     "keep_masks",
     "label_embeddings",
     "lime_prior",
-    "load_student",
-    "load_teacher",
+    "make_teacher",
     "prior_mass",
-    "run",
+    "ridge_figure",
     "student_tokenizer",
     "teacher_word_states",
     "tiny_student",
@@ -117,22 +120,20 @@ def label_embeddings(tokenizer: Any, model: Any, descriptions: Sequence[str]) ->
     return embed(list(descriptions), tokenizer, model, show_progress=False)
 
 
-def load_teacher(
-    classes: Sequence[str],
-    descriptions: Mapping[str, str] | None = None,
-    *,
-    path: Any = None,
-    device: str = "cpu",
+def make_teacher(
+    tokenizer: Any, model: Any, classes: Sequence[str], descriptions: Mapping[str, str] | None = None
 ) -> Teacher:
-    """The offline MiniLM (or the encoder folder ``path``) plus the embedded label space."""
+    """The teacher: a sentence encoder (``tokenizer, model`` from :func:`xattr_nb.models.load_encoder`,
+    the offline MiniLM by default) plus the embedded label space of ``classes``."""
     descriptions = DESCRIPTIONS if descriptions is None else descriptions
     if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) < 2:
         raise InputError(f"`classes` must list at least 2 class names; got {classes!r}")
     missing = [c for c in classes if c not in descriptions]
     if missing:
         raise InputError(f"`descriptions` has no description for classes {missing}")
-    tok, model = load_encoder(path, device=device)
-    return Teacher(tok, model, tuple(classes), label_embeddings(tok, model, [descriptions[c] for c in classes]))
+    return Teacher(
+        tokenizer, model, tuple(classes), label_embeddings(tokenizer, model, [descriptions[c] for c in classes])
+    )
 
 
 def confusable_sets(labels: torch.Tensor, m: int = 2) -> torch.Tensor:
@@ -414,12 +415,6 @@ def tiny_student(vocab_size: int, n_classes: int, *, seed: int = 0, d_model: int
     return model.eval()
 
 
-def load_student(name_or_path: Any, n_classes: int, *, device: str = "cpu") -> tuple[Any, nn.Module]:
-    """``(tokenizer, classifier)`` at full scale: ``"roberta-base"`` (the paper's student) or a
-    local folder, through :func:`xattr_nb.models.load_classifier` with a fresh ``n_classes`` head."""
-    return load_classifier(name_or_path, num_labels=check_int(n_classes, "n_classes", low=2), device=device)
-
-
 def _baseline_ids(ids: torch.Tensor, word_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     # Every word token becomes [PAD]; special tokens keep their ids, so they score 0.
     return torch.where(word_ids >= 0, torch.full_like(ids, pad_id), ids)
@@ -475,15 +470,14 @@ def lime_prior(
         return torch.exp(-(d**2) / width**2)
 
     def fwd(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return student(input_ids=x.long(), attention_mask=m.expand(x.shape[0], -1)).logits
+        return logits_of(student(input_ids=x.long(), attention_mask=m.expand(x.shape[0], -1)), ndim=2)
 
     lime = Lime(fwd, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=sim)
     base = _baseline_ids(ids, wid, pad_id)
     fmask = torch.where(wid >= 0, wid, n_words)  # specials share one extra, inert feature
     out = torch.zeros(ids.shape, dtype=torch.float32)
-    student.eval()
     for i in range(ids.shape[0]):
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), eval_mode(student):
             torch.manual_seed(check_int(seed, "seed", low=0) + i)
             coef = lime.attribute(
                 ids[i : i + 1], target=int(labels[i]), baselines=base[i : i + 1], feature_mask=fmask[i : i + 1],
@@ -601,8 +595,8 @@ def evaluate(model: nn.Module, enc: Mapping[str, torch.Tensor], data: TopicData)
     ids, mask, wid = enc["input_ids"], enc["attention_mask"], enc["word_ids"]
     y = data.labels
     acc = accuracy(model, (ids, mask), y)
-    with torch.no_grad():
-        pred = model(input_ids=ids, attention_mask=mask).logits.argmax(1)
+    with torch.no_grad(), eval_mode(model):
+        pred = logits_of(model(input_ids=ids, attention_mask=mask), ndim=2).argmax(1)
     sib = _pair_of(data.classes)[y]
     scores, _ = token_grad_x_input(model, ids, y, attention_mask=mask, create_graph=False)
     n_words = int(wid.max()) + 1
@@ -618,7 +612,7 @@ def evaluate(model: nn.Module, enc: Mapping[str, torch.Tensor], data: TopicData)
 
 @dataclass
 class CAPRun:
-    """What :func:`run` computed: the word-level ``priors`` of the training set (by name), their
+    """What :func:`explain` computed: the word-level ``priors`` of the training set (by name), their
     ``mass`` per word role, and ``results[variant][split]`` → list over seeds of metric dicts."""
 
     priors: dict[str, torch.Tensor]
@@ -626,7 +620,7 @@ class CAPRun:
     results: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)
 
     def metric(self, variant: str, split: str, name: str) -> np.ndarray:
-        """One metric over seeds, e.g. ``run.metric("CE+CAP", "adversarial", "accuracy")``."""
+        """One metric over seeds, e.g. ``result.metric("CE+CAP", "adversarial", "accuracy")``."""
         return np.asarray([r[name] for r in self.results[variant][split]])
 
 
@@ -653,7 +647,7 @@ def all_priors(
 ) -> dict[str, torch.Tensor]:
     """The four word-level priors ``[N, W]`` of the training set, computed once: ``"CAP"`` from the
     teacher; ``"IG"`` and ``"LIME"`` from a student CE-warmed for ``warm_steps`` (seed ``seed``);
-    ``"CAP_Hybrid"`` their mean fusion. ``make_student(seed)``/``tokenizer``: see :func:`run`."""
+    ``"CAP_Hybrid"`` their mean fusion. ``make_student(seed)``/``tokenizer``: see :func:`explain`."""
     tokenizer, make_student = _student(train, tokenizer, make_student)
     enc = encode_student(tokenizer, train.words)
     n_words = max(len(w) for w in train.words)
@@ -706,11 +700,12 @@ def train_variants(
     return results
 
 
-def run(
+def explain(
     train: TopicData,
     tests: Mapping[str, TopicData],
-    teacher: Teacher,
+    teacher: Teacher | None,
     *,
+    priors: Mapping[str, torch.Tensor] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
     variants: Sequence[str] = VARIANTS,
     warm_steps: int = 150,
@@ -725,20 +720,56 @@ def run(
     make_student: Any = None,
     show_progress: bool = True,
 ) -> CAPRun:
-    """The whole pipeline: :func:`all_priors` once (seed ``prior_seed``), then
-    :func:`train_variants`. ``make_student(seed)`` builds a fresh student (default
+    """The entry point, the whole pipeline: :func:`all_priors` once (seed ``prior_seed``; skipped
+    when ``priors`` already holds them, e.g. from a step-by-step walk-through, and then ``teacher``
+    may be ``None``), then :func:`train_variants`. Returns the priors, their mass per word role and
+    every student's scores (:class:`CAPRun`). ``make_student(seed)`` builds a fresh student (default
     :func:`tiny_student` over the world's vocab, with :func:`student_tokenizer`); pass both
-    ``tokenizer`` and ``make_student`` for a pretrained student (:func:`load_student`)."""
+    ``tokenizer`` and ``make_student`` for a pretrained one (e.g. ``roberta-base`` through
+    :func:`xattr_nb.models.load_classifier`)."""
     for v in variants:
         check_choice(v, VARIANTS, "variants")
     tokenizer, make_student = _student(train, tokenizer, make_student)
-    priors = all_priors(
-        train, teacher, warm_steps=warm_steps, n_masks=n_masks, lime_samples=lime_samples, ig_steps=ig_steps,
-        seed=prior_seed, tokenizer=tokenizer, make_student=make_student,
-    )  # fmt: skip
+    if priors is None:
+        if not isinstance(teacher, Teacher):
+            raise InputError(
+                f"`teacher` must be a cap.Teacher (make_teacher) when `priors` is not given; got {teacher!r}"
+            )
+        priors = all_priors(
+            train, teacher, warm_steps=warm_steps, n_masks=n_masks, lime_samples=lime_samples, ig_steps=ig_steps,
+            seed=prior_seed, tokenizer=tokenizer, make_student=make_student,
+        )  # fmt: skip
+    else:
+        need = {v.removeprefix("CE+") for v in variants if v != "CE"}
+        if not isinstance(priors, Mapping) or need - set(priors):
+            raise InputError(f"`priors` must map each prior of `variants` {sorted(need)} to a tensor [N, W]")
+        priors = dict(priors)
     out = CAPRun(priors=priors, mass={k: prior_mass(v, train.roles) for k, v in priors.items()})
     out.results = train_variants(
         train, tests, priors, seeds=seeds, variants=variants, warm_steps=warm_steps, steps=steps, lam=lam,
         warmup=warmup, tokenizer=tokenizer, make_student=make_student, show_progress=show_progress,
     )  # fmt: skip
     return out
+
+
+def ridge_figure(
+    g: torch.Tensor, phi: torch.Tensor, words: Sequence[str], roles: Sequence[str], *, title: str | None = None
+) -> Any:
+    """One text's CAP step: the class-aware margins ``g`` over the masks (histogram) and the ridge
+    coefficients ``phi`` per word (bars, red for the discriminative words); shown and returned."""
+    from xattr_nb import plots
+
+    g = check_tensor(g, "g", ndim=1, dtype="float", layout="[S]").detach().double().numpy()
+    phi = check_tensor(phi, "phi", ndim=1, dtype="float", layout="[n]").detach().double().numpy()
+    if len(words) != len(phi) or len(roles) != len(phi):
+        raise InputError(f"`words` ({len(words)}) and `roles` ({len(roles)}) must match `phi` ({len(phi)})")
+    with plots.style():
+        fig = plots.figure(8.0, 2.4)
+        ax0, ax1 = fig.subplots(1, 2, width_ratios=[1, 2])
+        ax0.hist(g, bins=15, color="gray")
+        ax0.set_title("margins g over masks", fontsize=9)
+        ax1.bar(range(len(phi)), phi, color=["C3" if r == "disc" else "C0" for r in roles])
+        ax1.axhline(0.0, color="black", linewidth=0.6)
+        ax1.set_xticks(range(len(phi)), list(words), rotation=45, fontsize=8)
+        ax1.set_title(title or "ridge φ per word (red: disc words)", fontsize=9)
+    return plots.show(fig)
