@@ -199,6 +199,33 @@ def test_selfreg_penalty_steers_the_head_off_the_shortcut_latent():
     assert acc(reg) > acc(plain) + 0.2
 
 
+def test_lambda_sweep_and_the_figures():
+    x, y = _shortcut_data(400, 0.95, 0)
+    xt, yt = _shortcut_data(200, 0.05, 1)
+    sae = TopKSAE(4, 2, 1, seed=0)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))  # latent 0 = the shortcut
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    mask = torch.tensor([True, False])
+    sweep = sr.lambda_sweep({"train": x, "test": xt}, y, {"test": yt}, (0.0, 10.0), sae=sae, mask=mask, seed=0)
+    assert sweep.index.tolist() == [0.0, 10.0] and sweep.columns.tolist() == ["test"]
+    plain = sr.evaluate_head(sr.train_head(x, y, variant="plain", seed=0), xt, yt)["accuracy"]
+    assert sweep.loc[0.0, "test"] == plain  # lambda 0 is the plain head
+    reg = sr.train_head(x, y, variant="selfreg_reg", sae=sae, mask=mask, lam=10.0, seed=0)
+    assert sweep.loc[10.0, "test"] == sr.evaluate_head(reg, xt, yt)["accuracy"] > plain
+    fig = sr.plot_lambda_sweep(sweep, chosen=10.0)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "10"]
+    fig = sr.plot_sae_training({"nmse": [1.0, 0.5, 0.2], "k": [4, 2, 2]}, {"nmse": [0.3, 0.25]})
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+    fig = sr.plot_topic_projection({"in": xt, "out": xt * 0}, torch.tensor([0.0, 1.0, 0, 0]), yt, ["a", "b"])
+    assert len(fig.axes) == 2
+    with pytest.raises(InputError, match="pretrain_sae"):
+        sr.plot_sae_training({"nmse": [1.0]}, {"nmse": [0.3]})
+    with pytest.raises(InputError, match="rows"):
+        sr.plot_topic_projection({"in": xt[:5]}, torch.tensor([0.0, 1.0, 0, 0]), yt, ["a", "b"])
+
+
 def test_train_head_restores_the_best_epoch_and_halves_the_lr():
     x, y = _shortcut_data(200, 0.5, 2)
     head = sr.train_head(x, y, variant="plain", epochs=60, lr=0.3, patience=1, max_halvings=2, seed=0)
@@ -295,3 +322,28 @@ def test_token_states_last_token_of_a_causal_lm_folder(tmp_path):
             ref = lm(ids, output_hidden_states=True).hidden_states[1][0]  # block 0's output
         assert torch.allclose(st.pooled[i], ref[-1], atol=1e-5)
         assert (st.text_index == i).sum() == len(text.split())  # the 3 template tokens are left out
+
+
+def test_explain_chains_the_steps_from_texts_to_a_classifier():
+    from xattr_nb.models.hub import load_encoder
+
+    w = spurious_text(200, 40, 60, 150, seed=0)
+    tok, enc = load_encoder(n_layers=1)
+    lex = w.lexicons
+    kw = dict(generic_texts=w.generic, task_words=lex["harm"] + lex["benign"],
+              unintended_words=lex["sports"] + lex["cooking"], d_hidden=64, k_schedule=(16, 4, 0.5), sae_epochs=5,
+              seed=0, show_progress=False, epochs=10)  # fmt: skip
+    clf = sr.explain(enc, tok, w.train.texts, w.train.labels, **kw)
+    assert clf.variant == "selfreg" and clf.layer == 0 and clf.pool == "mean" and clf.parts.mask.any()
+    u = clf.parts.mask.nonzero().flatten().tolist()
+    assert all(clf.parts.judgments[j] == "unintended" for j in u)
+    st = sr.token_states(w.test.texts, tok, enc, show_progress=False)
+    h = st.pooled
+    assert torch.allclose(clf.inputs(h), sr.surgery(clf.parts.sae, h, clf.parts.mask))  # the official variant
+    with torch.no_grad():
+        assert torch.allclose(clf.logits(enc, tok, w.test.texts), clf.head(clf.inputs(h)), atol=1e-5)
+    assert 0.0 <= clf.alignment <= 1.0
+    with pytest.raises(InputError, match="variant"):
+        sr.explain(enc, tok, w.train.texts, w.train.labels, variant="oracle", **kw)
+    with pytest.raises(InputError, match="labels"):
+        sr.explain(enc, tok, w.train.texts, w.train.labels[:-1], **kw)

@@ -22,7 +22,10 @@ Baselines (:data:`VARIANTS`): plain, L2, dropout, label smoothing, focal loss, t
 alone, the surgery alone, the official SelfReg (both), and an oracle that projects out the known
 topic direction (:func:`topic_direction`, :func:`project_out`). Metrics: :func:`evaluate_head`
 (accuracy, F1, topic-swap reliance, mean |cos(w, d_j)| over U). :func:`run_variants` trains every
-variant at several seeds; :func:`selfreg` chains steps 2–3 (SAE and judge) for one task.
+variant at several seeds; :func:`selfreg` chains steps 2–3 (SAE and judge) for one task, and
+:func:`explain`, the entry point, chains steps 1–4 from texts to a trained :class:`SelfRegClassifier`.
+Figures (through :mod:`xattr_nb.plots`): :func:`plot_sae_training`, :func:`plot_topic_projection`,
+:func:`plot_lambda_sweep`.
 
 Written from the spec's reading of the official code; nothing is copied from it.
 """
@@ -50,12 +53,18 @@ __all__ = [
     "PROMPT",
     "VARIANTS",
     "LinearHead",
+    "SelfRegClassifier",
     "SelfRegParts",
     "TokenStates",
     "evaluate_head",
+    "explain",
     "finetune_sae",
+    "lambda_sweep",
     "lexicon_judge",
     "mean_alignment",
+    "plot_lambda_sweep",
+    "plot_sae_training",
+    "plot_topic_projection",
     "pretrain_sae",
     "project_out",
     "run_variants",
@@ -576,3 +585,194 @@ def run_variants(
             m = evaluate_head(head, x[split], y, x_twin=x[twin] if twin else None)
             rows.append({"variant": v, "seed": int(s), "split": name, **m, "alignment": align})
     return pd.DataFrame(rows)
+
+
+@dataclass
+class SelfRegClassifier:
+    """What :func:`explain` trains: the linear head, the SAE parts it is regularised with, and how it reads
+    text (``layer``, ``pool``, ``prefix`` of :func:`token_states`). ``variant`` ``"selfreg"`` and
+    ``"selfreg_surgery"`` read the surgered states (:meth:`inputs`)."""
+
+    head: LinearHead
+    parts: SelfRegParts
+    variant: str
+    layer: int = -1
+    pool: str = "mean"
+    prefix: str = PROMPT
+
+    def inputs(self, h: torch.Tensor) -> torch.Tensor:
+        """The head's input for pooled states ``h`` ``[N, D]``: ``h`` after :func:`surgery` when the variant uses it."""
+        return surgery(self.parts.sae, h, self.parts.mask) if self.variant in _SURGERY else h
+
+    @torch.no_grad()
+    def logits(self, model: nn.Module, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 128) -> torch.Tensor:
+        """The head's logit ``[N]`` (harmful > 0) for ``texts``, read by ``model`` as in training."""
+        st = token_states(texts, tokenizer, model, layer=self.layer, prefix=self.prefix, pool=self.pool,
+                          batch_size=batch_size, show_progress=False)  # fmt: skip
+        return self.head(self.inputs(st.pooled))
+
+    @property
+    def alignment(self) -> float:
+        """Mean ``|cos(w, d_j)|`` over the unintended latents U (:func:`mean_alignment`)."""
+        return mean_alignment(self.head.w.detach(), self.parts.sae, self.parts.mask)
+
+
+_SURGERY = ("selfreg", "selfreg_surgery")
+
+
+def explain(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: torch.Tensor,
+    *,
+    generic_texts: Sequence[str],
+    task_words: Iterable[str],
+    unintended_words: Iterable[str],
+    variant: str = "selfreg",
+    layer: int = -1,
+    pool: str = "mean",
+    prefix: str = PROMPT,
+    lam: float = 3.0,
+    centered: bool = False,
+    d_hidden: int = 256,
+    k_schedule: tuple[int, int, float] = (32, 8, 0.5),
+    sae_epochs: int = 20,
+    finetune_epochs: int = 2,
+    finetune_lr: float = 1e-4,
+    top_k: int = 20,
+    thr: float = 0.6,
+    seed: int = 0,
+    show_progress: bool = True,
+    **head_kwargs: Any,
+) -> SelfRegClassifier:
+    """SelfReg from texts to a trained classifier, steps 1–4 in one call: :func:`token_states` of
+    ``generic_texts`` (no template) and of the task's ``texts`` (with ``prefix``) under ``model``; the SAE
+    pre-trained and fine-tuned, its latents judged and U formed (:func:`selfreg`); a linear head trained on
+    ``labels`` with the penalty (``variant`` ``"selfreg"``: penalty and surgery, the official code;
+    ``"selfreg_reg"``: the penalty alone; ``"selfreg_surgery"``: the surgery alone). ``head_kwargs`` go to
+    :func:`train_head`. Returns a :class:`SelfRegClassifier` (its ``alignment`` is what the penalty acts on)."""
+    check_choice(variant, ("selfreg", "selfreg_reg", "selfreg_surgery"), "variant")
+    labels = check_tensor(labels, "labels", ndim=1, layout="[N]")
+    kw = {"layer": layer, "pool": pool, "show_progress": show_progress}
+    generic = token_states(generic_texts, tokenizer, model, prefix="", **kw)
+    task = token_states(texts, tokenizer, model, prefix=prefix, **kw)
+    if len(labels) != task.pooled.shape[0]:
+        raise InputError(f"`labels` has {len(labels)} entries but `texts` has {task.pooled.shape[0]}")
+    parts = selfreg(generic, task, task_words, unintended_words, d_hidden=d_hidden, k_schedule=k_schedule,
+                    sae_epochs=sae_epochs, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, top_k=top_k,
+                    thr=thr, seed=seed, show_progress=show_progress)  # fmt: skip
+    if not parts.mask.any():
+        raise InputError("the judge found no unintended latent (U is empty): train the SAE longer or lower `thr`")
+    x = surgery(parts.sae, task.pooled, parts.mask) if variant in _SURGERY else task.pooled
+    head = train_head(x, labels, variant=variant, sae=parts.sae, mask=parts.mask, lam=lam, centered=centered,
+                      seed=seed, **head_kwargs)  # fmt: skip
+    n_layers = len(block_names(model))
+    return SelfRegClassifier(head, parts, variant, layer % n_layers, pool, prefix)
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures (xattr_nb.plots: shown wherever they are called).
+
+
+def plot_sae_training(pretrain: Mapping[str, Sequence[float]], finetune: Mapping[str, Sequence[float]]) -> Any:
+    """nMSE per step of pre-training (generic text) then fine-tuning (task), log scale, and the TopK ``k``
+    schedule of pre-training: ``pretrain`` from :func:`pretrain_sae` (``nmse``, ``k``), ``finetune`` from
+    :func:`finetune_sae` (``nmse``)."""
+    from xattr_nb import plots
+
+    if not isinstance(pretrain, Mapping) or not {"nmse", "k"} <= set(pretrain):
+        raise InputError("`pretrain` must be the history of pretrain_sae() (keys nmse, k)")
+    if not isinstance(finetune, Mapping) or "nmse" not in finetune:
+        raise InputError("`finetune` must be the result of finetune_sae() (key nmse)")
+    n = len(pretrain["nmse"])
+    with plots.style():
+        fig = plots.figure(8.0, 2.4)
+        ax, ak = fig.subplots(1, 2)
+        ax.plot(range(n), pretrain["nmse"], label="pre-training (generic)")
+        ax.plot(range(n, n + len(finetune["nmse"])), finetune["nmse"], label="fine-tuning (task)")
+        ax.set(xlabel="step", ylabel="nMSE", yscale="log")
+        ax.legend(fontsize=8)
+        ak.plot(pretrain["k"], color="gray")
+        ak.set(xlabel="pre-training step", ylabel="k (TopK)")
+    return plots.show(fig)
+
+
+@torch.no_grad()
+def plot_topic_projection(
+    states: Mapping[str, torch.Tensor], direction: torch.Tensor, topic: torch.Tensor, topic_names: Sequence[str]
+) -> Any:
+    """Histograms of the projection of pooled states on ``direction`` (``[D]``), one panel per entry of
+    ``states`` (``{name: [N, D]}``, e.g. the input and the input after :func:`surgery`), split by the
+    0/1 ``topic`` of each row (named by ``topic_names``)."""
+    from xattr_nb import plots
+
+    if not isinstance(states, Mapping) or not states:
+        raise InputError("`states` must be a non-empty dict {name: [N, D] states}")
+    direction = check_tensor(direction, "direction", ndim=1, dtype="float", layout="[D]")
+    topic = check_tensor(topic, "topic", ndim=1, layout="[N]").long()
+    if len(topic_names) != 2:
+        raise InputError(f"`topic_names` must name the two topics; got {list(topic_names)}")
+    with plots.style():
+        fig = plots.figure(4.0 * len(states), 2.2)
+        axes = fig.subplots(1, len(states), sharey=True, squeeze=False)[0]
+        for ax, (name, h) in zip(axes, states.items(), strict=True):
+            h = check_tensor(h, f"states[{name!r}]", ndim=2, dtype="float", layout="[N, D]")
+            if len(h) != len(topic):
+                raise InputError(f"`states[{name!r}]` has {len(h)} rows but `topic` has {len(topic)}")
+            proj = (h @ direction).numpy()
+            for t, c in ((0, "C0"), (1, "C1")):
+                ax.hist(proj[(topic == t).numpy()], bins=20, alpha=0.6, color=c, label=str(topic_names[t]))
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("projection on the topic direction")
+        axes[0].legend(fontsize=8)
+    return plots.show(fig)
+
+
+def lambda_sweep(
+    x: Mapping[str, torch.Tensor],
+    y_train: torch.Tensor,
+    evals: Mapping[str, torch.Tensor],
+    lams: Sequence[float],
+    *,
+    sae: TopKSAE,
+    mask: torch.Tensor,
+    seed: int = 0,
+    **head_kwargs: Any,
+) -> pd.DataFrame:
+    """Accuracy of the regulariser alone (``selfreg_reg``) for each penalty weight in ``lams`` (``0`` is the
+    plain head), one head per weight at ``seed``: rows ``lam``, one column per split of ``evals``
+    (``{split: labels}``, inputs ``x[split]``; training on ``x["train"]``)."""
+    rows = {}
+    for lam in lams:
+        lam = check_float(lam, "lams[...]", low=0.0)
+        head = train_head(x["train"], y_train, variant="selfreg_reg" if lam else "plain", sae=sae, mask=mask,
+                          lam=lam, seed=seed, **head_kwargs)  # fmt: skip
+        rows[lam] = {s: evaluate_head(head, x[s], yy)["accuracy"] for s, yy in evals.items()}
+    return pd.DataFrame(rows).T.rename_axis("lam")
+
+
+def plot_lambda_sweep(sweep: pd.DataFrame, *, chosen: float | None = None) -> Any:
+    """Accuracy per split against the penalty weight (from :func:`lambda_sweep`), log axis with ``0`` (the
+    plain head) drawn one step left of the smallest positive weight; ``chosen`` marks the weight used."""
+    from xattr_nb import plots
+
+    if not isinstance(sweep, pd.DataFrame) or sweep.empty:
+        raise InputError("`sweep` must be the DataFrame of lambda_sweep()")
+    lams = [float(v) for v in sweep.index]
+    positive = [v for v in lams if v > 0]
+    zero_at = min(positive) / 3 if positive else 1.0
+    xs = [v if v > 0 else zero_at for v in lams]
+    with plots.style():
+        fig = plots.figure(4.5, 2.6)
+        ax = fig.add_subplot()
+        for col in sweep.columns:
+            ax.plot(xs, sweep[col].to_numpy(), marker="o", label=str(col))
+        if chosen is not None:
+            ax.axvline(chosen if chosen > 0 else zero_at, color="grey", lw=0.8, ls="--", label=f"λ = {chosen:g} (used)")
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{v:g}" for v in lams])
+        ax.minorticks_off()
+        ax.set(xlabel="λ", ylabel="accuracy")
+        ax.legend(fontsize=8)
+    return plots.show(fig)
