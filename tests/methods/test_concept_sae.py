@@ -175,6 +175,24 @@ def test_probe_and_directions_recover_the_exact_flip_effects_on_a_linear_model()
     assert math.isclose(C.supervised_mcc(pr["pred"], ell_te), 1.0, abs_tol=1e-5)
 
 
+def test_explain_chains_the_steps_on_a_model_linear_in_the_log_odds():
+    w = concept_world()
+    lm = _BayesLM(w, torch.randn(3, 6, generator=torch.Generator().manual_seed(1)))
+    rand = concept_gpt2(w.vocab_size, seed=0)  # random weights
+    kw = dict(n_train=300, n_test=150, n_pairs=200, sae_width=6, sae_epochs=2, seed=3)
+    study = C.explain(lm, w, untrained=rand, **kw)
+    assert list(study.r2.index) == ["trained", "untrained"] and list(study.r2.columns) == ["L", "P", "MAP", "c", "next"]
+    assert study.r2.loc["trained", "next"] > study.r2.loc["untrained", "next"] + 0.3
+    assert float(study.probe_r2.min()) > 0.999 and study.mcc["supervised"] > 0.999
+    assert study.wa_rel_error < 0.01 and math.isclose(study.offdiag_ratio, study.offdiag_ratio_exact, abs_tol=0.01)
+    exact = C.true_flip_effects(w, n_pairs=200, t_min=2, t_max=7, seed=3)
+    assert torch.equal(study.exact, exact)  # the same pairs as the step called alone
+    assert set(study.mcc) == {"supervised", "l1", "topk", "structured"} and set(study.sparsity) == set(study.saes)
+    assert list(C.explain(lm, w, structured=False, **kw).saes) == ["l1", "topk"]
+    with pytest.raises(InputError, match="ConceptLVM"):
+        C.explain(lm, "world")
+
+
 def test_offdiag_ratio_and_wa_errors():
     assert C.offdiag_ratio(torch.eye(3) * 2) == 0.0
     assert math.isclose(C.offdiag_ratio(torch.tensor([[2.0, 1.0], [1.0, 2.0]])), 0.5)

@@ -10,7 +10,7 @@ import torch
 
 from xattr_nb.checks import InputError
 from xattr_nb.methods import roma as R
-from xattr_nb.models import moe
+from xattr_nb.models import load_lm, moe
 from xattr_nb.models.moe_recipes import IGNORE, answer_targets, exact_match, multitask_tokenizer
 from xattr_nb.models.text import tiny_gpt2
 from xattr_nb.worlds.multitask import FAMILIES, PARAPHRASES, answer_digits, multitask_moe, multitask_vocab
@@ -135,13 +135,33 @@ def test_alignment_metrics_on_known_clusters():
         R.knn_task_agreement(clustered, labels[:10])
 
 
+def test_expert_usage_entropy_is_one_when_balanced_and_log_k_over_log_e_when_collapsed():
+    e = 8
+    # every expert is in the top 2 equally often: 8 samples, sample i picks experts i and i+1 (mod 8)
+    r = torch.full((8, 1, e), 0.01)
+    for i in range(8):
+        r[i, 0, i], r[i, 0, (i + 1) % e] = 0.5, 0.4
+    assert R.expert_usage_entropy(r, 2) == pytest.approx(1.0)
+    # every sample picks the same two experts: entropy log 2 / log 8 = 1/3
+    same = torch.softmax(torch.tensor([3.0, 2.0, 0, 0, 0, 0, 0, 0]), 0).expand(10, 2, e)
+    assert R.expert_usage_entropy(same, 2) == pytest.approx(1 / 3)
+    assert R.expert_usage_entropy(same, 1) == pytest.approx(0.0)
+    # the mean over layers: one balanced layer, one collapsed layer
+    both = torch.cat([r, same[:8, :1]], 1)
+    assert R.expert_usage_entropy(both, 2) == pytest.approx((1.0 + 1 / 3) / 2)
+    with pytest.raises(InputError, match="top_k"):
+        R.expert_usage_entropy(r, 9)
+    with pytest.raises(InputError, match="routing"):
+        R.expert_usage_entropy(r[:, 0], 2)
+
+
 # ------------------------------------------------------------------------------ training and oracle
 
 
 @pytest.fixture(scope="module")
 def base():
     """The shipped base MoE: it answers most items, so the successful set is not empty."""
-    return R.load_small()[0]
+    return load_lm("cpu", small="multitask_moe_gpt2").model
 
 
 def test_finetuning_changes_only_the_chosen_routers_and_aligns_routing(base):
@@ -176,6 +196,21 @@ def test_oracle_without_steps_is_the_model_and_with_steps_fixes_errors(base):
     ok0 = R.correct(base, held_out)
     ok = R.oracle_routing(base, held_out, [2, 3], steps=20)
     assert int(ok.sum()) > int(ok0.sum()) and base.transformer.h[3].mlp.override is None
+
+
+def test_explain_runs_base_ce_only_and_roma_from_one_base():
+    lm = tiny_moe_lm(2)
+    train, test = multitask_moe(48, rare_share=None, seed=4), multitask_moe(32, rare_share=None, seed=5)
+    emb = torch.nn.functional.one_hot(train.paraphrase, 24).float()
+    cmp = R.explain(lm, train, emb, test, layers=[1], seeds=[0, 1], epochs=1, lr=5e-2)
+    assert [len(cmp.results[v]) for v in ("base", "ce_only", "roma")] == [1, 2, 2]
+    assert len(cmp.histories["roma"]) == 2 and cmp.histories["ce_only"][0].manifold == [0.0]
+    assert set(cmp.results["roma"][0]) == {"acc", "acc_rare", "acc_frequent", "knn_agreement", "silhouette",
+                                           "usage_entropy"}  # fmt: skip
+    assert cmp.results["base"][0] == R.evaluate(lm, test, [1])  # the base model is left untouched
+    assert cmp.mean("roma", "acc") == pytest.approx(np.mean(cmp.values("acc")["roma"]))
+    with pytest.raises(InputError, match="seeds"):
+        R.explain(lm, train, emb, test, layers=[1], seeds=3)
 
 
 def test_task_embeddings_embed_each_text_once():
@@ -217,7 +252,7 @@ def test_full_scale_path_on_a_local_olmoe(tmp_path):
     torch.manual_seed(0)
     OlmoeForCausalLM(cfg).save_pretrained(tmp_path)
     multitask_tokenizer().save_pretrained(tmp_path)
-    model, tok = R.load_full(str(tmp_path))
+    model, tok = load_lm("full", small="multitask_moe_gpt2", full=str(tmp_path))
     assert R.router_names(model) == {0: "model.layers.0.mlp.gate", 1: "model.layers.1.mlp.gate"}
     data = multitask_moe(16, rare_share=None, seed=0)
     r = R.prompt_routing(model, data, R.last_layers(model, 1))
@@ -231,4 +266,5 @@ def test_full_scale_path_on_a_local_olmoe(tmp_path):
     before = model.state_dict()
     changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])]
     assert changed == ["model.layers.1.mlp.gate.weight"]
-    assert math.isfinite(R.evaluate(tuned, data, [1])["knn_agreement"])
+    ev = R.evaluate(tuned, data, [1])  # top_k read from the OLMoE block
+    assert math.isfinite(ev["knn_agreement"]) and 0.0 < ev["usage_entropy"] <= 1.0

@@ -17,12 +17,16 @@ Steps, each a function the notebook calls (spec 14, section 8.5):
    ``f``; :func:`sae_mcc` scores their latents against ``ell`` with the mean correlation coefficient, and
    :func:`supervised_mcc` gives the supervised upper bound.
 
+:func:`explain` is the entry point: it chains the steps on held-out samples of the world and returns a
+:class:`ConceptStudy` with every figure the notebook reports.
+
 The structured SAE's exact form is not in the paper's abstract: the one here (a linear SEM over the
 latents) is the spec's reconstruction and is marked as such wherever it is used.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,9 +45,11 @@ from xattr_nb.worlds.concepts import ConceptLVM
 
 __all__ = [
     "CONCEPT_WORD_PAIRS",
+    "ConceptStudy",
     "StructuredSAE",
     "concept_directions",
     "concept_targets",
+    "explain",
     "final_hidden",
     "log_odds_probes",
     "offdiag_ratio",
@@ -325,6 +331,92 @@ def supervised_mcc(pred: Any, ell: Any) -> float:
     """MCC of the supervised extractor's held-out predictions ``pred`` ``[n, m]`` (:func:`log_odds_probes`) with
     ``ell``: the upper bound an unsupervised dictionary is compared with."""
     return mcc(pred, ell)
+
+
+@dataclass
+class ConceptStudy:
+    """What :func:`explain` measured on held-out prefixes.
+
+    ``r2``: held-out R² of ``f ~ A target + b`` (rows: ``trained``/``untrained``, columns: targets);
+    ``probe_r2`` ``[m]``: R² of the log-odds probes; ``WA``, ``exact`` ``[m, m]``: probes × concept directions and
+    the exact flip effects, ``offdiag_ratio`` (of ``WA``), ``offdiag_ratio_exact`` and ``wa_rel_error``
+    (``‖WA − exact‖ / ‖exact‖``); ``mcc``: MCC with the log-odds of the supervised extractor and of each SAE;
+    ``sparsity``: each SAE's mean L0; ``saes`` and ``probes`` (weights, predictions) for further use.
+    """
+
+    r2: pd.DataFrame
+    probe_r2: torch.Tensor
+    WA: torch.Tensor
+    exact: torch.Tensor
+    offdiag_ratio: float
+    offdiag_ratio_exact: float
+    wa_rel_error: float
+    mcc: dict[str, float]
+    sparsity: dict[str, float]
+    saes: dict[str, nn.Module] = field(repr=False)
+    probes: dict[str, Any] = field(repr=False)
+
+
+def explain(
+    model: nn.Module,
+    world: ConceptLVM,
+    *,
+    untrained: nn.Module | None = None,
+    n_train: int = 4000,
+    n_test: int = 1000,
+    t_min: int = 2,
+    clip: float = 1e-6,
+    n_pairs: int = 1000,
+    sae_width: int = 16,
+    k: int = 3,
+    l1: float = 0.015,
+    l1_B: float = 1e-3,
+    structured: bool = True,
+    structure: str = "lower",
+    sae_epochs: int = 20,
+    seed: int = 0,
+) -> ConceptStudy:
+    """The whole study in one call (steps 1-6 of the module docstring) on the world's own samples.
+
+    Training and test sequences are drawn with seeds ``1000 + seed`` and ``2000 + seed``; prefixes
+    ``t_min..seq_len - 1`` are analysed (the last prefix has no next token). ``untrained``: a model of the same
+    architecture with random weights, the contrast of the regression test (only ``trained`` is reported when None).
+    """
+    check_model(model)
+    if not isinstance(world, ConceptLVM):
+        raise InputError(f"`world` must be a ConceptLVM (xattr_nb.worlds.concepts); got {type(world).__name__}")
+    n_train, n_test = check_int(n_train, "n_train", low=2), check_int(n_test, "n_test", low=2)
+    seed = check_int(seed, "seed", low=0)
+    t_max = world.seq_len - 1
+    train, test = world.sample(n_train, seed=1000 + seed), world.sample(n_test, seed=2000 + seed)
+    nets = {"trained": model} if untrained is None else {"trained": model, "untrained": untrained}
+    Y, F = {}, {}
+    for split, d in (("train", train), ("test", test)):
+        Y[split] = {n: rows(v, t_min, t_max) for n, v in concept_targets(world, d.tokens, d.config, clip=clip).items()}
+        F[split] = {n: rows(final_hidden(net, d.tokens, world.vocab_size), t_min, t_max) for n, net in nets.items()}
+    tab = regression_table(F["train"], F["test"], Y["train"], Y["test"], names=(*TARGETS, "next"))
+    r2 = tab.pivot(index="model", columns="target", values="r2")[[*TARGETS, "next"]]
+    probes = log_odds_probes(F["train"]["trained"], Y["train"]["ell"], F["test"]["trained"], Y["test"]["ell"])
+    A = concept_directions(model, world, n_pairs=n_pairs, t_min=t_min, t_max=t_max, seed=seed)
+    WA = wa_matrix(probes["W"], A)
+    exact = true_flip_effects(world, n_pairs=n_pairs, t_min=t_min, t_max=t_max, seed=seed)
+    saes = train_saes(F["train"]["trained"], width=sae_width, k=k, l1=l1, l1_B=l1_B, structured=structured,
+                      structure=structure, epochs=sae_epochs, seed=seed)  # fmt: skip
+    mccs = {"supervised": supervised_mcc(probes["pred"], Y["test"]["ell"])}
+    mccs.update({name: sae_mcc(sae, F["test"]["trained"], Y["test"]["ell"]) for name, sae in saes.items()})
+    return ConceptStudy(
+        r2=r2,
+        probe_r2=probes["r2"],
+        WA=WA,
+        exact=exact,
+        offdiag_ratio=offdiag_ratio(WA),
+        offdiag_ratio_exact=offdiag_ratio(exact),
+        wa_rel_error=float((WA - exact).norm() / exact.norm()),
+        mcc=mccs,
+        sparsity={name: sparsity(sae, F["test"]["trained"]) for name, sae in saes.items()},
+        saes=saes,
+        probes=probes,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,9 +20,13 @@ Steps, in the order the notebook calls them: :func:`task_embeddings` → :func:`
 :func:`correct` → :func:`successful_neighbours` → :func:`manifold_loss` → :func:`finetune_routers`
 (``lam=0`` is the CE-only baseline); :func:`oracle_routing` (per-sample routing logits optimised with
 the label: the upper bound); :func:`knn_task_agreement` and :func:`routing_silhouette` (routing–task
-alignment); :func:`evaluate` runs them all on a held-out set. Routers are found by name
-(:func:`router_names`): our :class:`~xattr_nb.models.moe.TopKMoEMLP` (``...mlp.router``) and HF OLMoE
-/ Qwen-MoE blocks (``...mlp.gate``), so :func:`load_full` + the same steps run at full scale.
+alignment) and :func:`expert_usage_entropy` (how evenly the routers spread samples over the
+experts: a collapse of routing shows here); :func:`evaluate` runs them all on a held-out set;
+:func:`explain`, the entry point, fine-tunes CE-only and RoMA routers from one base model for several
+seeds and evaluates all three. Routers are found by name (:func:`router_names`): our
+:class:`~xattr_nb.models.moe.TopKMoEMLP` (``...mlp.router``) and HF OLMoE / Qwen-MoE blocks
+(``...mlp.gate``), so a paper MoE LM from ``xattr_nb.models.load_lm("full", small="multitask_moe_gpt2",
+full=<HF name>)`` runs through the same steps.
 """
 
 from __future__ import annotations
@@ -50,14 +54,13 @@ __all__ = [
     "SMALL_CONFIG",
     "Comparison",
     "FinetuneHistory",
-    "compare",
     "correct",
     "evaluate",
+    "expert_usage_entropy",
+    "explain",
     "finetune_routers",
     "knn_task_agreement",
     "last_layers",
-    "load_full",
-    "load_small",
     "manifold_loss",
     "oracle_routing",
     "prompt_routing",
@@ -80,28 +83,6 @@ _ROUTER = re.compile(r"(?:^|\.)(\d+)\.mlp\.(?:router|gate)$")
 
 # ----------------------------------------------------------------------------------------------
 # Models and routers.
-
-
-def load_small(*, retrain: bool = False, seed: int = 0) -> tuple[nn.Module, Any]:
-    """The shipped base MoE (zoo ``multitask_moe_gpt2``) and its tokenizer; ``retrain=True`` reruns the recipe."""
-    from xattr_nb.models import zoo
-    from xattr_nb.models.moe_recipes import multitask_tokenizer, train_multitask_moe
-
-    if retrain:
-        model, _ = train_multitask_moe(seed, show_progress=True)
-    else:
-        model = zoo.load("multitask_moe_gpt2")
-    return model.eval(), multitask_tokenizer()
-
-
-def load_full(name: str, *, device: str = "cpu") -> tuple[nn.Module, Any]:
-    """A pretrained MoE causal LM by HF name or folder (e.g. ``"allenai/OLMoE-1B-7B-0924"``) and its tokenizer;
-    refuses a model without routers that :func:`router_names` can find."""
-    from xattr_nb.models.hub import load_causal_lm
-
-    tokenizer, model = load_causal_lm(name, device=device)
-    router_names(model)
-    return model, tokenizer
 
 
 def router_names(model: nn.Module) -> dict[int, str]:
@@ -459,23 +440,65 @@ def routing_silhouette(routing: Any, labels: Any) -> float:
     return float(silhouette_score(r, y))
 
 
-def evaluate(model: nn.Module, test: MultitaskData, layers: Sequence[int], *, k: int = 5) -> dict[str, float]:
-    """Held-out exact match (all, rare, frequent paraphrases) and routing–task alignment (kNN agreement, silhouette)."""
+def expert_usage_entropy(routing: Any, top_k: int) -> float:
+    """How evenly samples use the experts: per layer, the share of samples whose top-``top_k`` experts include
+    expert ``e``, normalised to a distribution ``u`` over the ``E`` experts; its entropy divided by ``log E``,
+    averaged over the layers.
+
+    ``routing`` ``[N, L, E]`` (full-softmax weights, e.g. :func:`prompt_routing`). 1 = every expert chosen
+    equally often; ``log(top_k) / log(E)`` = the same ``top_k`` experts for every sample (routing collapsed
+    onto one choice). Ties are broken by ``torch.topk``'s order.
+    """
+    r = check_tensor(routing, "routing", ndim=3, dtype="float", layout="[N, L, E]")
+    n, _, e = r.shape
+    if n < 1 or e < 2:
+        raise InputError(f"`routing` needs at least one sample and two experts; got shape {tuple(r.shape)}")
+    top_k = check_int(top_k, "top_k", low=1, high=e)
+    chosen = torch.zeros_like(r, dtype=torch.float64).scatter_(-1, r.topk(top_k, dim=-1).indices, 1.0)
+    u = chosen.sum(0) / (n * top_k)  # [L, E], each row sums to 1
+    h = -(u * u.clamp_min(1e-300).log()).sum(-1)
+    return float(h.mean() / np.log(e))
+
+
+def _top_k(model: nn.Module, layers: Sequence[int]) -> int:
+    """Experts per token of the MoE blocks of ``layers``: ``TopKMoEMLP.k``, an HF block's ``top_k``, or the
+    config's ``num_experts_per_tok``."""
+    mods = dict(model.named_modules())
+    for name in _router_map(model, layers).values():
+        block = mods[name.rsplit(".", 1)[0]]
+        for attr in ("k", "top_k", "num_experts_per_tok"):
+            v = getattr(block, attr, None)
+            if isinstance(v, int):
+                return v
+    v = getattr(getattr(model, "config", None), "num_experts_per_tok", None)
+    if isinstance(v, int):
+        return v
+    raise InputError(f"cannot tell how many experts per token {type(model).__name__} uses; pass `top_k`")
+
+
+def evaluate(
+    model: nn.Module, test: MultitaskData, layers: Sequence[int], *, k: int = 5, top_k: int | None = None
+) -> dict[str, float]:
+    """Held-out exact match (all, rare, frequent paraphrases), routing–task alignment (kNN agreement, silhouette)
+    and the expert-usage entropy of the prompt routing (:func:`expert_usage_entropy`; ``top_k`` experts per
+    token, read from the model when None)."""
     test = _check_data(test)
     ok = correct(model, test)
     r = prompt_routing(model, test, layers)
+    top_k = _top_k(model, layers) if top_k is None else top_k
     return {
         "acc": float(ok.float().mean()),
         "acc_rare": float(ok[test.rare].float().mean()),
         "acc_frequent": float(ok[~test.rare].float().mean()),
         "knn_agreement": knn_task_agreement(r, test.task, k),
         "silhouette": routing_silhouette(r, test.task),
+        "usage_entropy": expert_usage_entropy(r, top_k),
     }
 
 
 @dataclass
 class Comparison:
-    """What :func:`compare` ran: per variant (``base``, ``ce_only``, ``roma``) one :func:`evaluate` dict per seed,
+    """What :func:`explain` ran: per variant (``base``, ``ce_only``, ``roma``) one :func:`evaluate` dict per seed,
     the fine-tuning histories, and the models of the last seed (for plots)."""
 
     results: dict[str, list[dict[str, float]]]
@@ -490,7 +513,7 @@ class Comparison:
         return {v: [r[metric] for r in rs] for v, rs in self.results.items()}
 
 
-def compare(
+def explain(
     base: nn.Module,
     train: MultitaskData,
     emb: torch.Tensor,
@@ -504,8 +527,12 @@ def compare(
     epochs: int = 3,
     knn_k: int = 5,
 ) -> Comparison:
-    """The base model, then CE-only (``lam=0``) and RoMA router fine-tuning from the same base for each seed,
-    all evaluated on ``test`` with :func:`evaluate`. The entry point of the method."""
+    """The entry point: the base model, then CE-only (``lam=0``) and RoMA router fine-tuning from the same base
+    for each seed (:func:`finetune_routers`), all evaluated on ``test`` with :func:`evaluate`.
+
+    ``emb`` ``[N, D]``: the task embeddings of ``train`` (:func:`task_embeddings` of ``train.instructions``).
+    Returns a :class:`Comparison` (per-seed metrics, fine-tuning histories, the last seed's models).
+    """
     if isinstance(seeds, int) or not isinstance(seeds, Sequence) or not seeds:
         raise InputError(f"`seeds` must be a non-empty list of ints; got {seeds!r}")
     results: dict[str, list[dict[str, float]]] = {
