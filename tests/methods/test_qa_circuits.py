@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from xattr_nb.checks import InputError
+from xattr_nb.interventions import ContrastPairs
 from xattr_nb.interventions.circuit import Circuit, to_circuit
 from xattr_nb.interventions.hooks import patch_output
 from xattr_nb.methods import qa_circuits as Q
+from xattr_nb.metrics import bootstrap_ci
 from xattr_nb.models import kv_recipes as K
+from xattr_nb.models import load_lm
 from xattr_nb.worlds.text import FAMOUS_FACTS, kv_qa
 
 torch.set_num_threads(1)
@@ -49,13 +52,28 @@ def test_encode_items_maps_sentences_answers_and_twins(data, batch, tok):
             assert (batch.sent_index[i, a + 1 : b + 1] == j).all()
         assert int((batch.sent_index[i] >= 0).sum()) == int(data.sent_spans[i, -1, 1])  # nothing else is context
         assert vocab[int(batch.answer[i])] == data.answers[i]
-        assert vocab[int(batch.corr_answer[i])] == data.corrupted_answers[i]
-        diff = (batch.ids[i] != batch.corr_ids[i]).nonzero().flatten().tolist()
+        assert vocab[int(batch.pairs.wrong[i])] == data.corrupted_answers[i]
+        diff = (batch.pairs.clean_ids[i] != batch.pairs.corr_ids[i]).nonzero().flatten().tolist()
         assert diff == [int(data.answer_pos[i]) + 1]  # the twin differs only at the asked value
         mem = data.memory_answers[i]
         assert (int(batch.memory[i]) == -1) if not mem else vocab[int(batch.memory[i])] == mem
     assert batch.gold.tolist() == data.gold_sentence.tolist()
     assert (batch.last == batch.ids.shape[1] - 1).all()
+    p = batch.pairs  # the twins as ContrastPairs: clean side = the batch itself, masks set
+    assert (
+        isinstance(p, ContrastPairs) and torch.equal(p.clean_ids, batch.ids) and torch.equal(p.clean_mask, batch.mask)
+    )
+    assert torch.equal(p.answer, batch.answer) and p.corr_mask.bool().all() and p.texts == batch.texts
+    steered = Q.encode_items(data, tok, texts=list(data.texts))
+    assert steered.pairs is None and (steered.gold == -1).all()  # replaced prompts have no twins
+
+
+def test_contrast_pairs_pad_both_sides_to_one_length():
+    clean = {"ids": torch.tensor([[5, 6, 7]]), "mask": torch.ones(1, 3, dtype=torch.long), "tokens": [["a", "b", "c"]]}
+    corr = {"ids": torch.tensor([[5, 8, 9, 7]]), "mask": torch.ones(1, 4, dtype=torch.long)}
+    p = Q._contrast(clean, corr, [1], [2], ["a b c"], pad=0)
+    assert p.clean_ids.tolist() == [[5, 6, 7, 0]] and p.clean_mask.tolist() == [[1, 1, 1, 0]]
+    assert p.corr_ids.tolist() == [[5, 8, 9, 7]] and p.corr_mask.tolist() == [[1, 1, 1, 1]]
 
 
 def test_closed_book_pairs_ask_famous_keys(data, tok):
@@ -63,10 +81,10 @@ def test_closed_book_pairs_ask_famous_keys(data, tok):
     vocab = data.vocab
     famous = {k: v for (_, k), v in FAMOUS_FACTS.items()}
     for i in range(len(cb)):
-        key, ckey = vocab[int(cb.ids[i, -4])], vocab[int(cb.corr_ids[i, -4])]
+        key, ckey = vocab[int(cb.ids[i, -4])], vocab[int(cb.pairs.corr_ids[i, -4])]
         assert key in famous and ckey in famous and key != ckey
-        assert vocab[int(cb.answer[i])] == famous[key] and vocab[int(cb.corr_answer[i])] == famous[ckey]
-        assert (cb.ids[i, :-6] == cb.corr_ids[i, :-6]).all()  # the context is untouched
+        assert vocab[int(cb.answer[i])] == famous[key] and vocab[int(cb.pairs.wrong[i])] == famous[ckey]
+        assert (cb.ids[i, :-6] == cb.pairs.corr_ids[i, :-6]).all()  # the context is untouched
     assert (cb.gold == -1).all()
 
 
@@ -85,8 +103,9 @@ def test_repeat_sentence_texts_inserts_before_question(data):
 
 
 def test_cma_is_zero_when_clean_equals_corrupted(model, batch):
-    same = Q.QABatch(**{**batch.__dict__, "corr_ids": batch.ids, "corr_mask": batch.mask, "corr_last": batch.last})
-    res = Q.cma(model, same)
+    p = batch.pairs
+    same = ContrastPairs(p.clean_ids, p.clean_ids, p.answer, p.wrong, p.clean_mask, p.clean_mask)
+    res = Q.cma(model, same)  # CMA reads ContrastPairs, given directly or as QABatch.pairs
     assert torch.allclose(res.ie, torch.zeros_like(res.ie), atol=1e-5)
     assert torch.allclose(res.m_clean, res.m_corr)
     assert res.cost.forward == (2 + 15) * len(batch) and res.skipped == 0
@@ -107,7 +126,7 @@ def test_head_patch_matches_a_patch_of_the_projection_output(model, batch):
         return fn
 
     with torch.no_grad():
-        for key, ids in (("clean", batch.ids), ("corr", batch.corr_ids)):
+        for key, ids in (("clean", batch.ids), ("corr", batch.pairs.corr_ids)):
             handle = proj.register_forward_pre_hook(grab(key))
             model(input_ids=ids)
             handle.remove()
@@ -116,9 +135,9 @@ def test_head_patch_matches_a_patch_of_the_projection_output(model, batch):
         delta[:, -1, sl] = got["clean"][:, -1, sl] - got["corr"][:, -1, sl]
         add = delta[..., sl] @ proj.weight[sl]
         with patch_output(model, f"transformer.h.{layer}.attn.c_proj", lambda out: out + add):
-            logits = model(input_ids=batch.corr_ids).logits[:, -1]
+            logits = model(input_ids=batch.pairs.corr_ids).logits[:, -1]
     rows = torch.arange(len(batch))
-    m = logits[rows, batch.answer] - logits[rows, batch.corr_answer]
+    m = logits[rows, batch.answer] - logits[rows, batch.pairs.wrong]
     i = res.names.index(f"L{layer}.H{h}")
     assert torch.allclose(res.ie[i], m - res.m_corr, atol=1e-4)
 
@@ -137,9 +156,9 @@ def test_mlp_patch_matches_patch_output(model, batch):
             return out
 
         with patch_output(model, "transformer.h.0.mlp", put):
-            logits = model(input_ids=batch.corr_ids).logits[:, -1]
+            logits = model(input_ids=batch.pairs.corr_ids).logits[:, -1]
     rows = torch.arange(len(batch))
-    m = logits[rows, batch.answer] - logits[rows, batch.corr_answer]
+    m = logits[rows, batch.answer] - logits[rows, batch.pairs.wrong]
     assert torch.allclose(res.ie[res.names.index("L0.MLP")], m - res.m_corr, atol=1e-4)
 
 
@@ -255,10 +274,10 @@ def test_evaluate_accuracy_ci_and_costs(batch):
     assert res["off"]["accuracy"] == 0.0
     assert res["gold"]["forwards"] == 2.0 and res["gold"]["backwards"] == 1.0
     assert res["gold"]["wall_ms"] == pytest.approx(100.0)
-    lo, hi = Q.bootstrap_ci(np.r_[np.zeros(50), np.ones(50)], seed=0)
+    lo, hi = bootstrap_ci(np.r_[np.zeros(50), np.ones(50)], seed=0)
     assert 0.35 < lo < 0.5 < hi < 0.65
-    with pytest.raises(InputError):
-        Q.bootstrap_ci([])
+    off = res["off"]  # the CI is metrics.bootstrap_ci of the per-item hits, at the seed given
+    assert (off["ci_lo"], off["ci_hi"]) == bootstrap_ci(np.zeros(len(batch)), seed=0)
 
 
 def test_random_sentences_are_seeded_and_in_range(batch):
@@ -271,6 +290,8 @@ def test_bad_inputs_raise(model, batch, tok):
         Q.encode_items(["a text"], tok)
     with pytest.raises(InputError, match="QABatch"):
         Q.cma(model, "not a batch")
+    with pytest.raises(InputError, match="QABatch"):  # steered prompts have no twins
+        Q.cma(model, Q.encode_items(kv_qa(3, seed=0), tok, texts=list(kv_qa(3, seed=0).texts)))
     cb = Q.closed_book_pairs(kv_qa(4, seed=1), tok)
     with pytest.raises(InputError, match="gold"):
         Q.head_scores(model, cb)
@@ -308,7 +329,8 @@ def test_kv_lm_batch_labels_only_the_answer():
 def test_full_scale_path_on_a_local_folder(tmp_path, model, tok, data):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    m2, t2 = Q.load_full(str(tmp_path))
+    m2, t2 = load_lm("full", small="kv_gpt2", full=str(tmp_path))
+    assert m2.config._attn_implementation == "eager" and t2.pad_token_id is not None
     b2 = Q.encode_items(data, t2)
     b1 = Q.encode_items(data, tok)
     assert torch.equal(b2.ids, b1.ids) and torch.equal(b2.sent_index, b1.sent_index)
@@ -334,13 +356,19 @@ def test_model_shape_and_plot(model):
     assert Q.model_shape(model) == (3, 4)
     fig = Q.plot_components(np.zeros((3, 4)), np.ones(3), title="t")
     assert len(fig.axes) == 2  # the grid and its colour bar
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["H0", "H1", "H2", "H3", "MLP"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["L0", "L1", "L2"]
+    with pytest.raises(InputError, match="heads"):
+        Q.plot_components(np.zeros(4))
 
 
 def test_shipped_checkpoint_reproduces_its_manifest_metrics():
     from xattr_nb.models import zoo
 
     entry = {e.name: e for e in zoo.entries()}["kv_gpt2"]
-    model = zoo.load("kv_gpt2")
+    model, tok = load_lm("cpu", small="kv_gpt2")
+    assert len(tok) == len(K.kv_tokenizer()) and not model.training
     assert model.config.n_layer == 3 and model.config.n_head == 4 and model.config.n_embd == 96
     got = K.conflict_rates(model, seed=entry.metrics["seed"] + 10_000)
     for key in ("copy_accuracy", "context_rate", "memory_rate", "closed_book_accuracy"):

@@ -6,21 +6,21 @@ import pytest
 import torch
 
 from xattr_nb.checks import InputError
-from xattr_nb.interventions import to_circuit
+from xattr_nb.interventions import ContrastPairs, to_circuit
 from xattr_nb.interventions.patching import attribution_patching
 from xattr_nb.methods.relp import (
     HEAD_SITES,
-    IOIPairs,
-    bootstrap_delta,
     correlations,
     cost_table,
     encode_pairs,
+    explain,
     ioi_pairs,
-    load_model,
     make_metric,
-    relp_study,
+    prompt_accuracy,
     run_methods,
 )
+from xattr_nb.metrics import bootstrap_delta
+from xattr_nb.models import load_lm
 from xattr_nb.models.lm_recipes import _gpt2_4l, ioi_held_out_pair, ioi_pair_items, ioi_tokenizer, ioi_vocab
 from xattr_nb.worlds.text import encode_words
 
@@ -39,6 +39,8 @@ def test_encode_pairs_swaps_names(tok):
     data = ioi_pair_items(6, seed=1, held_out=True)
     data = data.subset(torch.as_tensor([i for i in range(6) if len(data.words[i]) == 14]))
     p = encode_pairs(tok, data)
+    assert isinstance(p, ContrastPairs) and p.clean_mask is None and p.corr_mask is None
+    assert p.texts == list(data.texts)
     ids, _ = encode_words([f"[BOS] {t}" for t in data.texts], data.vocab)
     assert torch.equal(p.clean_ids, ids)
     idx = {w: i for i, w in enumerate(data.vocab)}
@@ -76,11 +78,22 @@ def test_run_methods_costs_and_rules_off(model):
     assert table["pearson"].between(-1, 1).all() and table["jaccard"].between(0, 1).all()
     costs = cost_table(res).set_index("method")  # per prompt
     assert costs.loc["AP", "forward"] == 2 + 12 * t and costs.loc["IG", "backward"] == 24
-    # a method against itself: delta 0 with a degenerate interval
-    same = bootstrap_delta(res, a="AtP", b="AtP", n_boot=50)
+
+
+def test_bootstrap_of_the_gap_reads_the_per_prompt_scores(model):
+    """metrics.bootstrap_delta on RelP's per-prompt scores: the delta on the sample is the Pearson gap
+    of the batch means (the correlations table's numbers), a method against itself gives 0."""
+    pairs = ioi_pairs(6, seed=2)[0]
+    res = run_methods(model, pairs, methods=("AP", "AtP", "RelP"), per_example=True)
+    ex = {m: r.examples["mlp_out"] for m, r in res.items()}
+    same = bootstrap_delta(ex["AtP"], ex["AtP"], truth=ex["AP"], statistic="pearson", n_boot=50)
     assert same["delta"] == 0.0 and same["lo"] == same["hi"] == 0.0
-    d = bootstrap_delta(res, n_boot=50)
-    assert d["lo"] <= d["hi"]
+    d = bootstrap_delta(ex["RelP"], ex["AtP"], truth=ex["AP"], statistic="pearson", n_boot=50, seed=1)
+    table = correlations(res, sites=("mlp_out",)).set_index("method")["pearson"]
+    assert d["delta"] == pytest.approx(table["RelP"] - table["AtP"], abs=1e-5)
+    assert d["lo"] <= d["hi"] and d["n_boot"] <= 50
+    # the batch-mean scores are the per-prompt scores averaged
+    assert torch.allclose(ex["RelP"].mean(0), res["RelP"]["mlp_out"], atol=1e-5)
 
 
 def test_relp_heads_round_trip_through_attribution_to_circuit(model):
@@ -101,7 +114,7 @@ def test_relp_heads_round_trip_through_attribution_to_circuit(model):
 
 def test_study_takes_median_over_batches(model):
     batches = ioi_pairs(4, n_batches=3, seed=3)
-    out = relp_study(model, batches, methods=("AP", "AtP"), show_progress=False)
+    out = explain(model, batches, methods=("AP", "AtP"), show_progress=False)
     pb = out["per_batch"]
     assert set(pb["batch"]) == {0, 1, 2} and set(pb["site"]) == {"resid_pre", "attn_out", "mlp_out", "head"}
     m = out["median"].set_index(["method", "site"]).loc[("AtP", "mlp_out"), "pearson"]
@@ -111,11 +124,18 @@ def test_study_takes_median_over_batches(model):
 def test_full_scale_path_on_a_local_stand_in(tmp_path, tok, model):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    tok2, lm = load_model("full", model_name=str(tmp_path))
+    lm, tok2 = load_lm("full", small="ioi_gpt2_4l", full=str(tmp_path))
     pairs = ioi_pairs(4, seed=0, tokenizer=tok2)[0]
     res = run_methods(lm, pairs, methods=("AP", "RelP"))
     ref = run_methods(model, pairs, methods=("AP", "RelP"))
     assert torch.allclose(res["RelP"].flat(), ref["RelP"].flat(), atol=1e-5)
+
+
+def test_shipped_model_through_load_lm_solves_held_out_prompts():
+    lm, tok = load_lm("cpu", small="ioi_gpt2_4l")
+    assert not lm.training and tok.convert_ids_to_tokens(0) is not None
+    pairs = ioi_pairs(16, seed=7, tokenizer=tok)[0]
+    assert prompt_accuracy(lm, pairs) >= 0.9
 
 
 def test_bad_inputs_raise(model, tok):
@@ -124,12 +144,10 @@ def test_bad_inputs_raise(model, tok):
         run_methods(model, pairs, methods=("EAP",))
     with pytest.raises(InputError, match="pairs"):
         run_methods(model, pairs.clean_ids)
-    with pytest.raises(InputError, match="per_example"):
-        bootstrap_delta(run_methods(model, pairs, methods=("AP", "AtP", "RelP")))
     with pytest.raises(InputError, match="scale"):
-        load_model("gpu")
+        load_lm("gpu", small="ioi_gpt2_4l")
     with pytest.raises(InputError, match="IOIData"):
         encode_pairs(tok, ["when mary and john"])
     with pytest.raises(InputError, match="batches"):
-        relp_study(model, pairs)
-    assert isinstance(pairs, IOIPairs)
+        explain(model, pairs)
+    assert isinstance(pairs, ContrastPairs)

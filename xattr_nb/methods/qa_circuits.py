@@ -10,7 +10,8 @@ The method, in the order the notebook calls the steps:
 1. **Probe data** (:func:`encode_items`, :func:`closed_book_pairs`): (context, question) pairs whose
    answer is copied from the context, each with a corrupted twin whose asked value is swapped
    (the world's ``corrupted_texts``), tokenized with any HF tokenizer; fact sentences are mapped to
-   token indices through the tokenizer's character offsets.
+   token indices through the tokenizer's character offsets. The clean/corrupted twins are a
+   :class:`~xattr_nb.interventions.ContrastPairs` (``QABatch.pairs``), what CMA reads.
 2. **Causal mediation analysis** (:func:`cma`): patch one component's clean output (an attention
    head, or an MLP) into the corrupted run at the final position; indirect effect
    ``IE = m(patched) - m(corr)`` with ``m = logit(answer_clean) - logit(answer_corr)``.
@@ -26,10 +27,14 @@ The method, in the order the notebook calls the steps:
    from the context, with and without it [recon of the format].
 
 Baselines (:func:`mean_attention`, :func:`gradient_baselines`, :func:`leave_one_sentence_out`,
-:func:`random_sentences`) and :func:`evaluate` (accuracy with bootstrap CIs, passes and wall time
-per item) follow. :func:`find_head` and :func:`explain` chain the steps for users.
+:func:`random_sentences`) and :func:`evaluate` (accuracy with bootstrap CIs from
+:func:`xattr_nb.metrics.bootstrap_ci`, passes and wall time per item) follow. :func:`find_head` and
+:func:`explain` chain the steps for users; :func:`plot_components` draws a layer x head grid
+through :func:`xattr_nb.plots.signed_matrix`.
 
-Head and MLP patching runs on the shared harness :mod:`xattr_nb.interventions.patching`.
+Models come from :func:`xattr_nb.models.load_lm` (``small="kv_gpt2"``, or a paper LM by name at
+``scale="full"``: eager attention and a pad token). Head and MLP patching runs on the shared
+harness :mod:`xattr_nb.interventions.patching`; models are read through :mod:`xattr_nb.models.io`.
 """
 
 from __future__ import annotations
@@ -46,8 +51,11 @@ from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.interventions.circuit import Circuit, node_name, to_circuit
 from xattr_nb.interventions.hooks import block_names
+from xattr_nb.interventions.pairs import ContrastPairs
 from xattr_nb.interventions.patching import activation_patching, component_sites, logit_diff
 from xattr_nb.kernels import count_passes
+from xattr_nb.metrics import bootstrap_ci
+from xattr_nb.models.io import device_of, logits_of
 from xattr_nb.runtime import Cost, timer
 from xattr_nb.worlds.text import kv_qa
 
@@ -59,7 +67,6 @@ __all__ = [
     "attention_maps",
     "attn_attrib",
     "baselines",
-    "bootstrap_ci",
     "closed_book_pairs",
     "cma",
     "context_faithfulness",
@@ -71,8 +78,6 @@ __all__ = [
     "gradient_baselines",
     "head_scores",
     "leave_one_sentence_out",
-    "load_full",
-    "load_small",
     "mean_attention",
     "model_shape",
     "plot_components",
@@ -102,7 +107,10 @@ class QABatch:
       (``-1`` when the asked fact is not in the context).
     - ``answer`` ``[N]``: first token of the context answer; ``memory`` ``[N]``: first token of the
       memorised answer (``-1`` for ordinary items); ``is_conflict`` ``[N]`` bool.
-    - ``corr_ids``/``corr_mask``/``corr_last``/``corr_answer``: the corrupted twins (for CMA).
+    - ``pairs``: the clean prompts and their corrupted twins as
+      :class:`~xattr_nb.interventions.ContrastPairs` (``answer`` the clean answer, ``wrong`` the
+      corrupted twin's answer, masks always set; both sides right-padded to one length): what
+      :func:`cma` reads. ``None`` for prompts without twins (e.g. steered texts).
     - ``tokens``: the tokens of each prompt; ``texts``: the prompts (without BOS).
     """
 
@@ -115,10 +123,7 @@ class QABatch:
     answer: torch.Tensor
     memory: torch.Tensor
     is_conflict: torch.Tensor
-    corr_ids: torch.Tensor | None = None
-    corr_mask: torch.Tensor | None = None
-    corr_last: torch.Tensor | None = None
-    corr_answer: torch.Tensor | None = None
+    pairs: ContrastPairs | None = None
     tokens: list[list[str]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
 
@@ -132,7 +137,9 @@ class QABatch:
 
     def to(self, device: Any) -> QABatch:
         """A copy with every tensor on ``device``."""
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
+        moved = {
+            k: v.to(device) if isinstance(v, (torch.Tensor, ContrastPairs)) else v for k, v in self.__dict__.items()
+        }
         return QABatch(**moved)
 
 
@@ -161,8 +168,7 @@ def _encode(tokenizer: Any, texts: Sequence[str], sent_chars: Any = None) -> dic
         rows.append(list(enc["input_ids"]))
         offs.append([(int(a) - len(pre), int(b) - len(pre)) for a, b in enc["offset_mapping"]])
     t_max = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), t_max), int(pad), dtype=torch.long)
+    ids = torch.full((len(rows), t_max), _pad_id(tokenizer), dtype=torch.long)
     mask = torch.zeros_like(ids)
     sent = torch.full_like(ids, -1)
     for b, r in enumerate(rows):
@@ -177,12 +183,34 @@ def _encode(tokenizer: Any, texts: Sequence[str], sent_chars: Any = None) -> dic
     return {"ids": ids, "mask": mask, "last": mask.sum(1) - 1, "sent_index": sent, "tokens": tokens}
 
 
+def _contrast(
+    clean: dict[str, Any], corr: dict[str, Any], answer: list[int], wrong: list[int], texts: list[str], pad: int
+) -> ContrastPairs:
+    """The encoded clean prompts and their twins as ContrastPairs, right-padded to one length."""
+    t = max(clean["ids"].shape[1], corr["ids"].shape[1])
+
+    def widen(x: torch.Tensor, fill: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, t - x.shape[1]), value=fill)
+
+    return ContrastPairs(
+        clean_ids=widen(clean["ids"], pad), corr_ids=widen(corr["ids"], pad),
+        answer=torch.as_tensor(answer), wrong=torch.as_tensor(wrong),
+        clean_mask=widen(clean["mask"], 0), corr_mask=widen(corr["mask"], 0), tokens=clean["tokens"], texts=texts,
+    )  # fmt: skip
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
 def encode_items(data: Any, tokenizer: Any, *, texts: Sequence[str] | None = None) -> QABatch:
     """Tokenize KV-QA items (:class:`~xattr_nb.worlds.text.KVData`) and their corrupted twins for ``tokenizer``.
 
     ``texts`` replaces the prompts (e.g. :func:`repeat_sentence_texts`); sentence spans are then
-    not known and ``sent_index`` is all ``-1``. Sentence spans come from the world's character spans
-    through the tokenizer's ``offset_mapping``, so a word-level tokenizer and GPT-2's BPE both work.
+    not known, ``sent_index`` is all ``-1`` and there are no twins (``pairs`` is ``None``: the
+    world's corrupted prompts are twins of its own texts, not of these). Sentence spans come from
+    the world's character spans through the tokenizer's ``offset_mapping``, so a word-level
+    tokenizer and GPT-2's BPE both work.
     """
     from xattr_nb.worlds.text import KVData
 
@@ -195,19 +223,20 @@ def encode_items(data: Any, tokenizer: Any, *, texts: Sequence[str] | None = Non
     own = texts is None
     prompts = list(data.texts) if own else list(texts)
     enc = _encode(tokenizer, prompts, data.sent_chars if own else None)
-    corr = _encode(tokenizer, data.corrupted_texts)
     pre = _prefix(tokenizer)
     ans = [_answer_token(tokenizer, pre + p, a) for p, a in zip(prompts, data.answers, strict=True)]
-    cans = [
-        _answer_token(tokenizer, pre + p, a) for p, a in zip(data.corrupted_texts, data.corrupted_answers, strict=True)
-    ]
     mem = [_answer_token(tokenizer, pre + p, m) if m else -1 for p, m in zip(prompts, data.memory_answers, strict=True)]
+    pairs = None
+    if own:
+        corr = _encode(tokenizer, data.corrupted_texts)
+        cans = [_answer_token(tokenizer, pre + p, a)
+                for p, a in zip(data.corrupted_texts, data.corrupted_answers, strict=True)]  # fmt: skip
+        pairs = _contrast(enc, corr, ans, cans, prompts, _pad_id(tokenizer))
     return QABatch(
         ids=enc["ids"], mask=enc["mask"], last=enc["last"], sent_index=enc["sent_index"],
         n_sent=int(data.sent_spans.shape[1]), gold=data.gold_sentence.clone() if own else torch.full((len(data),), -1),
         answer=torch.as_tensor(ans), memory=torch.as_tensor(mem), is_conflict=data.is_conflict.clone(),
-        corr_ids=corr["ids"], corr_mask=corr["mask"], corr_last=corr["last"], corr_answer=torch.as_tensor(cans),
-        tokens=enc["tokens"], texts=prompts,
+        pairs=pairs, tokens=enc["tokens"], texts=prompts,
     )  # fmt: skip
 
 
@@ -236,15 +265,13 @@ def closed_book_pairs(data: Any, tokenizer: Any, *, seed: int = 0) -> QABatch:
     enc = _encode(tokenizer, clean, data.sent_chars)
     cenc = _encode(tokenizer, corr)
     pre = _prefix(tokenizer)
+    ans = [_answer_token(tokenizer, pre + p, a) for p, a in zip(clean, a_clean, strict=True)]
+    cans = [_answer_token(tokenizer, pre + p, a) for p, a in zip(corr, a_corr, strict=True)]
     return QABatch(
         ids=enc["ids"], mask=enc["mask"], last=enc["last"], sent_index=enc["sent_index"],
         n_sent=int(data.sent_spans.shape[1]), gold=torch.full((len(clean),), -1),
-        answer=torch.as_tensor([_answer_token(tokenizer, pre + p, a) for p, a in zip(clean, a_clean, strict=True)]),
-        memory=torch.as_tensor([_answer_token(tokenizer, pre + p, a) for p, a in zip(clean, a_clean, strict=True)]),
-        is_conflict=torch.zeros(len(clean), dtype=torch.bool),
-        corr_ids=cenc["ids"], corr_mask=cenc["mask"], corr_last=cenc["last"],
-        corr_answer=torch.as_tensor([_answer_token(tokenizer, pre + p, a) for p, a in zip(corr, a_corr, strict=True)]),
-        tokens=enc["tokens"], texts=clean,
+        answer=torch.as_tensor(ans), memory=torch.as_tensor(ans), is_conflict=torch.zeros(len(clean), dtype=torch.bool),
+        pairs=_contrast(enc, cenc, ans, cans, clean, _pad_id(tokenizer)), tokens=enc["tokens"], texts=clean,
     )  # fmt: skip
 
 
@@ -260,7 +287,7 @@ def eval_items(n: int, tokenizer: Any, *, p_conflict: float = 0.25, seed: int = 
 
 
 def _logits_at(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    logits = model(input_ids=ids, attention_mask=mask).logits
+    logits = logits_of(model(input_ids=ids, attention_mask=mask), ndim=3)
     return logits[torch.arange(ids.shape[0], device=ids.device), last]
 
 
@@ -326,33 +353,41 @@ class CMAResult:
         return heads, np.array([m.get(node_name("mlp", l), 0.0) for l in range(n_layers)])
 
 
-def cma(model: nn.Module, batch: QABatch, *, show_progress: bool = False) -> CMAResult:
+def cma(model: nn.Module, batch: QABatch | ContrastPairs, *, show_progress: bool = False) -> CMAResult:
     """Causal mediation analysis at the final position, through the shared harness
     (:func:`xattr_nb.interventions.patching.activation_patching`, sites ``head`` and ``mlp_out``):
     each component's clean output is patched into the corrupted run and
-    ``IE = m(patched) - m(corr)``, ``m = logit(answer_clean) - logit(answer_corr)``, per pair.
+    ``IE = m(patched) - m(corr)``, ``m = logit(answer) - logit(wrong)`` (the clean answer against
+    the corrupted twin's), per pair.
 
-    Pairs are grouped by length (the harness patches one position index for a whole batch); a pair
-    whose clean and corrupted prompts tokenize to different lengths is skipped (counted in
-    ``skipped``; never at small scale, where every prompt has one length).
-    Cost: 2 + number of components forwards per pair.
+    Reads ``batch.pairs`` of a :class:`QABatch` (or a :class:`~xattr_nb.interventions.ContrastPairs`
+    given directly; without masks every position is real). Pairs are grouped by length (the harness
+    patches one position index for a whole batch); a pair whose clean and corrupted prompts
+    tokenize to different lengths is skipped (counted in ``skipped``; never at small scale, where
+    every prompt has one length). Cost: 2 + number of components forwards per pair.
     """
-    if not isinstance(batch, QABatch) or batch.corr_ids is None:
-        raise InputError("`batch` must be a QABatch with corrupted twins (encode_items / closed_book_pairs)")
-    dev = next(model.parameters()).device
+    pairs = batch.pairs if isinstance(batch, QABatch) else batch
+    if not isinstance(pairs, ContrastPairs):
+        raise InputError(
+            "`batch` must be a QABatch with corrupted twins (encode_items / closed_book_pairs) or ContrastPairs"
+        )
+    dev = device_of(model)
     st = component_sites(model)
     names = [node_name("head", l, h) for l in range(st.n_layers) for h in range(st.n_heads)]
     names += [node_name("mlp", l) for l in range(st.n_layers)]
-    same = (batch.last == batch.corr_last).nonzero().flatten()
+    full = torch.full((len(pairs),), pairs.clean_ids.shape[1] - 1)
+    last = full if pairs.clean_mask is None else pairs.clean_mask.sum(1) - 1
+    corr_last = full if pairs.corr_mask is None else pairs.corr_mask.sum(1) - 1
+    same = (last == corr_last).nonzero().flatten()
     if len(same) == 0:
         raise InputError("no pair has clean and corrupted prompts of one length: nothing to patch")
-    ie = torch.zeros(len(names), len(batch))
-    m_clean, m_corr = torch.zeros(len(batch)), torch.zeros(len(batch))
+    ie = torch.zeros(len(names), len(pairs))
+    m_clean, m_corr = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     cost = Cost()
-    for n in batch.last[same].unique().tolist():
-        rows = same[batch.last[same] == n]
-        ids, corr = batch.ids[rows, : n + 1].to(dev), batch.corr_ids[rows, : n + 1].to(dev)
-        metric = _AnswerLogitDiff(batch.answer[rows].to(dev), batch.corr_answer[rows].to(dev))
+    for n in last[same].unique().tolist():
+        rows = same[last[same] == n]
+        ids, corr = pairs.clean_ids[rows, : n + 1].to(dev), pairs.corr_ids[rows, : n + 1].to(dev)
+        metric = _AnswerLogitDiff(pairs.answer[rows].to(dev), pairs.wrong[rows].to(dev))
         res = activation_patching(
             model, ids, corr, metric, sites=("head", "mlp_out"), positions=[-1], per_example=True,
             show_progress=show_progress,
@@ -360,10 +395,10 @@ def cma(model: nn.Module, batch: QABatch, *, show_progress: bool = False) -> CMA
         heads = res.examples["head"][:, :, 0].reshape(len(rows), -1)  # [B, L*H], layer-major
         ie[:, rows] = torch.cat([heads, res.examples["mlp_out"][:, :, 0]], 1).T.float()
         with torch.no_grad():
-            m_clean[rows] = metric.per_example(model(input_ids=ids).logits).float().cpu()
-            m_corr[rows] = metric.per_example(model(input_ids=corr).logits).float().cpu()
+            m_clean[rows] = metric.per_example(logits_of(model(input_ids=ids), ndim=3)).float().cpu()
+            m_corr[rows] = metric.per_example(logits_of(model(input_ids=corr), ndim=3)).float().cpu()
         cost = cost + res.cost  # already a total over these rows
-    keep = torch.zeros(len(batch), dtype=torch.bool)
+    keep = torch.zeros(len(pairs), dtype=torch.bool)
     keep[same] = True
     return CMAResult(names, ie[:, keep], m_clean[keep], m_corr[keep], cost, skipped=int((~keep).sum()))
 
@@ -391,7 +426,7 @@ def head_scores(model: nn.Module, batch: QABatch, *, criterion: str = "mass") ->
     check_choice(criterion, ("mass", "accuracy"), "criterion")
     if bool((batch.gold < 0).any()):
         raise InputError("`batch` has items without a gold sentence (closed-book); use items that copy from context")
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     b = batch.to(dev)
     att = attention_maps(model, b.ids, b.mask, b.last)  # [N, L, H, T]
     gold_tok = (b.sent_index == b.gold[:, None])[:, None, None, :]
@@ -422,7 +457,7 @@ def select_head(scores: torch.Tensor, *, among: Circuit | None = None) -> tuple[
 def attn_attrib(model: nn.Module, batch: QABatch, head: tuple[int, int]) -> Attribution:
     """AttnAttrib: head ``(layer, h)``'s attention from the answer-predicting position over the context
     tokens (0 elsewhere), from one forward pass that also yields the answer (``target``). No backward."""
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     b = batch.to(dev)
     layer, h = check_int(head[0], "head[0]", low=0), check_int(head[1], "head[1]", low=0)
     with count_passes(model) as counter, timer() as tm, torch.no_grad():
@@ -431,7 +466,7 @@ def attn_attrib(model: nn.Module, batch: QABatch, head: tuple[int, int]) -> Attr
             raise InputError(f"`head` {head} does not exist in a model of {len(out.attentions)} layers")
         rows = torch.arange(len(b), device=dev)
         alpha = out.attentions[layer][rows, h, b.last] * b.context
-        target = out.logits[rows, b.last].argmax(-1)
+        target = logits_of(out, ndim=3)[rows, b.last].argmax(-1)
     return Attribution(
         scores=alpha.float().cpu(), kind="tokens", method="attn_attrib", target=target.cpu(), mask=b.mask.bool().cpu(),
         cost=Cost(forward=counter.forward, wall_s=tm["s"]), labels=None, meta={"head": (layer, h)},
@@ -473,13 +508,13 @@ def predict_sentence(scores: torch.Tensor, batch: QABatch, *, rule: str = "argma
 
 def mean_attention(model: nn.Module, batch: QABatch, *, layer: int = -1) -> Attribution:
     """Attention from the answer position averaged over all heads of ``layer`` (default the last), context only."""
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     b = batch.to(dev)
     with count_passes(model) as counter, timer() as tm, torch.no_grad():
         out = model(input_ids=b.ids, attention_mask=b.mask, output_attentions=True)
         rows = torch.arange(len(b), device=dev)
         alpha = out.attentions[layer][rows, :, b.last].mean(1) * b.context
-        target = out.logits[rows, b.last].argmax(-1)
+        target = logits_of(out, ndim=3)[rows, b.last].argmax(-1)
     return Attribution(
         scores=alpha.float().cpu(), kind="tokens", method="mean_attention_last_layer", target=target.cpu(),
         mask=b.mask.bool().cpu(), cost=Cost(forward=counter.forward, wall_s=tm["s"]),
@@ -494,7 +529,7 @@ def gradient_baselines(
     :func:`xattr_nb.attribution.attribute` (``position=-1`` is each row's last real token)."""
     from xattr_nb.attribution import attribute
 
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     b = batch.to(dev)
     base = torch.where(b.context, torch.full_like(b.ids, check_int(pad_id, "pad_id", low=0)), b.ids)
     common = {"attention_mask": b.mask, "position": -1}
@@ -517,7 +552,7 @@ def leave_one_sentence_out(
     change, but captum still spends a forward on it, counted in the cost)."""
     from captum.attr import FeatureAblation
 
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     b = batch.to(dev)
     fmask = torch.where(b.context, b.sent_index, torch.full_like(b.sent_index, b.n_sent))
     base = torch.where(b.context, torch.full_like(b.ids, check_int(pad_id, "pad_id", low=0)), b.ids)
@@ -565,18 +600,6 @@ def random_sentences(batch: QABatch, *, seed: int = 0) -> torch.Tensor:
 # Evaluation.
 
 
-def bootstrap_ci(values: Any, *, n: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of ``values`` (``n`` resamples)."""
-    v = np.asarray(values, dtype=float).ravel()
-    if v.size == 0:
-        raise InputError("`values` must not be empty")
-    n = check_int(n, "n", low=1)
-    alpha = check_float(alpha, "alpha", low=0.0, high=1.0)
-    rng = np.random.default_rng(check_int(seed, "seed", low=0))
-    means = v[rng.integers(v.size, size=(n, v.size))].mean(1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
-
-
 def evaluate(
     batch: QABatch, predictions: Mapping[str, torch.Tensor], costs: Mapping[str, Cost] | None = None, *, seed: int = 0
 ) -> dict[str, dict[str, float]]:
@@ -618,7 +641,7 @@ def repeat_sentence_texts(data: Any, sentence: torch.Tensor) -> list[str]:
 @torch.no_grad()
 def context_faithfulness(model: nn.Module, batch: QABatch) -> dict[str, torch.Tensor]:
     """Per item: the greedy answer is the context value (``context``) or the memorised one (``memory``)."""
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     b = batch.to(dev)
     pred = _logits_at(model, b.ids, b.mask, b.last).argmax(-1).cpu()
     return {"context": pred == batch.answer.cpu(), "memory": pred == batch.memory.cpu(), "prediction": pred}
@@ -688,42 +711,17 @@ def model_shape(model: nn.Module) -> tuple[int, int]:
     return st.n_layers, st.n_heads
 
 
-def plot_components(heads: Any, mlps: Any = None, *, title: str = "", label: str = "score"):
-    """A layer x head heatmap (plus an MLP column when ``mlps`` is given) of per-component scores."""
-    import matplotlib.pyplot as plt
-
+def plot_components(heads: Any, mlps: Any = None, *, title: str = "", label: str = "score") -> Any:
+    """A layer x head heatmap (plus an MLP column when ``mlps`` is given) of per-component scores,
+    through :func:`xattr_nb.plots.signed_matrix` (shown where it is called; the figure is returned)."""
     from xattr_nb import plots
 
     h = np.asarray(heads, dtype=float)
-    grid = h if mlps is None else np.concatenate([h, np.asarray(mlps, dtype=float)[:, None]], 1)
-    lim = float(np.abs(grid).max()) or 1.0
-    with plots.style():
-        fig, ax = plt.subplots(figsize=(1.0 + 0.55 * grid.shape[1], 0.9 + 0.45 * grid.shape[0]), dpi=80)
-        im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_xticks(range(grid.shape[1]), [f"H{j}" for j in range(h.shape[1])] + ([] if mlps is None else ["MLP"]))
-        ax.set_yticks(range(grid.shape[0]), [f"L{i}" for i in range(grid.shape[0])])
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-        fig.colorbar(im, ax=ax, label=label, shrink=0.8)
-        ax.set_title(title)
-    return fig
-
-
-def load_small(*, retrain: bool = False, seed: int = 0) -> tuple[nn.Module, Any]:
-    """``(model, tokenizer)``: the shipped ``kv_gpt2`` checkpoint, or (``retrain=True``) the same recipe rerun."""
-    from xattr_nb.models import kv_recipes, zoo
-
-    tok = kv_recipes.kv_tokenizer()
-    model = kv_recipes.train_kv_gpt2(seed, show_progress=True)[0] if retrain else zoo.load("kv_gpt2")
-    return model.eval(), tok
-
-
-def load_full(name: str, *, device: str = "cpu") -> tuple[nn.Module, Any]:
-    """``(model, tokenizer)`` of a paper-scale causal LM by HF name or folder, with eager attention
-    (AttnAttrib reads attention weights) and a pad token (GPT-2/Llama have none: EOS is used)."""
-    from xattr_nb.models import load_causal_lm
-
-    tok, model = load_causal_lm(name, device=device, attn_implementation="eager")
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return model.eval(), tok
+    if h.ndim != 2:
+        raise InputError(f"`heads` must be a [layers, heads] grid; got shape {h.shape}")
+    grid = h if mlps is None else np.concatenate([h, np.asarray(mlps, dtype=float).reshape(-1)[:, None]], 1)
+    cols = [f"H{j}" for j in range(h.shape[1])] + ([] if mlps is None else ["MLP"])
+    return plots.signed_matrix(
+        grid, row_labels=[f"L{i}" for i in range(h.shape[0])], col_labels=cols, title=title or None,
+        xlabel="head", ylabel="layer", cbar_label=label, annotate=True,
+    )  # fmt: skip

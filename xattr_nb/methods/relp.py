@@ -12,28 +12,31 @@ and :mod:`xattr_nb.interventions.lrp`; this module holds the IOI study.
 Steps (the notebook calls them in order):
 
 - :func:`ioi_pairs`: disjoint batches of clean/corrupted IOI prompts (IO and S swapped) on
-  held-out name pairs, one template length so positions align; :func:`encode_pairs` tokenises
-  any :class:`~xattr_nb.worlds.text.IOIData` with any HF tokenizer (GPT-2 at full scale).
-- :func:`load_model`: the shipped 4-layer checkpoint (``ioi_gpt2_4l``) or ``gpt2`` at full scale.
+  held-out name pairs, one template length so positions align, each a
+  :class:`~xattr_nb.interventions.ContrastPairs`; :func:`encode_pairs` tokenises any
+  :class:`~xattr_nb.worlds.text.IOIData` with any HF tokenizer (GPT-2 at full scale).
+- The model comes from :func:`xattr_nb.models.load_lm` (``small="ioi_gpt2_4l"``, the shipped
+  4-layer checkpoint; ``full="gpt2"`` and its larger siblings at full scale).
 - :func:`make_metric`: the normalised logit difference (0 = corrupted, 1 = clean).
 - :func:`run_methods`: AP, AtP, RelP, RelP+AH and IG-patching on one batch.
-- :func:`correlations`, :func:`cost_table`, :func:`bootstrap_delta`, :func:`heatmaps`: evaluation.
-- :func:`relp_study`: the whole comparison over several batches (median Pearson per site kind).
+- :func:`correlations`, :func:`cost_table`: evaluation (the bootstrap of the RelP - AtP gap is
+  :func:`xattr_nb.metrics.bootstrap_delta` on the per-prompt scores; figures come from
+  :mod:`xattr_nb.plots`: ``layer_position_grid``, ``estimate_scatter``, ``comparison_bars``).
+- :func:`explain`: the whole comparison over several batches (median Pearson per site kind).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from xattr_nb.checks import InputError, check_choice, check_int
 from xattr_nb.interventions.lrp import LRP_RULES
+from xattr_nb.interventions.pairs import ContrastPairs
 from xattr_nb.interventions.patching import (
     NormalizedLogitDiff,
     PatchingResult,
@@ -43,46 +46,26 @@ from xattr_nb.interventions.patching import (
     ig_patching,
     normalized_logit_diff,
 )
+from xattr_nb.models.io import device_of, logits_of
 from xattr_nb.worlds.text import IOI_NAMES, IOIData
 
 __all__ = [
     "HEAD_SITES",
     "METHODS",
     "RESIDUAL_SITES",
-    "IOIPairs",
-    "bootstrap_delta",
     "correlations",
     "cost_table",
     "encode_pairs",
-    "heatmaps",
+    "explain",
     "ioi_pairs",
-    "load_model",
     "make_metric",
     "prompt_accuracy",
-    "relp_study",
     "run_methods",
 ]
 
 METHODS: tuple[str, ...] = ("AP", "AtP", "RelP", "RelP+AH", "IG")
 RESIDUAL_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out")
 HEAD_SITES: tuple[str, ...] = ("head", "mlp_out")  # at the final position: the circuit's components
-
-
-@dataclass
-class IOIPairs:
-    """A batch of clean/corrupted prompts of one length: ``clean_ids``/``corr_ids`` ``[B, T]``, the
-    clean answer (IO) and wrong name (S) ids ``[B]``, a label per position (``tokens``, names shown
-    by role) and the clean ``texts``."""
-
-    clean_ids: torch.Tensor
-    corr_ids: torch.Tensor
-    answer: torch.Tensor
-    wrong: torch.Tensor
-    tokens: list[str]
-    texts: list[str]
-
-    def __len__(self) -> int:
-        return self.clean_ids.shape[0]
 
 
 def _one_token(tokenizer: Any, word: str) -> int:
@@ -92,8 +75,11 @@ def _one_token(tokenizer: Any, word: str) -> int:
     return int(ids[0])
 
 
-def encode_pairs(tokenizer: Any, data: IOIData, *, prefix: str = "[BOS] ", capitalize: bool = False) -> IOIPairs:
-    """Tokenise the clean and corrupted prompts of ``data`` (``prefix`` + text) with an HF tokenizer.
+def encode_pairs(tokenizer: Any, data: IOIData, *, prefix: str = "[BOS] ", capitalize: bool = False) -> ContrastPairs:
+    """Tokenise the clean and corrupted prompts of ``data`` (``prefix`` + text) with an HF tokenizer,
+    as :class:`~xattr_nb.interventions.ContrastPairs`: ``answer`` the indirect object (IO), ``wrong``
+    the subject (S), ``tokens`` one label per position (names shown by role: ``name``, ``S2``; ``*``
+    where the batch varies), ``texts`` the clean prompts; no masks (one length, no padding).
 
     ``capitalize=True`` writes the names capitalised (" Mary"), what GPT-2's BPE has as single
     tokens. Prompts whose clean and corrupted token counts differ, or whose count differs from
@@ -133,7 +119,7 @@ def encode_pairs(tokenizer: Any, data: IOIData, *, prefix: str = "[BOS] ", capit
             tokens.append("S2" if is_s else "name")
         else:
             tokens.append("*")
-    return IOIPairs(clean, corr, answer, wrong, tokens, [data.texts[i] for i in keep])
+    return ContrastPairs(clean, corr, answer, wrong, tokens=tokens, texts=[data.texts[i] for i in keep])
 
 
 def ioi_pairs(
@@ -146,7 +132,7 @@ def ioi_pairs(
     tokenizer: Any = None,
     capitalize: bool = False,
     prefix: str = "[BOS] ",
-) -> list[IOIPairs]:
+) -> list[ContrastPairs]:
     """``n_batches`` disjoint batches of ``n`` distinct IOI prompt pairs of ``n_words`` words, IO and
     S swapped in the corrupted prompt, on held-out (``held_out=True``) or training name pairs of
     ``ioi_gpt2_4l``. ``tokenizer`` defaults to the IOI world's word-level tokenizer."""
@@ -184,33 +170,14 @@ def _concat(values: list[Any]) -> Any:
     return torch.cat(values) if isinstance(values[0], torch.Tensor) else [x for v in values for x in v]
 
 
-def load_model(
-    scale: str = "cpu", *, retrain: bool = False, model_name: str = "gpt2", device: str = "cpu"
-) -> tuple[Any, nn.Module]:
-    """``(tokenizer, model)``: the shipped ``ioi_gpt2_4l`` (``scale="cpu"``; ``retrain=True`` runs its
-    recipe instead), or ``model_name`` through :func:`~xattr_nb.models.load_causal_lm` (``"full"``:
-    ``gpt2``, ``gpt2-medium``, ``gpt2-large`` or a local folder)."""
-    check_choice(scale, ("cpu", "full"), "scale")
-    if scale == "full":
-        from xattr_nb.models import load_causal_lm
-
-        return load_causal_lm(model_name, device=device)
-    from xattr_nb.models import zoo
-    from xattr_nb.models.lm_recipes import ioi_tokenizer, train_ioi_gpt2_4l
-
-    model = train_ioi_gpt2_4l(0)[0] if retrain else zoo.load("ioi_gpt2_4l", device=device)
-    return ioi_tokenizer(), model.to(device).eval()
-
-
 @torch.no_grad()
-def prompt_accuracy(model: nn.Module, pairs: IOIPairs) -> float:
+def prompt_accuracy(model: nn.Module, pairs: ContrastPairs) -> float:
     """Share of clean prompts whose top next-token logit is the indirect object."""
-    dev = next(model.parameters()).device
-    logits = model(input_ids=pairs.clean_ids.to(dev)).logits[:, -1]
+    logits = logits_of(model(input_ids=pairs.clean_ids.to(device_of(model))), ndim=3)[:, -1]
     return float((logits.argmax(-1).cpu() == pairs.answer).float().mean())
 
 
-def make_metric(model: nn.Module, pairs: IOIPairs) -> NormalizedLogitDiff:
+def make_metric(model: nn.Module, pairs: ContrastPairs) -> NormalizedLogitDiff:
     """The RelP demo's metric on this batch: ``(LD - LD_corr) / (LD_clean - LD_corr)`` at the last
     position, ``LD = logit(IO) - logit(S)``, constants from plain forwards."""
     return normalized_logit_diff(model, pairs.clean_ids, pairs.corr_ids, pairs.answer, pairs.wrong)
@@ -218,7 +185,7 @@ def make_metric(model: nn.Module, pairs: IOIPairs) -> NormalizedLogitDiff:
 
 def run_methods(
     model: nn.Module,
-    pairs: IOIPairs,
+    pairs: ContrastPairs,
     *,
     sites: Sequence[str] = RESIDUAL_SITES,
     positions: Sequence[int] | None = None,
@@ -230,8 +197,8 @@ def run_methods(
 ) -> dict[str, PatchingResult]:
     """Every estimator of ``methods`` on one batch: ``{"AP": ..., "AtP": ..., "RelP": ...,
     "RelP+AH": ..., "IG": ...}`` (each a :class:`PatchingResult` with its cost)."""
-    if not isinstance(pairs, IOIPairs):
-        raise InputError(f"`pairs` must be IOIPairs from ioi_pairs(); got {type(pairs).__name__}")
+    if not isinstance(pairs, ContrastPairs):
+        raise InputError(f"`pairs` must be ContrastPairs from ioi_pairs(); got {type(pairs).__name__}")
     if isinstance(methods, str) or not methods:
         raise InputError(f"`methods` must be a non-empty list drawn from {list(METHODS)}")
     for i, m in enumerate(methods):
@@ -285,77 +252,9 @@ def cost_table(results: Mapping[str, PatchingResult] | Sequence[Mapping[str, Pat
     return pd.DataFrame(list(rows.values())).round({"seconds": 3})
 
 
-def bootstrap_delta(
-    results: Mapping[str, PatchingResult],
-    *,
-    site: str = "mlp_out",
-    a: str = "RelP",
-    b: str = "AtP",
-    truth: str = "AP",
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """``r(a, truth) - r(b, truth)`` (Pearson on ``site``) with a 95 % percentile bootstrap CI over
-    prompts: prompts are resampled with replacement and every method's batch-mean scores recomputed
-    from its per-prompt scores (``run_methods(..., per_example=True)``)."""
-    n_boot = check_int(n_boot, "n_boot", low=10)
-    for name in (a, b, truth):
-        if name not in results or results[name].examples is None:
-            raise InputError(f"`results[{name!r}]` must exist with per-prompt scores (run with per_example=True)")
-    ex = {n: results[n].examples[site].reshape(results[n].examples[site].shape[0], -1).double() for n in (a, b, truth)}
-    n = ex[truth].shape[0]
-    gen = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
-    idx = torch.randint(0, n, (n_boot, n), generator=gen)
-    weights = (
-        torch.zeros(n_boot + 1, n, dtype=torch.float64).scatter_add_(
-            1, torch.cat([torch.arange(n)[None], idx]), torch.ones(n_boot + 1, n, dtype=torch.float64)
-        )
-        / n
-    )  # row 0: the sample itself; rows 1..: resamples, as prompt weights
-    means = {k: weights @ v for k, v in ex.items()}  # [n_boot + 1, components]
-
-    def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
-        return (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1))
-
-    deltas = (pearson(means[a], means[truth]) - pearson(means[b], means[truth])).numpy()
-    boots = deltas[1:][np.isfinite(deltas[1:])]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"delta": float(deltas[0]), "lo": float(lo), "hi": float(hi), "n_boot": int(boots.size)}
-
-
-def heatmaps(
-    results: Mapping[str, PatchingResult], tokens: Sequence[str], *, sites: Sequence[str] = RESIDUAL_SITES
-) -> Any:
-    """A grid of layer x position heatmaps: one row per method, one column per site kind, each
-    panel on its own symmetric colour scale (red = patching it restores the clean answer)."""
-    from xattr_nb import plots
-
-    names = list(results)
-    with plots.style():
-        fig = plots.figure(2.6 * len(sites) + 0.6, 1.05 * len(names) + 0.6)
-        axes = fig.subplots(len(names), len(sites), squeeze=False, sharex=True, sharey=True)
-        for i, name in enumerate(names):
-            for j, kind in enumerate(sites):
-                s = results[name][kind].numpy()
-                v = float(np.abs(s).max()) or 1.0
-                ax = axes[i, j]
-                ax.imshow(s, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
-                ax.grid(False)
-                if i == 0:
-                    ax.set_title(kind)
-                if j == 0:
-                    ax.set_ylabel(f"{name}\nlayer", fontsize=8)
-                    ax.set_yticks(range(s.shape[0]))
-                if i == len(names) - 1:
-                    pos = results[name].positions
-                    ax.set_xticks(range(len(pos)), [tokens[p] for p in pos], rotation=90, fontsize=7)
-    return fig
-
-
-def relp_study(
+def explain(
     model: nn.Module,
-    batches: Sequence[IOIPairs],
+    batches: Sequence[ContrastPairs],
     *,
     methods: Sequence[str] = METHODS,
     ig_steps: int = 8,
@@ -363,15 +262,19 @@ def relp_study(
     precomputed: Sequence[Mapping[str, Mapping[str, PatchingResult]]] = (),
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """The whole comparison: per batch, residual-stream sites at every position (``"residual"``) and
-    heads and MLPs at the final position (``"heads"``); ``precomputed`` holds such result dicts for the
-    first batches (e.g. from the step-by-step cells), which are then not run again. Returns ``{"per_batch": DataFrame (batch, method, site, pearson, spearman,
-    jaccard), "median": DataFrame (median over batches per method and site), "cost": DataFrame,
-    "results": [ {"residual": {...}, "heads": {...}} per batch ]}``."""
+    """The entry point: the whole comparison of ``methods`` with activation patching on ``batches``.
+
+    Per batch, residual-stream sites at every position (``"residual"``) and heads and MLPs at the
+    final position (``"heads"``); ``precomputed`` holds such result dicts for the first batches
+    (e.g. from the step-by-step cells), which are then not run again. Returns ``{"per_batch":
+    DataFrame (batch, method, site, pearson, spearman, jaccard), "median": DataFrame (median over
+    batches per method and site), "cost": DataFrame (per prompt), "results": [{"residual": {...},
+    "heads": {...}} per batch]}``; each result converts to ``Attribution(kind="components")`` with
+    ``to_attribution()``."""
     from xattr_nb.runtime import progress
 
-    if isinstance(batches, IOIPairs) or not batches:
-        raise InputError("`batches` must be a non-empty list of IOIPairs (see ioi_pairs(..., n_batches=3))")
+    if isinstance(batches, ContrastPairs) or not batches:
+        raise InputError("`batches` must be a non-empty list of ContrastPairs (see ioi_pairs(..., n_batches=3))")
     frames, results = [], []
     if len(precomputed) > len(batches):
         raise InputError(f"`precomputed` has {len(precomputed)} entries for {len(batches)} batches")
