@@ -476,7 +476,7 @@ def plot_continuations(
         left.set_ylabel("next-word mass")
         left.set_ylim(0, 1)
         left.tick_params(axis="x", labelrotation=30)
-        left.legend(fontsize=7, loc="lower right")
+        left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         left.set_title("by category")
         xs = np.arange(len(top))
         for j, (name, shift) in enumerate(zip(compare, (-0.2, 0.2), strict=True)):
