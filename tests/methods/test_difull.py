@@ -13,7 +13,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError
 from xattr_nb.methods import difull as D
-from xattr_nb.models import ImageClassifier, TinyCNN, load_image_classifier
+from xattr_nb.models import ImageClassifier, TinyCNN, load_image_model
 from xattr_nb.models.hub import IMAGENET_MEAN, IMAGENET_STD
 from xattr_nb.worlds.folders import load_image_folder
 from xattr_nb.worlds.grids import make_grids
@@ -185,9 +185,46 @@ def test_gradcam_on_identical_cells_leaks_exactly_three_quarters(backbone):
 def test_evaluate_reuses_input_maps_for_smoothing(backbone, grids):
     st = D.make_setting("GridPG", backbone, SCALE)
     r = D.evaluate(st, grids, methods={"ixg": ("input",), "s_ixg": ("input",)}, keep_maps=True, show_progress=False)
-    assert r.cost[("s_ixg", "input")].forward == 0
+    # S-IxG blurs the IxG maps already computed: it costs their passes (spent once), plus the blur.
+    base, smooth = r.cost[("ixg", "input")], r.cost[("s_ixg", "input")]
+    assert (smooth.forward, smooth.backward) == (base.forward, base.backward) and base.forward == len(r.cells) > 0
+    assert smooth.wall_s >= base.wall_s
     torch.testing.assert_close(r.maps[("s_ixg", "input")], D.gaussian_smooth(r.maps[("ixg", "input")], 2.0, 9))
     assert {row["method"] for row in r.rows()} == {"ixg", "s_ixg"}
+
+
+def test_explain_runs_every_setting_and_method(backbone, grids):
+    methods = {"ixg": ("input", "final"), "s_ixg": ("input",), "grad_cam": ("final",)}
+    res = D.explain(backbone, grids, methods=methods, show_progress=False)
+    assert list(res) == list(D.SETTINGS)
+    for name, r in res.items():
+        assert r.setting == name and set(r.scores) == {
+            ("ixg", "input"),
+            ("ixg", "final"),
+            ("s_ixg", "input"),
+            ("grad_cam", "final"),
+        }
+        assert all(
+            len(v) == len(grids) * len(D.eval_heads(D.make_setting(name, backbone, SCALE))) for v in r.scores.values()
+        )
+    assert res["DiFull"].mean("ixg", "input") == pytest.approx(1.0)  # exact zeros outside the head's cell
+
+
+def test_plot_aggatt_builds_one_panel_per_method_and_bin():
+    from matplotlib.figure import Figure
+
+    bins = D.aggatt_bins(torch.rand(10, 8, 8), torch.rand(10))
+    fig = D.plot_aggatt({"a": bins, "b": bins}, cell_box=(0, 0, 4, 4))
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 * (len(D.AGGATT_EDGES) - 1)
+
+
+def test_layer_methods_come_from_the_attribution_layer():
+    from xattr_nb.attribution import layers
+
+    assert not any(
+        hasattr(D, n) for n in ("layer_cam", "layer_grad", "layer_grad_x_act", "guided_backprop", "_upsample")
+    )
+    assert D.upsample_maps is layers.upsample
 
 
 def test_aggatt_bins_sort_by_localization_then_inside_mass():
@@ -212,7 +249,7 @@ def test_hf_resnet_stand_in_and_image_folder(tmp_path):
     )
     torch.manual_seed(0)
     ResNetForImageClassification(cfg).save_pretrained(tmp_path / "resnet")
-    model = load_image_classifier(tmp_path / "resnet")
+    model = load_image_model("full", small="", full=str(tmp_path / "resnet"))  # the notebook's scale="full" path
     rng = np.random.default_rng(0)
     for c in ("b_cls", "a_cls", "c_cls"):
         (tmp_path / "imgs" / c).mkdir(parents=True)

@@ -41,11 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xattr_nb.attribution import attribute, list_methods, register_method
-from xattr_nb.attribution.methods import find_layer
+from xattr_nb import plots
+from xattr_nb.attribution import attribute
+from xattr_nb.attribution.layers import upsample as upsample_maps
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.models import ImageClassifier, TinyCNN, fit
-from xattr_nb.runtime import Cost, progress
+from xattr_nb.models.io import check_model, device_of, eval_mode, logits_of
+from xattr_nb.runtime import Cost, progress, timer
 from xattr_nb.worlds import grids as grid_world
 from xattr_nb.worlds.digits import make_digits
 
@@ -129,7 +131,7 @@ def train_backbone(
         device=device,
         show_progress=show_progress,
     )
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     return model, train, test, accuracy(model, test.images.to(dev), test.labels.to(dev))
 
 
@@ -145,22 +147,16 @@ def confident(model: nn.Module, images: Any, labels: Any, *, min_conf: float = 0
     x = check_tensor(images, "images", ndim=4, dtype="float", layout="[N, C, H, W]")
     y = check_tensor(labels, "labels", shape=(x.shape[0],), dtype="int", layout="[N]").long()
     min_conf = check_float(min_conf, "min_conf", low=0.0, high=1.0)
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
+    check_model(model)
     try:
         net: nn.Module = GridPG(model, scale=1)
     except InputError:
         net = model
-    dev = next(model.parameters()).device
-    flags = [(m, m.training) for m in model.modules()]
-    net.eval()
-    try:
+    dev = device_of(model)
+    with eval_mode(net):
         probs = torch.cat(
-            [_logits(net(x[s : s + batch_size].to(dev))).softmax(-1).cpu() for s in range(0, len(x), batch_size)]
+            [logits_of(net(x[s : s + batch_size].to(dev))).softmax(-1).cpu() for s in range(0, len(x), batch_size)]
         )
-    finally:
-        for m, flag in flags:
-            m.training = flag
     if int(y.max()) >= probs.shape[1] or int(y.min()) < 0:
         raise InputError(f"`labels` must lie in [0, {probs.shape[1]}) for this model")
     p = probs.gather(1, y[:, None])[:, 0]
@@ -183,10 +179,6 @@ def make_confident_grids(
     if int(keep.sum()) == 0:
         raise InputError(f"no image is classified correctly with confidence ≥ {min_conf}; lower `min_conf`")
     return grid_world.make_grids(images[keep], labels[keep], scale=scale, n_grids=n_grids, seed=seed)
-
-
-def _logits(out: Any) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 # ============================================================================================
@@ -250,7 +242,7 @@ def stages_of(model: nn.Module) -> Stages:
             rest.append(blocks[i])
         return Stages(to_middle, nn.Sequential(*rest), _GapHead(model.head), model.n_classes)
     if not isinstance(model, ImageClassifier) and hasattr(model, "resnet"):
-        model = ImageClassifier(model).to(next(model.parameters()).device)  # a bare HF ResNet: ImageNet statistics
+        model = ImageClassifier(model).to(device_of(model))  # a bare HF ResNet: ImageNet statistics
     resnet = getattr(model.hf, "resnet", None) if isinstance(model, ImageClassifier) else None
     if resnet is not None and hasattr(resnet, "encoder") and hasattr(model.hf, "classifier"):
         st = list(resnet.encoder.stages)
@@ -427,121 +419,6 @@ def head_batch(
 # ============================================================================================
 
 
-def _upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    from captum.attr import LayerAttribution
-
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return LayerAttribution.interpolate(maps[:, None], size, interpolate_mode=mode)[:, 0]
-
-
-def _layer_grad_and_act(
-    model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, layer: Any
-) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Gradient of the target logit w.r.t. a layer's output, and that output (captum: two passes)."""
-    from captum.attr import LayerActivation, LayerGradientXActivation
-
-    mod = find_layer(model, layer)
-
-    def fwd(x: torch.Tensor) -> torch.Tensor:
-        return _logits(model(x))
-
-    grad = LayerGradientXActivation(fwd, mod, multiply_by_inputs=False).attribute(inputs, target=target)
-    act = LayerActivation(fwd, mod).attribute(inputs)
-    if grad.ndim != 4:
-        raise InputError(f"`layer` must output feature maps [B, C, h, w]; got shape {tuple(grad.shape)}")
-    name = next((n for n, m in model.named_modules() if m is mod), "?")
-    return grad, act, name
-
-
-def layer_grad(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    layer: Any = None,
-    abs: bool = True,
-    interpolate_mode: str = "bilinear",
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Gradient at a layer, Σ_ch |∂y/∂a| (``abs=False``: Σ_ch ∂y/∂a), upsampled to the input.
-
-    The layer version of Saliency (ML-Att's "Grad at layer ℓ"); captum ``LayerGradientXActivation``
-    with ``multiply_by_inputs=False``.
-    """
-    from captum.attr import LayerGradientXActivation
-
-    mod = find_layer(model, layer)
-    g = LayerGradientXActivation(lambda x: _logits(model(x)), mod, multiply_by_inputs=False).attribute(
-        inputs, target=target
-    )
-    m = (g.abs() if abs else g).sum(1)
-    return _upsample(m, tuple(inputs.shape[-2:]), interpolate_mode), {"layer_size": tuple(m.shape[-2:])}
-
-
-def layer_grad_x_act(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    layer: Any = None,
-    interpolate_mode: str = "bilinear",
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """IxG at a layer: Σ_ch a_ℓ ⊙ ∂y/∂a_ℓ (captum ``LayerGradientXActivation``), upsampled to the input."""
-    from captum.attr import LayerGradientXActivation
-
-    mod = find_layer(model, layer)
-    m = LayerGradientXActivation(lambda x: _logits(model(x)), mod).attribute(inputs, target=target).sum(1)
-    return _upsample(m, tuple(inputs.shape[-2:]), interpolate_mode), {"layer_size": tuple(m.shape[-2:])}
-
-
-def layer_cam(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    layer: Any = None,
-    interpolate_mode: str = "bilinear",
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Layer-CAM (Jiang et al., 2021): ReLU(Σ_ch ReLU(∂y/∂A) ⊙ A), upsampled to the input.
-
-    Unlike Grad-CAM, the gradient weighs each *position*, not each channel as a whole, so a
-    position whose gradient is zero (a disconnected cell under DiFull) gets nothing. Not in captum:
-    written here from captum's layer gradient and activation.
-    """
-    grad, act, _ = _layer_grad_and_act(model, inputs, target, layer)
-    m = (grad.clamp_min(0) * act).sum(1).clamp_min(0)
-    return _upsample(m, tuple(inputs.shape[-2:]), interpolate_mode), {"layer_size": tuple(m.shape[-2:])}
-
-
-def guided_backprop(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, *, abs: bool = True) -> torch.Tensor:
-    """Guided Backpropagation (captum ``GuidedBackprop``: only positive gradients pass back through
-    each ``nn.ReLU`` module), channel-summed; ``abs=True`` as in the paper's config."""
-    import warnings
-
-    from captum.attr import GuidedBackprop
-
-    with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks on every call
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        g = GuidedBackprop(model).attribute(inputs.detach().clone().requires_grad_(True), target=target)
-    return (g.abs() if abs else g).sum(1)
-
-
-def _register() -> None:
-    """Add the methods captum's registry lacks to :func:`xattr_nb.attribution.attribute` (once)."""
-    have = {r["name"] for r in list_methods("pixels")}
-    for name, fn, desc in [
-        ("guided_backprop", guided_backprop, "guided backpropagation, |·| channel-summed (captum GuidedBackprop)"),
-        ("layer_grad", layer_grad, "Σ_ch |gradient| at a layer, upsampled (captum)"),
-        ("layer_grad_x_act", layer_grad_x_act, "Σ_ch activation × gradient at a layer, upsampled (captum)"),
-        ("layer_cam", layer_cam, "Layer-CAM: ReLU(Σ_ch ReLU(grad) ⊙ act) at a layer, upsampled"),
-    ]:
-        if name not in have:
-            register_method(name, fn, kinds=("pixels",), description=desc)
-
-
-_register()
-
-
 def _method_call(
     method: str, layer: str, setting: GridSetting, *, upsample: str, ig_steps: int, occlusion_window: int, batch: int
 ) -> tuple[str, dict[str, Any]]:
@@ -701,7 +578,7 @@ def localization(
     eps = check_float(eps, "eps", low=0.0)
     if size is not None:
         size = check_int(size, "size", low=1)
-        m = _upsample(m, (size, size), upsample)
+        m = upsample_maps(m, (size, size), upsample)
     if m.shape[-1] != m.shape[-2] or m.shape[-1] % scale:
         raise InputError(
             f"`maps` must be square with a side divisible by `scale` {scale} (pass size= to upsample); "
@@ -802,7 +679,7 @@ def evaluate(
         raise InputError(f"`setting` must be a GridPG, DiFull or DiPart; got {type(setting).__name__}")
     pairs = _method_layers(methods)
     x, target, cells = head_batch(setting, grids, heads)
-    dev = next(setting.parameters()).device
+    dev = device_of(setting)
     x, target = x.to(dev), target.to(dev)
     per_grid = len(x) // len(grids)
     res = SettingLocalization(setting=setting.name, scores={}, cells=cells)
@@ -811,12 +688,13 @@ def evaluate(
         n = len(x) if (m != "occlusion" or occlusion_grids is None) else min(len(x), occlusion_grids * per_grid)
         base = (m[2:], lay)
         if m.startswith("s_") and base in done:  # smoothing an input map already computed: no new passes
-            a = replace(
-                done[base],
-                scores=gaussian_smooth(done[base].scores, sigma=smooth_sigma, ksize=smooth_ksize),
-                method=m,
-                cost=Cost(),
-            )
+            with timer() as t:
+                smoothed = gaussian_smooth(done[base].scores, sigma=smooth_sigma, ksize=smooth_ksize)
+            # A smoothed map needs the passes of the map it blurs: its cost is that map's cost plus the blur
+            # (the passes are spent once here, but a reader asking "what does S-IxG cost?" must see them).
+            base_cost = done[base].cost
+            cost = Cost(base_cost.forward, base_cost.backward, base_cost.wall_s + t["s"])
+            a = replace(done[base], scores=smoothed, method=m, cost=cost)
         else:
             a = attribute_at(
                 setting,
@@ -876,41 +754,45 @@ def plot_aggatt(
     edges: Sequence[float] = AGGATT_EDGES,
     cell_box: tuple[int, int, int, int] | None = None,
     clip_pct: float = 99.5,
-    dpi: int = 80,
 ):
     """AggAtt panels: one row per method, one column per bin, one colour scale per row clipped at the
-    ``clip_pct`` percentile (the paper's convention); ``cell_box`` (xyxy) outlines the head's cell."""
-    from matplotlib.figure import Figure
+    ``clip_pct`` percentile (the paper's convention); ``cell_box`` (xyxy) outlines the head's cell.
+
+    A paper-specific figure built with :func:`xattr_nb.plots.figure`; it displays in a notebook
+    wherever it is called (:func:`xattr_nb.plots.show`) and is returned.
+    """
     from matplotlib.patches import Rectangle
 
     if not isinstance(rows, dict) or not rows:
         raise InputError("`rows` must be a non-empty dict: method name -> list of bin maps")
     clip_pct = check_float(clip_pct, "clip_pct", low=0.0, high=100.0)
     ncol = len(next(iter(rows.values())))
-    fig = Figure(figsize=(1.3 * ncol + 0.8, 1.35 * len(rows) + 0.3), dpi=dpi, layout="constrained")
-    axes = fig.subplots(len(rows), ncol, squeeze=False)
-    labels = [f"{int(100 * a)}–{int(100 * b)}%" for a, b in itertools.pairwise(edges)]
-    for i, (name, bins) in enumerate(rows.items()):
-        if len(bins) != ncol:
-            raise InputError(f"`rows[{name!r}]` has {len(bins)} bins; the first row has {ncol}")
-        vmax = float(np.percentile(torch.stack(bins).numpy(), clip_pct)) or 1.0
-        for j, b in enumerate(bins):
-            ax = axes[i, j]
-            ax.imshow(b.numpy(), cmap="magma", vmin=0, vmax=vmax)
-            if cell_box is not None:
-                x0, y0, x1, y1 = cell_box
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(labels[j] if j < len(labels) else str(j), fontsize=8)
-            if j == 0:
-                ax.set_ylabel(name, fontsize=8)
-    return fig
+    with plots.style():
+        fig = plots.figure(1.3 * ncol + 0.8, 1.35 * len(rows) + 0.3)
+        axes = fig.subplots(len(rows), ncol, squeeze=False)
+        labels = [f"{int(100 * a)}–{int(100 * b)}%" for a, b in itertools.pairwise(edges)]
+        for i, (name, bins) in enumerate(rows.items()):
+            if len(bins) != ncol:
+                raise InputError(f"`rows[{name!r}]` has {len(bins)} bins; the first row has {ncol}")
+            vmax = float(np.percentile(torch.stack(bins).numpy(), clip_pct)) or 1.0
+            for j, b in enumerate(bins):
+                ax = axes[i, j]
+                ax.imshow(b.numpy(), cmap="magma", vmin=0, vmax=vmax)
+                if cell_box is not None:
+                    x0, y0, x1, y1 = cell_box
+                    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if i == 0:
+                    ax.set_title(labels[j] if j < len(labels) else str(j), fontsize=8)
+                if j == 0:
+                    ax.set_ylabel(name, fontsize=8)
+    return plots.show(fig)
 
 
 # ============================================================================================
-# Entry point, and the full-scale loaders
+# Entry point
 # ============================================================================================
 
 
