@@ -28,8 +28,9 @@ The steps, each a small function (the notebook calls them one by one):
    weights are class-level causal effects, fixed for every image (hence, we expect, stable).
    :func:`ablation_cam` uses per-image effects instead (the same interventions, no class average).
 6. Evaluation: :func:`graph_faithfulness` (recall drop when the graph's channels are ablated, vs
-   random non-graph channels), :func:`max_sensitivity` (captum's ``sensitivity_max``) and
-   :func:`noise_spearman` (rank agreement of the maps of ``x`` and ``x`` + noise).
+   random non-graph channels, through :func:`xattr_nb.metrics.class_recall`). The map stability
+   metrics are shared: :func:`xattr_nb.metrics.max_sensitivity` (captum's ``sensitivity_max``) and
+   :func:`xattr_nb.metrics.noise_spearman` (rank agreement of the maps of ``x`` and ``x`` + noise).
 
 :func:`explain` chains 1–5 and returns an :class:`~xattr_nb.attribution.Attribution`.
 
@@ -39,8 +40,8 @@ which shrinks every single-channel effect).
 
 What is written by hand, and why: channel and edge interventions on conv layers, their batched
 effects and the graph search (captum has layer ablation but no edge-level ``do()``; TransformerLens
-and nnsight target transformers). Standard pieces come from libraries: the baselines and
-``sensitivity_max`` from captum, rank correlation from scipy; the graph is the project's
+and nnsight target transformers). Standard pieces come from libraries and shared layers: the
+baselines from captum, the stability and recall metrics from :mod:`xattr_nb.metrics`; the graph is the project's
 :class:`~xattr_nb.interventions.Circuit` (networkx through ``Circuit.to_networkx``).
 
 Interventions are forward hooks from :mod:`xattr_nb.interventions` (removed on exit, also on
@@ -48,9 +49,9 @@ errors). Many interventions share one forward: the hook *fans out* the layer's o
 copy per intervention, so the layers before it run once (``fan_out=True``; a model with a skip
 connection around the hooked layer needs ``fan_out=False``, which repeats the inputs instead).
 
-At full scale (``scale="full"`` in the notebook) :func:`xattr_nb.models.load_image_classifier`
-loads a Hugging Face image classifier (e.g. ``microsoft/resnet-50``) behind a ``[0, 1]``-pixel
-interface, :func:`xattr_nb.worlds.folders.load_image_folder` reads an ImageNet-style folder and
+Models come from the shared scale switch :func:`xattr_nb.models.load_image_model`: the zoo's
+``shapes_cnn`` at ``scale="cpu"``; at full scale (``scale="full"`` in the notebook) a Hugging Face
+image classifier (e.g. ``microsoft/resnet-50``) behind a ``[0, 1]``-pixel interface; :func:`xattr_nb.worlds.folders.load_image_folder` reads an ImageNet-style folder and
 :func:`hf_resnet_layout` finds the layers to intervene on.
 """
 
@@ -68,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xattr_nb.attribution.result import Attribution
-from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_target, check_tensor
+from xattr_nb.checks import InputError, check_choice, check_int, check_target, check_tensor
 from xattr_nb.interventions import (
     Circuit,
     CircuitEdge,
@@ -80,7 +81,9 @@ from xattr_nb.interventions import (
     patch_output,
     run_with_cache,
 )
-from xattr_nb.plots import figure
+from xattr_nb.metrics import class_recall
+from xattr_nb.models.io import check_model, device_of, logits_of
+from xattr_nb.plots import DIVERGING, figure, show
 from xattr_nb.runtime import Cost, progress, timer
 
 __all__ = [
@@ -93,20 +96,15 @@ __all__ = [
     "channel_intervention",
     "class_circuit",
     "class_means",
-    "class_recall",
     "edge_effects",
     "explain",
     "first_per_class",
     "graph_faithfulness",
     "hf_resnet_layout",
-    "max_sensitivity",
     "node_effects",
-    "noise_spearman",
     "path_effects",
     "path_intervention",
-    "plot_channel_maps",
     "plot_effects",
-    "plot_images",
     "plot_path_effects",
     "reference",
     "tinycnn_layout",
@@ -121,31 +119,13 @@ _MAX_BYTES = 64 * 2**20  # activations held by one fanned-out forward
 # --------------------------------------------------------------------------------------------
 
 
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise InputError(f"`model` must be a torch.nn.Module; got {type(model).__name__}")
-    return model
-
-
 def _check_images(x: Any, name: str = "x") -> torch.Tensor:
     return check_tensor(x, name, ndim=4, dtype="float", layout="[B, C, H, W]")
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _n_classes(model: nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad():
-        return int(_logits(model(x[:1])).shape[-1])
-
-
-def _logits(out: Any) -> torch.Tensor:
-    t = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
-    if not isinstance(t, torch.Tensor) or t.ndim != 2:
-        raise InputError("the model must return logits [B, n_classes] (a tensor or an output with `.logits`)")
-    return t
+        return int(logits_of(model(x[:1]), ndim=2).shape[-1])
 
 
 def _check_conv(model: nn.Module, name: str) -> nn.Conv2d:
@@ -200,7 +180,7 @@ def _probs(
     out = []
     with torch.no_grad():
         for s in range(0, x.shape[0], batch_size):
-            p = _score(_logits(model(x[s : s + batch_size])), output)
+            p = _score(logits_of(model(x[s : s + batch_size]), ndim=2), output)
             out.append(p.gather(1, target[s : s + batch_size, None])[:, 0])
     return torch.cat(out)
 
@@ -234,7 +214,7 @@ def tinycnn_layout(model: nn.Module) -> Layout:
     channels feeds one channel of the block through batch norm and ReLU, so an edit of conv output
     channel ``i`` reaches node ``i`` only: the path definition holds exactly.
     """
-    _check_model(model)
+    check_model(model)
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList) or not all(
         isinstance(getattr(b, "conv", None), nn.Conv2d) for b in blocks
@@ -258,7 +238,7 @@ def hf_resnet_layout(model: nn.Module, *, depth: int = 2) -> Layout:
     intervened on (spec §5.8: skips are a separate edge we leave out). Residual blocks need
     ``fan_out=False`` for path effects.
     """
-    _check_model(model)
+    check_model(model)
     names = [n for n, _ in model.named_modules()]
     stages = [n for n in names if n.split(".")[-2:-1] == ["stages"]]
     if not stages:
@@ -300,7 +280,7 @@ def reference(
     module's output (a node layer), ``at="input"`` what the module reads (a conv's input, the
     reference of its path interventions: after any pooling in between).
     """
-    _check_model(model)
+    check_model(model)
     x = _check_images(x)
     check_choice(how, ("mean", "zero"), "how")
     check_choice(at, ("output", "input"), "at")
@@ -332,7 +312,7 @@ def channel_intervention(model: nn.Module, name: str, channels: Any, ref: torch.
     ``ref`` is the reference ``[C, h, w]`` (or ``[C]``) from :func:`reference`. Built on
     :func:`xattr_nb.interventions.patch_output`; every other channel keeps its value.
     """
-    _check_model(model)
+    check_model(model)
 
     def edit(out: torch.Tensor) -> torch.Tensor:
         if out.ndim != 4:
@@ -364,7 +344,7 @@ def path_intervention(
     """Within the ``with``: the edge ``in_ch → out_ch`` of conv ``conv`` sees channel ``in_ch`` at its
     reference ``ref_in[in_ch]``; every other output channel, and every other input of ``out_ch``, is
     untouched. ``ref_in`` is :func:`reference` of the conv with ``at="input"``."""
-    mod = _check_conv(_check_model(model), conv)
+    mod = _check_conv(check_model(model), conv)
     in_ch = check_int(in_ch, "in_ch", low=0, high=mod.in_channels - 1)
     out_ch = check_int(out_ch, "out_ch", low=0, high=mod.out_channels - 1)
     edge = torch.tensor([[in_ch, out_ch]])
@@ -430,7 +410,7 @@ def _fanned_probs(
                 state.update(ks=ks, b=b)
                 inp = xb if fan_out else xb.repeat(k, *([1] * (xb.ndim - 1)))
                 try:
-                    logits = _logits(model(inp))
+                    logits = logits_of(model(inp), ndim=2)
                 except RuntimeError as exc:
                     raise InputError(
                         f"the fanned-out forward at {name!r} failed ({exc}); a skip connection around it mixes "
@@ -466,8 +446,8 @@ def channel_effects(
     positive effect means the channel's actual activation supports the target. Without class
     averaging these are the weights of an Ablation-CAM-like map (:func:`ablation_cam`).
     """
-    model = _check_model(model)
-    x = _check_images(x).to(_device(model))
+    model = check_model(model)
+    x = _check_images(x).to(device_of(model))
     target = check_target(target, _n_classes(model, x), x.shape[0]).to(x.device)
     batch_size = check_int(batch_size, "batch_size", low=1)
     max_bytes = check_int(max_bytes, "max_bytes", low=1)
@@ -514,9 +494,9 @@ def edge_effects(
     ``W_ij * A_j`` of output ``i`` by ``W_ij * a*_j`` (``a*`` = ``ref_in``, the conv-input reference)
     and leaves every other output channel as it was.
     """
-    model = _check_model(model)
+    model = check_model(model)
     mod = _check_conv(model, conv)
-    x = _check_images(x).to(_device(model))
+    x = _check_images(x).to(device_of(model))
     target = check_target(target, _n_classes(model, x), x.shape[0]).to(x.device)
     if isinstance(edges, (list, tuple)):
         edges = torch.as_tensor(np.asarray(edges, dtype=np.int64).reshape(-1, 2))
@@ -590,9 +570,9 @@ def node_effects(
     ``D_c`` are the images of ``x`` labelled ``c`` (``y``); row ``k`` is class ``classes[k]``
     (default: every class of the model). One fanned-out forward per batch computes all channels.
     """
-    model = _check_model(model)
+    model = check_model(model)
     x = _check_images(x)
-    n_cls = _n_classes(model, x.to(_device(model)))
+    n_cls = _n_classes(model, x.to(device_of(model)))
     y = check_target(y, n_cls, x.shape[0], "y")
     classes = (
         list(range(n_cls)) if classes is None else [check_int(c, "classes[i]", low=0, high=n_cls - 1) for c in classes]
@@ -619,7 +599,7 @@ def path_effects(
     ``x`` are the images of class ``c = target`` (``D_c``); entry ``[a, j]`` is the mean over ``x``
     of :func:`edge_effects` for the edge ``j → heads[a]``, every input channel ``j`` tried.
     """
-    mod = _check_conv(_check_model(model), conv)
+    mod = _check_conv(check_model(model), conv)
     heads = _channels(heads, mod.out_channels, "heads")
     c_in = mod.in_channels
     edges = torch.stack([torch.arange(c_in).repeat(len(heads)), heads.repeat_interleave(c_in)], 1)
@@ -808,8 +788,8 @@ def build_graph(
     ``"zero"``). The intervention set must be disjoint from the images you explain. Each class's graph
     comes back as a :class:`~xattr_nb.interventions.Circuit` (``result.circuits[c]``).
     """
-    model = _check_model(model)
-    x = _check_images(x).to(_device(model))
+    model = check_model(model)
+    x = _check_images(x).to(device_of(model))
     layout = tinycnn_layout(model) if layout is None else layout
     if not isinstance(layout, Layout):
         raise InputError(f"`layout` must be a Layout (see tinycnn_layout); got {type(layout).__name__}")
@@ -895,10 +875,10 @@ def causal_cam(model: nn.Module, x: torch.Tensor, target: Any, graph: CausalPath
     are class-level effects, the same for every image: only the activations depend on ``x``.
     One forward per image, no gradient. Not normalised (``Attribution.normalized`` does that).
     """
-    model = _check_model(model)
+    model = check_model(model)
     if not isinstance(graph, CausalPaths):
         raise InputError(f"`graph` must be CausalPaths (see build_graph); got {type(graph).__name__}")
-    x = _check_images(x).to(_device(model))
+    x = _check_images(x).to(device_of(model))
     with torch.no_grad():
         _, cache = run_with_cache(model, x, names=[graph.layout.layer])
     acts = cache[graph.layout.layer]
@@ -917,8 +897,8 @@ def ablation_cam(
     """Instance-level counterpart: ``ReLU(Σ_u e_u(x) · A_u(x))`` with ``e_u(x)`` the image's own
     single-channel effects (:func:`channel_effects`, every channel of ``layer``), in the spirit of
     Ablation-CAM. The same interventions as :func:`causal_cam`, without the class average."""
-    model = _check_model(model)
-    x = _check_images(x).to(_device(model))
+    model = check_model(model)
+    x = _check_images(x).to(device_of(model))
     eff = channel_effects(model, layer, x, target, ref, fan_out=fan_out)
     with torch.no_grad():
         _, cache = run_with_cache(model, x, names=[layer])
@@ -928,37 +908,6 @@ def ablation_cam(
 # --------------------------------------------------------------------------------------------
 # 6. Evaluation: graph faithfulness and map stability
 # --------------------------------------------------------------------------------------------
-
-
-def class_recall(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: Any,
-    cls: int,
-    *,
-    ablate: Any = None,
-    layer: str | None = None,
-    ref: torch.Tensor | None = None,
-) -> float:
-    """Recall of class ``cls`` on ``(x, y)`` (share of its images predicted ``cls``), optionally with
-    the channels ``ablate`` of ``layer`` set to ``ref`` (:func:`channel_intervention`)."""
-    model = _check_model(model)
-    x = _check_images(x).to(_device(model))
-    n_cls = _n_classes(model, x)
-    y = check_target(y, n_cls, x.shape[0], "y").to(x.device)
-    cls = check_int(cls, "cls", low=0, high=n_cls - 1)
-    sel = y == cls
-    if not bool(sel.any()):
-        raise InputError(f"`y` has no image of class {cls}")
-    with torch.no_grad():
-        if ablate is None:
-            pred = _logits(model(x[sel])).argmax(-1)
-        else:
-            if layer is None or ref is None:
-                raise InputError("`layer` and `ref` are required with `ablate`")
-            with channel_intervention(model, layer, ablate, ref):
-                pred = _logits(model(x[sel])).argmax(-1)
-    return float((pred == cls).float().mean())
 
 
 def graph_faithfulness(
@@ -999,77 +948,6 @@ def graph_faithfulness(
     return out
 
 
-def max_sensitivity(
-    explain_fn: Callable[..., torch.Tensor],
-    x: torch.Tensor,
-    target: Any,
-    *,
-    radius: float = 0.02,
-    n_samples: int = 10,
-    seed: int = 0,
-    max_examples_per_batch: int | None = None,
-) -> torch.Tensor:
-    """Max-sensitivity of an explanation (captum ``sensitivity_max``): ``[B]``.
-
-    ``explain_fn(inputs, target=...)`` returns maps ``[B, ...]``. For each image, ``n_samples``
-    copies are drawn uniformly in the L∞ ball of ``radius``; the score is the largest
-    ``‖E(x + δ) − E(x)‖ / ‖E(x)‖`` (Frobenius): 0 for a constant explanation, scale-free. Seeded
-    (captum draws with torch's global generator; the caller's state is restored).
-    """
-    from captum.metrics import sensitivity_max
-
-    if not callable(explain_fn):
-        raise InputError(
-            f"`explain_fn` must be callable explain_fn(inputs, target=...); got {type(explain_fn).__name__}"
-        )
-    x = _check_images(x)
-    radius = check_float(radius, "radius", low=0.0)
-    n_samples = check_int(n_samples, "n_samples", low=1)
-    seed = check_int(seed, "seed", low=0, high=2**32 - 1)
-    tgt = torch.as_tensor(target) if not isinstance(target, (int, np.integer)) else int(target)
-
-    def fn(inputs: Any, **kw: Any) -> Any:
-        # captum calls with a 1-tuple for the clean inputs (and expects a tuple back), a tensor for the noisy ones
-        if isinstance(inputs, tuple):
-            return (explain_fn(inputs[0], **kw),)
-        return explain_fn(inputs, **kw)
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        s = sensitivity_max(
-            fn, x, perturb_radius=radius, n_perturb_samples=n_samples,
-            max_examples_per_batch=max_examples_per_batch, target=tgt,
-        )  # fmt: skip
-    return s.detach().double().cpu()
-
-
-def noise_spearman(
-    explain_fn: Callable[..., torch.Tensor], x: torch.Tensor, target: Any, *, sigma: float = 0.03, seed: int = 0
-) -> torch.Tensor:
-    """Spearman rank correlation between the maps of ``x`` and of ``x + N(0, sigma²)``: ``[B]``.
-
-    1 means the noise left the map's ranking intact. A map that is constant on ``x`` or on the noisy
-    copy (e.g. a ReLU'd CAM that is all zero) has no ranking: its entry is 0 (no agreement).
-    """
-    from scipy.stats import spearmanr
-
-    if not callable(explain_fn):
-        raise InputError(
-            f"`explain_fn` must be callable explain_fn(inputs, target=...); got {type(explain_fn).__name__}"
-        )
-    x = _check_images(x)
-    sigma = check_float(sigma, "sigma", low=0.0)
-    gen = torch.Generator().manual_seed(check_int(seed, "seed", low=0, high=2**32 - 1))
-    noisy = x + sigma * torch.randn(x.shape, generator=gen).to(x)
-    a = explain_fn(x, target=target).detach().flatten(1).double().cpu().numpy()
-    b = explain_fn(noisy, target=target).detach().flatten(1).double().cpu().numpy()
-    out = []
-    for u, v in zip(a, b, strict=True):
-        const = np.all(u == u[0]) or np.all(v == v[0])
-        out.append(0.0 if const else float(spearmanr(u, v).statistic))
-    return torch.tensor(out, dtype=torch.float64)
-
-
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
@@ -1094,7 +972,7 @@ def explain(
     one (then ``meta["graph"]`` holds it). ``cost`` counts the graph's forwards (if built here)
     plus one forward per explained image.
     """
-    model = _check_model(model)
+    model = check_model(model)
     x = _check_images(x)
     if graph is None:
         if x_int is None or y_int is None:
@@ -1107,7 +985,7 @@ def explain(
         built = Cost()
     with timer() as t:
         maps = causal_cam(model, x, target, graph)
-    tgt = check_target(target, _n_classes(model, x.to(_device(model))), x.shape[0])
+    tgt = check_target(target, _n_classes(model, x.to(device_of(model))), x.shape[0])
     return Attribution(
         scores=maps.float().cpu(),
         kind="pixels",
@@ -1119,32 +997,8 @@ def explain(
 
 
 # --------------------------------------------------------------------------------------------
-# Figures (paper-specific; on xattr_nb.plots.figure)
+# Figures (paper-specific; built on xattr_nb.plots.figure, displayed by xattr_nb.plots.show)
 # --------------------------------------------------------------------------------------------
-
-
-def plot_images(x: torch.Tensor, y: Any, classes: Sequence[str], n: int = 8) -> Any:
-    """The first ``n`` images of ``x`` ``[B, 3, H, W]`` in one row, titled with their class names."""
-    x = _check_images(x)
-    n = check_int(n, "n", low=1, high=x.shape[0])
-    fig = figure(1.0 * n, 1.3)
-    for i, ax in enumerate(fig.subplots(1, n)):
-        ax.imshow(x[i].permute(1, 2, 0).detach().cpu().clamp(0, 1).numpy())
-        ax.set_title(str(classes[int(y[i])]), fontsize=8)
-        ax.set_axis_off()
-    return fig
-
-
-def plot_channel_maps(maps: torch.Tensor, n: int = 8, prefix: str = "a*") -> Any:
-    """The first ``n`` channel maps of ``maps`` ``[C, h, w]`` side by side."""
-    maps = check_tensor(maps, "maps", ndim=3, dtype="float", layout="[C, h, w]")
-    n = check_int(n, "n", low=1, high=maps.shape[0])
-    fig = figure(1.0 * n, 1.2)
-    for u, ax in enumerate(fig.subplots(1, n)):
-        ax.imshow(maps[u].detach().cpu().numpy(), cmap="magma")
-        ax.set_title(f"{prefix}[{u}]", fontsize=8)
-        ax.set_axis_off()
-    return fig
 
 
 def plot_effects(effects: torch.Tensor, ce: torch.Tensor, y: Any, classes: Sequence[str]) -> Any:
@@ -1155,13 +1009,13 @@ def plot_effects(effects: torch.Tensor, ce: torch.Tensor, y: Any, classes: Seque
     fig = figure(9, 2.8)
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[3, 2])
     lim = float(effects.abs().max()) or 1.0
-    ax1.imshow(effects[order].numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax1.imshow(effects[order].numpy(), aspect="auto", cmap=DIVERGING, vmin=-lim, vmax=lim)
     ax1.set(xlabel="channel u", ylabel="image (grouped by class)", title="per-image effect")
     lim = float(ce.abs().max()) or 1.0
-    im = ax2.imshow(ce.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    im = ax2.imshow(ce.numpy(), aspect="auto", cmap=DIVERGING, vmin=-lim, vmax=lim)
     ax2.set(xlabel="channel u", yticks=range(len(classes)), yticklabels=list(classes), title="CE_c(u): class mean")
     fig.colorbar(im, ax=ax2)
-    return fig
+    return show(fig)
 
 
 def plot_path_effects(pe: torch.Tensor, heads: torch.Tensor, edges: torch.Tensor, title: str = "") -> Any:
@@ -1170,8 +1024,8 @@ def plot_path_effects(pe: torch.Tensor, heads: torch.Tensor, edges: torch.Tensor
     fig = figure(9, 0.3 * pe.shape[0] + 1.2)
     ax = fig.add_subplot()
     lim = float(pe.abs().max()) or 1.0
-    ax.imshow(pe.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.imshow(pe.numpy(), aspect="auto", cmap=DIVERGING, vmin=-lim, vmax=lim)
     rows = {int(i): r for r, i in enumerate(heads.tolist())}
     ax.scatter(edges[:, 0].tolist(), [rows[int(i)] for i in edges[:, 1]], s=60, facecolors="none", edgecolors="k")
     ax.set(xlabel="input channel j", yticks=range(len(rows)), yticklabels=[f"node {i}" for i in rows], title=title)
-    return fig
+    return show(fig)
