@@ -70,6 +70,9 @@ def run_notebook(paper: Paper, out_dir: Path, parameters: dict[str, Any], *, tim
     import papermill as pm
 
     os.environ.setdefault("XATTR_NB_PROGRESS", "summary")  # the kernel inherits it: no frozen bars
+    # Idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads slowed cells
+    # 20-100x; the results do not depend on it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from xattr_nb.ledger import read_claims
     from xattr_nb.runtime import read_records
