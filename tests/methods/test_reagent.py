@@ -137,6 +137,37 @@ def test_explain_batches_rows_sum_to_one_over_candidates():
     assert a.scores.argmax(1).tolist() == [1, 1]
 
 
+def test_run_probes_batch_equals_one_context_at_a_time():
+    model = KeyLM(key=2)
+    ids = torch.tensor([[5, 1, 6, 3, 8, 2], [4, 4, 0, 1, 2, 3], [9, 8, 7, 6, 5, 4]])
+    samp = R.UniformSampler(list(range(10)))
+    kw = {"sampler": samp, "keep_top_n": 1, "max_steps": 50, "n_probes": 3}
+    runs = R.run_probes_batch(model, ids, seeds=[3, 4, 5], **kw)
+    for g in range(3):
+        one = R.run_probes(model, ids[g], seed=3 + g, **kw)
+        assert torch.equal(runs[g].pi, one.pi) and torch.equal(runs[g].steps, one.steps)
+        assert runs[g].forwards == one.forwards and runs[g].target == one.target
+
+
+def test_stopping_test_is_its_inputs_then_in_top_k():
+    model = KeyLM(key=0)
+    ids = torch.tensor([3, 1, 2])
+    pi = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])
+    cand = torch.ones(3, dtype=torch.bool)
+    kw = {"sampler": R.UniformSampler([5, 6]), "candidates": cand, "keep_top_n": 1}
+    x_hat = R.stopping_inputs(ids, pi, generator=gen(), **kw)
+    assert x_hat[0, 0] == 3 and set(x_hat[0, 1:].tolist()) <= {5, 6} and x_hat[1, 1] == 1
+    assert R.stopping_test(model, ids, pi, 4, stop_top_k=1, generator=gen(), **kw).tolist() == [True, False]
+    assert R.in_top_k(torch.tensor([[0.1, 0.5, 0.4]]), 2, 2).tolist() == [True]
+    assert R.in_top_k(torch.tensor([[0.1, 0.5, 0.4]]), 0, 2).tolist() == [False]
+
+
+def test_explain_restores_the_training_flag():
+    model = KeyLM(key=1).train()
+    R.explain(model, torch.tensor([[1, 2, 3]]), sampler=R.UniformSampler([4, 5]), max_steps=2, n_probes=2)
+    assert model.training
+
+
 def test_gold_rank_metrics_analytic():
     s = torch.tensor([[0.1, 0.9, 0.3, 0.0], [0.5, 0.2, 0.4, 9.0]])
     m = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
@@ -204,8 +235,10 @@ def test_next_token_loss_ignores_padding():
     assert float(lm_recipes.next_token_loss(logits, torch.tensor([[1, 2, 0]]))) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_load_full_on_a_local_stand_in(tmp_path):
+def test_load_mlm_sampler_on_a_local_stand_in(tmp_path):
     from transformers import BertConfig, BertForMaskedLM
+
+    from xattr_nb.models import load_lm
 
     tok = word_tokenizer(["a", "b", "c"])
     tiny_gpt2(len(tok), n_layer=1, n_head=2, d_model=8, n_ctx=8).save_pretrained(tmp_path / "lm")
@@ -214,14 +247,24 @@ def test_load_full_on_a_local_stand_in(tmp_path):
                                      intermediate_size=8, max_position_embeddings=8))  # fmt: skip
     mlm.save_pretrained(tmp_path / "mlm")
     tok.save_pretrained(tmp_path / "mlm")
-    full = R.load_full(str(tmp_path / "lm"))
-    assert isinstance(full["sampler"], R.UniformSampler) and full["mlm"] is None
-    full = R.load_full(str(tmp_path / "lm"), str(tmp_path / "mlm"))
-    assert isinstance(full["sampler"], R.MLMSampler)
+    _, ltok = load_lm("full", small="ioi_gpt2", full=str(tmp_path / "lm"))
+    assert R.load_mlm_sampler("full", ltok) is None  # no masked LM: the notebook replaces uniformly
+    s = R.load_mlm_sampler("full", ltok, full=str(tmp_path / "mlm"))
+    assert isinstance(s, R.MLMSampler) and s.mask_id == tok.mask_token_id
+    assert s.allowed_ids.tolist() == R.word_ids(ltok) and not set(R.word_ids(ltok)) & set(ltok.all_special_ids)
     other = word_tokenizer(["x", "y", "z"])
     other.save_pretrained(tmp_path / "mlm")
-    with pytest.raises(InputError, match="mlm_name"):
-        R.load_full(str(tmp_path / "lm"), str(tmp_path / "mlm"))
+    with pytest.raises(InputError, match="does not share the LM's tokenizer"):
+        R.load_mlm_sampler("full", ltok, full=str(tmp_path / "mlm"))
+
+
+def test_load_mlm_sampler_small_is_the_zoo_mlm_on_the_ioi_tokenizer():
+    from xattr_nb.models import load_lm
+
+    _, tok = load_lm("cpu", small="ioi_gpt2")
+    s = R.load_mlm_sampler("cpu", tok)
+    assert isinstance(s, R.MLMSampler) and s.mask_id == tok.mask_token_id
+    assert R.samplers(tok, s)["mlm"] is s and set(R.samplers(tok)) == {"category", "uniform"}
 
 
 # ------------------------------------------------------------------------------ bad inputs
@@ -280,6 +323,17 @@ def test_bad_tokenizer_for_world():
 def test_bad_log_ratio():
     with pytest.raises(InputError, match="positive"):
         R.log_ratio(0.0, 1.0)
+
+
+def test_bad_left_padding():
+    with pytest.raises(InputError, match="right-padded"):
+        R.explain(KeyLM(), torch.tensor([[0, 1, 2]]), attention_mask=torch.tensor([[0, 1, 1]]),
+                  sampler=R.UniformSampler([4]))  # fmt: skip
+
+
+def test_bad_mlm_sampler_for_samplers():
+    with pytest.raises(InputError, match="MLMSampler"):
+        R.samplers(lm_recipes.ioi_tokenizer(), mlm=nn.Linear(2, 2))
 
 
 def test_bad_evaluate_without_random():

@@ -44,7 +44,7 @@ from torch import nn
 
 from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor
-from xattr_nb.models.io import device_of, logits_of
+from xattr_nb.models.io import device_of, eval_mode, logits_of
 from xattr_nb.runtime import Cost, progress, timer
 
 __all__ = [
@@ -58,14 +58,20 @@ __all__ = [
     "evidence",
     "explain",
     "gold_rank_metrics",
+    "in_top_k",
     "init_logits",
     "last_layer_attention",
+    "load_mlm_sampler",
     "random_scores",
     "replace_mask",
     "run_probes",
+    "run_probes_batch",
+    "samplers",
+    "stopping_inputs",
     "stopping_test",
     "target_probs",
     "update_logits",
+    "word_ids",
 ]
 
 #: The paper's / repository's setting ``top3_replace0.3_max3000_batch5`` [code].
@@ -277,6 +283,27 @@ def top_n_keep(pi: torch.Tensor, candidates: torch.Tensor, n: int) -> torch.Tens
     return keep
 
 
+def stopping_inputs(
+    ids: torch.Tensor,
+    pi: torch.Tensor,
+    *,
+    sampler: Sampler,
+    candidates: torch.Tensor,
+    keep_top_n: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The stopping test's inputs ``[P, T]``: each probe keeps its top-``n`` tokens of ``ids`` ``[T]``
+    by ``pi`` ``[P, T]`` and every other candidate is replaced by the sampler."""
+    keep = top_n_keep(pi, candidates, keep_top_n)
+    return sampler(ids.unsqueeze(0).expand_as(keep), candidates.unsqueeze(0) & ~keep, generator)
+
+
+def in_top_k(probs: torch.Tensor, target: Any, k: int) -> torch.Tensor:
+    """Whether ``target`` (an id, or ids broadcast against ``probs[..., 0]``) is among the top-``k`` of ``probs`` ``[..., V]``."""
+    k = min(check_int(k, "stop_top_k", low=1), probs.shape[-1])
+    return (probs.topk(k, dim=-1).indices == torch.as_tensor(target).unsqueeze(-1)).any(-1)
+
+
 def stopping_test(
     model: nn.Module,
     ids: torch.Tensor,
@@ -290,11 +317,8 @@ def stopping_test(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Does keeping only each probe's top-``n`` tokens (the other candidates replaced) keep ``y`` in the top-``k``? ``[P]``."""
-    keep = top_n_keep(pi, candidates, keep_top_n)
-    x_hat = sampler(ids.unsqueeze(0).expand_as(keep), candidates.unsqueeze(0) & ~keep, generator)
-    probs = target_probs(model, x_hat)
-    k = min(check_int(stop_top_k, "stop_top_k", low=1), probs.shape[1])
-    return (probs.topk(k, dim=1).indices == int(target)).any(1)
+    x_hat = stopping_inputs(ids, pi, sampler=sampler, candidates=candidates, keep_top_n=keep_top_n, generator=generator)
+    return in_top_k(target_probs(model, x_hat), int(target), stop_top_k)
 
 
 @dataclass
@@ -334,48 +358,108 @@ def run_probes(
     that may be replaced and get importance (default all; pass ``False`` for ``[BOS]``). All
     ``n_probes`` probes advance together (one batched forward for the replacements and one for
     the stopping test per step); a probe stops updating once its stopping test passes.
+    :func:`run_probes_batch` runs the same loop for several contexts of one length at once.
     """
-    model.eval()
     ids = check_tensor(input_ids, "input_ids", ndim=1, dtype="int", layout="[T]").cpu()
     cand = torch.ones_like(ids, dtype=torch.bool) if candidates is None else candidates
     cand = check_tensor(cand, "candidates", shape=tuple(ids.shape), dtype="bool", layout="[T]").cpu()
-    if not bool(cand.any()):
+    return run_probes_batch(
+        model, ids.unsqueeze(0), [target], sampler=sampler, candidates=cand.unsqueeze(0), ratio=ratio,
+        keep_top_n=keep_top_n, stop_top_k=stop_top_k, max_steps=max_steps, n_probes=n_probes, eps=eps,
+        seeds=[seed], history=history,
+    )[0]  # fmt: skip
+
+
+def run_probes_batch(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    targets: Sequence[int | None] | None = None,
+    *,
+    sampler: Sampler,
+    candidates: torch.Tensor | None = None,
+    ratio: float = 0.3,
+    keep_top_n: int = 3,
+    stop_top_k: int = 1,
+    max_steps: int = 200,
+    n_probes: int = 8,
+    eps: float = 1e-6,
+    seeds: Sequence[int] | None = None,
+    history: bool = False,
+) -> list[ProbeRun]:
+    """:func:`run_probes` for ``G`` contexts of the same length at once: ``input_ids`` ``[G, T]``.
+
+    Each context keeps its own generator (``seeds[g]``, default ``0, 1, ...``), its own probes and
+    its own stopping; only the model's forwards are shared (one for the replacements and one for
+    the stopping tests of every context still running, per step). So context ``g`` gets the same
+    result as ``run_probes(input_ids[g], targets[g], seed=seeds[g])`` alone, up to the floating-point
+    effects of a larger batch, and a model never sees padding. Returns one :class:`ProbeRun` per context.
+    """
+    ids = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[G, T]").cpu()
+    g_n, t_n = ids.shape
+    cand = torch.ones_like(ids, dtype=torch.bool) if candidates is None else candidates
+    cand = check_tensor(cand, "candidates", shape=(g_n, t_n), dtype="bool", layout="[G, T]").cpu()
+    if not bool(cand.any(1).all()):
         raise InputError("`candidates` has no True position: nothing to attribute")
     sampler = _check_sampler(sampler)
     max_steps = check_int(max_steps, "max_steps", low=1)
     n_probes = check_int(n_probes, "n_probes", low=1)
-    gen = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
-    p_full = target_probs(model, ids.unsqueeze(0))[0]
-    if target is None:
-        target = int(p_full.argmax())
-    target = check_int(target, "target", low=0, high=p_full.shape[0] - 1)
-    p0 = float(p_full[target])
-    s = init_logits(n_probes, ids.shape[0], gen)
-    active = torch.ones(n_probes, dtype=torch.bool)
-    steps = torch.full((n_probes,), max_steps)
-    hist, forwards = [], 1
-    for t in range(max_steps):
-        m = replace_mask(cand, n_probes, ratio, gen)
-        x_tilde = sampler(ids.unsqueeze(0).expand(n_probes, -1), m, gen)
-        delta = p0 - target_probs(model, x_tilde)[:, target]
-        s = update_logits(s, evidence(delta, m, eps), active, cand)
-        pi = importance(s, cand)
-        done = stopping_test(
-            model, ids, pi, target, sampler=sampler, candidates=cand, keep_top_n=keep_top_n,
-            stop_top_k=stop_top_k, generator=gen,
-        )  # fmt: skip
-        forwards += 2 * n_probes
-        newly = done & active
-        steps[newly] = t + 1
-        active &= ~done
-        if history:
-            hist.append(pi.mean(0))
-        if not bool(active.any()):
-            break
-    return ProbeRun(
-        pi=importance(s, cand).float(), stopped=~active, steps=steps, p0=p0, target=target, forwards=forwards,
-        history=torch.stack(hist).float() if history else None,
-    )  # fmt: skip
+    ratio = check_float(ratio, "ratio", low=0.0, high=1.0)
+    tg = [None] * g_n if targets is None else list(targets)
+    sd = list(range(g_n)) if seeds is None else list(seeds)
+    if len(tg) != g_n or len(sd) != g_n:
+        raise InputError(f"`targets` and `seeds` need one entry per context ({g_n})")
+    gens = [torch.Generator().manual_seed(check_int(v, "seed", low=0)) for v in sd]
+    with eval_mode(model):
+        p_full = target_probs(model, ids)
+        for g in range(g_n):
+            if tg[g] is None:
+                tg[g] = int(p_full[g].argmax())
+            tg[g] = check_int(tg[g], "target", low=0, high=p_full.shape[1] - 1)
+        tgt = torch.tensor(tg)
+        p0 = p_full[torch.arange(g_n), tgt]
+        s = [init_logits(n_probes, t_n, gens[g]) for g in range(g_n)]
+        active = torch.ones(g_n, n_probes, dtype=torch.bool)
+        steps = torch.full((g_n, n_probes), max_steps)
+        forwards = [1] * g_n
+        hist: list[list[torch.Tensor]] = [[] for _ in range(g_n)]
+        for t in range(max_steps):
+            run = [g for g in range(g_n) if bool(active[g].any())]
+            if not run:
+                break
+            masks = [replace_mask(cand[g], n_probes, ratio, gens[g]) for g in run]
+            x_tilde = torch.cat(
+                [sampler(ids[g].expand(n_probes, -1), m, gens[g]) for g, m in zip(run, masks, strict=True)]
+            )
+            probs = target_probs(model, x_tilde).view(len(run), n_probes, -1)
+            x_hat = []
+            for k, g in enumerate(run):
+                delta = p0[g] - probs[k, :, tg[g]]
+                s[g] = update_logits(s[g], evidence(delta, masks[k], eps), active[g], cand[g])
+                pi = importance(s[g], cand[g])
+                kw = {"sampler": sampler, "candidates": cand[g], "keep_top_n": keep_top_n, "generator": gens[g]}
+                x_hat.append(stopping_inputs(ids[g], pi, **kw))
+            probs = target_probs(model, torch.cat(x_hat)).view(len(run), n_probes, -1)
+            done = in_top_k(probs, tgt[run].view(-1, 1), stop_top_k)  # [len(run), P]
+            for k, g in enumerate(run):
+                steps[g, done[k] & active[g]] = t + 1
+                active[g] &= ~done[k]
+                forwards[g] += 2 * n_probes
+                if history:
+                    hist[g].append(importance(s[g], cand[g]).mean(0))
+    runs = []
+    for g in range(g_n):
+        runs.append(
+            ProbeRun(
+                pi=importance(s[g], cand[g]).float(),
+                stopped=~active[g],
+                steps=steps[g],
+                p0=float(p0[g]),
+                target=tg[g],
+                forwards=forwards[g],
+                history=torch.stack(hist[g]).float() if history else None,
+            )
+        )
+    return runs
 
 
 def aggregate(run: ProbeRun) -> tuple[torch.Tensor, bool]:
@@ -401,6 +485,7 @@ def explain(
     max_steps: int = 200,
     n_probes: int = 8,
     seed: int = 0,
+    batch_size: int = 64,
     show_progress: bool = False,
 ) -> Attribution:
     """ReAGent token importance for a batch of contexts ``[B, T]`` (right-padded; ``attention_mask`` ``[B, T]``).
@@ -408,6 +493,8 @@ def explain(
     Each row is explained for the token after its last real token: ``target`` (one id, one per
     row, or ``None`` for the model's greedy prediction). ``candidates`` ``[B, T]`` bool restricts
     which tokens may be replaced (default: every real token). Example ``i`` uses seed ``seed + i``.
+    Contexts of the same length share their forwards (:func:`run_probes_batch`, up to ``batch_size``
+    contexts at a time): the model never sees padding, and each example's result is its own run's.
     Returns ``kind="tokens"`` scores ``[B, T]`` (each row sums to 1 over its candidates);
     ``meta`` holds ``stopped`` (probes stopped per row), ``fallback`` and ``steps``.
     """
@@ -427,23 +514,33 @@ def explain(
         tt = check_tensor(torch.as_tensor(target), "target", shape=(b,), dtype="int", layout="[B]")
         tg = [int(v) for v in tt]
     seed = check_int(seed, "seed", low=0)
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    lengths = mask.sum(1).tolist()
+    if any(not bool(mask[i, :n].all()) for i, n in enumerate(lengths)):
+        raise InputError("`attention_mask` must be right-padded: each row's real tokens first, then padding")
+    # contexts of one length run together (no padding reaches the model); chunks of `batch_size` contexts
+    groups = [[i for i in range(b) if lengths[i] == n] for n in sorted(set(lengths))]
+    chunks = [g[k : k + batch_size] for g in groups for k in range(0, len(g), batch_size)]
     scores = torch.zeros(b, t)
-    targets, stopped, fallback, steps = [], [], [], []
-    forwards = 0
-    with timer() as tm:
-        for i in progress(range(b), desc="ReAGent", disable=not show_progress):
-            n = int(mask[i].sum())
-            run = run_probes(
-                model, ids[i, :n].cpu(), tg[i], sampler=sampler, candidates=cand[i, :n], ratio=ratio,
-                keep_top_n=keep_top_n, stop_top_k=stop_top_k, max_steps=max_steps, n_probes=n_probes, seed=seed + i,
+    runs: dict[int, ProbeRun] = {}
+    with timer() as tm, eval_mode(model):
+        for rows in progress(chunks, desc="ReAGent", disable=not show_progress):
+            n = lengths[rows[0]]
+            out = run_probes_batch(
+                model, ids[rows, :n].cpu(), [tg[i] for i in rows], sampler=sampler, candidates=cand[rows, :n],
+                ratio=ratio, keep_top_n=keep_top_n, stop_top_k=stop_top_k, max_steps=max_steps, n_probes=n_probes,
+                seeds=[seed + i for i in rows],
             )  # fmt: skip
-            imp, fb = aggregate(run)
-            scores[i, :n] = imp
-            targets.append(run.target)
-            stopped.append(int(run.stopped.sum()))
-            fallback.append(fb)
-            steps.append(float(run.steps.float().mean()))
-            forwards += run.forwards
+            runs.update(zip(rows, out, strict=True))
+    targets, stopped, fallback, steps = [], [], [], []
+    for i in range(b):
+        imp, fb = aggregate(runs[i])
+        scores[i, : lengths[i]] = imp
+        targets.append(runs[i].target)
+        stopped.append(int(runs[i].stopped.sum()))
+        fallback.append(fb)
+        steps.append(float(runs[i].steps.float().mean()))
+    forwards = sum(r.forwards for r in runs.values())
     cost = Cost(forward=forwards, backward=0, wall_s=tm["s"])  # a total over the batch, as every Cost
     return Attribution(
         scores=scores,
@@ -562,57 +659,69 @@ def ioi_categories(tokenizer: Any) -> dict[str, list[int]]:
     return out
 
 
-def samplers(tokenizer: Any, mlm: nn.Module | None = None) -> dict[str, Sampler]:
-    """The three replacement samplers over a word-level vocabulary: ``"category"`` (POS analogue,
-    the code's default), ``"uniform"`` and, given a masked LM on the same tokenizer, ``"mlm"`` (the paper's)."""
+def word_ids(tokenizer: Any) -> list[int]:
+    """Every id of ``tokenizer``'s vocabulary that is not a special token (what a sampler may put in)."""
+    specials = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in specials]
+
+
+def samplers(tokenizer: Any, mlm: MLMSampler | None = None) -> dict[str, Sampler]:
+    """The replacement samplers over the IOI world's vocabulary: ``"category"`` (POS analogue, the
+    code's default), ``"uniform"`` and, given the sampler of :func:`load_mlm_sampler`, ``"mlm"`` (the paper's)."""
     cats = ioi_categories(tokenizer)
     words = sorted(i for g in cats.values() for i in g)
     out: dict[str, Sampler] = {"category": CategorySampler(list(cats.values())), "uniform": UniformSampler(words)}
     if mlm is not None:
-        out["mlm"] = MLMSampler(mlm, tokenizer.mask_token_id, words)
+        if not isinstance(mlm, MLMSampler):
+            raise InputError(f"`mlm` must be an MLMSampler (see load_mlm_sampler); got {type(mlm).__name__}")
+        out["mlm"] = mlm
     return out
 
 
-def load_small(*, retrain: bool = False, seed: int = 0) -> tuple[nn.Module, nn.Module, Any]:
-    """``(lm, mlm, tokenizer)`` for the IOI world: the shipped zoo checkpoints ``ioi_gpt2`` and
-    ``ioi_mlm``, or (``retrain=True``) both retrained from ``seed`` with the same recipes."""
-    from xattr_nb.models import lm_recipes, zoo
+def load_mlm_sampler(
+    scale: str,
+    tokenizer: Any,
+    *,
+    small: str = "ioi_mlm",
+    full: str | None = None,
+    retrain: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+) -> MLMSampler | None:
+    """The paper's replacement sampler: a masked LM that shares ``tokenizer`` (the LM's), as an :class:`MLMSampler`.
 
-    tok = lm_recipes.ioi_tokenizer()
-    if retrain:
-        lm, _ = lm_recipes.train_ioi_gpt2(seed, show_progress=True)
-        mlm, _ = lm_recipes.train_ioi_mlm(seed, show_progress=True)
-    else:
-        lm, mlm = zoo.load("ioi_gpt2"), zoo.load("ioi_mlm")
-    return lm.eval(), mlm.eval(), tok
-
-
-def load_full(lm_name: str, mlm_name: str | None = None, *, device: str = "cpu") -> dict[str, Any]:
-    """Paper scale: a causal LM by HF name or folder (``"gpt2-medium"``...) and its replacement sampler.
-
-    With ``mlm_name`` (the paper's ``"roberta-base"``) the MLM must share the LM's tokenizer
-    (same vocabulary): cross-tokenizer replacement needs decode/re-encode, which is not done here,
-    so a mismatch is an error. Without it, uniform replacement over the LM's vocabulary.
+    ``scale="cpu"``: the zoo's masked LM ``small`` (``ioi_mlm``, the RoBERTa stand-in trained on the
+    IOI world; ``retrain=True`` reruns its recipe at ``seed``). ``scale="full"``: the Hugging Face
+    masked LM ``full`` by name or folder, or ``None`` when ``full`` is ``None`` (then use
+    :class:`UniformSampler` over :func:`word_ids`). The masked LM is not a causal LM, so it does not
+    go through :func:`xattr_nb.models.load_lm`; its vocabulary must equal the LM's (cross-tokenizer
+    replacement needs decode/re-encode, which is not done here) and it needs a mask token.
+    Replacements are drawn among :func:`word_ids`.
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from xattr_nb.checks import check_choice
+    from xattr_nb.models.loaders import SCALES
 
-    from xattr_nb.models import load_causal_lm
+    check_choice(scale, SCALES, "scale")
+    if scale == "full":
+        if full is None:
+            return None
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    tok, lm = load_causal_lm(lm_name, device=device)
-    specials = set(tok.all_special_ids)
-    words = [i for i in range(len(tok)) if i not in specials]
-    sampler: Sampler = UniformSampler(words)
-    mlm = None
-    if mlm_name is not None:
-        mtok = AutoTokenizer.from_pretrained(mlm_name)
-        if mtok.get_vocab() != tok.get_vocab() or mtok.mask_token_id is None:
-            raise InputError(
-                f"`mlm_name` {mlm_name!r} does not share the LM's tokenizer (or has no mask token); "
-                "cross-tokenizer replacement (decode/re-encode) is not implemented"
-            )
-        mlm = AutoModelForMaskedLM.from_pretrained(mlm_name).to(device).eval()
-        sampler = MLMSampler(mlm, mtok.mask_token_id, words)
-    return {"lm": lm, "tokenizer": tok, "mlm": mlm, "sampler": sampler}
+        from xattr_nb.models.hub import from_pretrained_offline
+
+        mtok = from_pretrained_offline(AutoTokenizer.from_pretrained, full, "tokenizer", None)
+        mlm = from_pretrained_offline(AutoModelForMaskedLM.from_pretrained, full, "masked LM", None)
+    else:
+        import xattr_nb.models.zoo as zoo
+
+        mlm = zoo.recipes()[small].train(check_int(seed, "seed", low=0))[0] if retrain else zoo.load(small)
+        mtok = zoo.tokenizer(small)
+    if mtok.get_vocab() != tokenizer.get_vocab() or mtok.mask_token_id is None:
+        raise InputError(
+            f"the masked LM {full if scale == 'full' else small!r} does not share the LM's tokenizer (or has no mask "
+            "token); cross-tokenizer replacement (decode/re-encode) is not implemented"
+        )
+    return MLMSampler(mlm.to(device).eval(), mtok.mask_token_id, word_ids(tokenizer))
 
 
 def captum_baselines(
