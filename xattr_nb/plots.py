@@ -195,8 +195,10 @@ def token_heatmap(
     ``scores`` ``[T]`` colour the boxes: a diverging map centred at zero (``signed=True``, the
     default when any score is negative) or a sequential one. Pass an :class:`Attribution` of
     kind tokens instead of ``tokens, scores`` to draw its example ``example``. Draws into ``ax``
-    when given (then no colorbar is added) and returns the Figure.
+    when given (then no colorbar is added, and the figure is not shown: the caller that owns the
+    other panels shows it with :func:`show`) and returns the Figure.
     """
+    own_figure = ax is None
     toks, vals = _token_inputs(tokens, scores, example)
     line_chars = check_int(line_chars, "line_chars", low=10)
     norm, cmap_name = _norm(vals, signed)
@@ -239,7 +241,7 @@ def token_heatmap(
         if colorbar:
             mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
             fig.colorbar(mappable, ax=ax, fraction=0.04, pad=0.01, aspect=8)
-    return show(fig)
+    return show(fig) if own_figure else fig
 
 
 def token_heatmap_html(

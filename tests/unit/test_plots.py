@@ -304,3 +304,16 @@ def test_figures_show_once_wherever_they_are_built(tmp_path):
         images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
         assert len(images) == 1, cell.source
         assert not [o for o in cell.outputs if o.output_type == "execute_result"], cell.source
+
+
+def test_token_heatmap_into_a_given_axis_does_not_show_the_partial_figure(monkeypatch):
+    shown = []
+    monkeypatch.setattr(plots, "_in_notebook", lambda: True)
+    monkeypatch.setattr(plots.PlotFigure, "_ipython_display_", lambda self: shown.append(self))
+    fig = plots.figure(4, 2)
+    axes = fig.subplots(2, 1)
+    plots.token_heatmap(["a", "b"], [0.1, -0.2], ax=axes[0])
+    plots.token_heatmap(["c", "d"], [0.3, 0.4], ax=axes[1])
+    assert shown == []  # the caller shows the whole figure once
+    plots.show(fig)
+    assert shown == [fig]
