@@ -61,7 +61,7 @@ from torch import nn
 from xattr_nb.attribution import Attribution
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.metrics import mask_iou
-from xattr_nb.models import ImageClassifier, TinyCNN, fit, register_architecture
+from xattr_nb.models import ImageClassifier, TinyCNN, fit
 from xattr_nb.models.io import check_model, device_of, eval_mode, logits_of
 from xattr_nb.runtime import Cost, pick_device, progress
 from xattr_nb.worlds.shapes import SHAPES, SIZES, ShapesData, make_shapes, render_masks, split
@@ -469,11 +469,6 @@ def comet_model(
         baseline=check_float(baseline, "baseline"),
         threshold=threshold,
     )
-
-
-# The zoo rebuilds shipped COMET checkpoints from these names (xattr_nb.models.comet_recipes).
-register_architecture("TinySelector", TinySelector)
-register_architecture("CometModel", comet_model)
 
 
 def predictor_from_detector(detector: nn.Module) -> nn.Module:
