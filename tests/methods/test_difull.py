@@ -210,6 +210,20 @@ def test_explain_runs_every_setting_and_method(backbone, grids):
     assert res["DiFull"].mean("ixg", "input") == pytest.approx(1.0)  # exact zeros outside the head's cell
 
 
+def test_explain_setting_methods_replace_methods_for_one_setting(backbone, grids):
+    res = D.explain(
+        backbone,
+        grids,
+        methods={"ixg": ("input",), "grad": ("input",)},
+        setting_methods={"DiPart": {"ixg": ("input",)}},
+        show_progress=False,
+    )
+    assert set(res["DiFull"].scores) == {("ixg", "input"), ("grad", "input")}
+    assert set(res["DiPart"].scores) == {("ixg", "input")}
+    with pytest.raises(InputError, match="setting_methods"):
+        D.explain(backbone, grids, settings=["DiFull"], setting_methods={"DiPart": {"ixg": ("input",)}})
+
+
 def test_plot_aggatt_builds_one_panel_per_method_and_bin():
     from matplotlib.figure import Figure
 

@@ -802,13 +802,23 @@ def explain(
     *,
     settings: Sequence[str] = SETTINGS,
     methods: dict[str, Sequence[str]] | None = None,
+    setting_methods: dict[str, dict[str, Sequence[str]]] | None = None,
     **kw: Any,
 ) -> dict[str, SettingLocalization]:
     """Run ML-Att (:func:`evaluate`) on each setting of ``settings`` around ``model`` and return
-    ``{setting: SettingLocalization}``; ``kw`` go to :func:`evaluate` (``upsample``, ``ig_steps``, ...)."""
+    ``{setting: SettingLocalization}``; ``kw`` go to :func:`evaluate` (``upsample``, ``ig_steps``, ...).
+
+    ``methods`` (default :data:`DEFAULT_METHODS`) applies to every setting; ``setting_methods``
+    replaces it for the settings it names, e.g. ``{"DiPart": methods without occlusion}`` to skip a
+    costly method where it is not needed.
+    """
     if isinstance(settings, str) or not settings:
         raise InputError(f"`settings` must be a non-empty list from {list(SETTINGS)}")
+    setting_methods = {} if setting_methods is None else setting_methods
+    if not isinstance(setting_methods, dict) or any(k not in settings for k in setting_methods):
+        raise InputError(f"`setting_methods` must be a dict keyed by settings from {list(settings)}")
     out = {}
     for name in settings:
-        out[name] = evaluate(make_setting(name, model, grids.scale), grids, methods=methods, **kw)
+        chosen = setting_methods.get(name, methods)
+        out[name] = evaluate(make_setting(name, model, grids.scale), grids, methods=chosen, **kw)
     return out
