@@ -126,14 +126,12 @@ def record_table(values: Mapping[str, Any], *, prefix: str, title: str | None = 
         raise InputError("`prefix` must be a non-empty string, e.g. 'reagent'")
     nested = all(isinstance(v, Mapping) for v in values.values())
     if nested:
-        for row, cols in values.items():
-            for col, v in cols.items():
-                record(f"{prefix}.{col}.{row}", v, display=False)
+        items = {f"{prefix}.{col}.{row}": v for row, cols in values.items() for col, v in cols.items()}
         table = pd.DataFrame({str(r): dict(c) for r, c in values.items()}).T
     else:
-        for name, v in values.items():
-            record(f"{prefix}.{name}", v, display=False)
+        items = {f"{prefix}.{name}": v for name, v in values.items()}
         table = pd.DataFrame({"value": dict(values)})
+    payloads = [{"name": k, "value": _jsonable(record(k, v, display=False), k), "unit": None} for k, v in items.items()]
     table = table.round(digits)
     try:
         from IPython import get_ipython
@@ -142,7 +140,8 @@ def record_table(values: Mapping[str, Any], *, prefix: str, title: str | None = 
         if get_ipython() is not None:
             if title:
                 display(Markdown(f"**{title}**"))
-            display(table)
+            # one output: the table for the reader, every record for `xattr-nb run`
+            display({RECORD_MIMETYPE: payloads, "text/html": table.to_html(), "text/plain": str(table)}, raw=True)
     except ImportError:  # pragma: no cover - IPython is a dependency
         pass
     return table
@@ -163,8 +162,8 @@ def read_records(nb: Any) -> dict[str, Any]:
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             payload = (out.get("data") or {}).get(RECORD_MIMETYPE)
-            if payload:
-                found[payload["name"]] = payload["value"]
+            for p in payload if isinstance(payload, list) else [payload] if payload else []:
+                found[p["name"]] = p["value"]  # a list: the records of one record_table
     return found
 
 

@@ -97,3 +97,13 @@ def test_progress_summary_mode_prints_one_final_line(monkeypatch, capsys):
     assert out.startswith("fit: 4/4 in ") and out.count("\n") == 1 and "0%" not in out
     monkeypatch.setenv("XATTR_NB_PROGRESS", "0")
     assert list(progress(range(2), desc="quiet")) == [0, 1] and capsys.readouterr().out == ""
+
+
+def test_record_table_records_reach_read_records(tmp_path):
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    src = "from xattr_nb.runtime import record_table\nrecord_table({'ig': {'hit': 0.5}, 'sal': {'hit': 0.25}}, prefix='t');"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src)])
+    ExecutePreprocessor(timeout=120, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert read_records(nb) == {"t.hit.ig": 0.5, "t.hit.sal": 0.25}
+    assert sum("text/html" in o.get("data", {}) for o in nb.cells[0].outputs) == 1  # one table shown
