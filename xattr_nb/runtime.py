@@ -179,6 +179,9 @@ def _summary_bar() -> type:
             kwargs.update(delay=float("inf"), file=sys.stdout)
             super().__init__(*args, **kwargs)
 
+        def display(self, *args: Any, **kwargs: Any) -> bool:
+            return True  # nothing while it runs (set_postfix, refresh): one line at close
+
         def close(self) -> None:
             if not self.disable and not getattr(self, "_said", False):
                 self._said = True
