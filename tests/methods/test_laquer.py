@@ -114,6 +114,37 @@ def test_lexical_is_exact_without_paraphrase() -> None:
     assert res["lexical"]["length"].mean() < res["sentence"]["length"].mean() / 3
 
 
+def test_lexical_with_synonyms_is_exact_under_paraphrase() -> None:
+    # the oracle control: given the world's synonym table, word overlap finds every gold clause, even
+    # when both clauses of the cited sentence share their value; without it, it cannot tell them apart
+    d = L.grounded_facts(10, p_shared_value=1.0, seed=0)
+    res = L.evaluate(d, ("lexical", "lexical_syn"))
+    assert res["lexical_syn"]["ais"].mean() == 1.0 and res["lexical_syn"]["f1"].min() > 0.5
+    assert res["lexical"]["ais"].mean() < 0.9
+    inst = d.instances[0]
+    for k in range(3):
+        assert inst.gold[k] in L.localize_lexical(inst, k, synonyms=True)
+        a = L.explain(inst, k, "lexical_syn")
+        assert a.meta["spans"] == L.localize_lexical(inst, k, synonyms=True)
+
+
+def test_shared_value_marks_highlights_only_the_relation_separates() -> None:
+    assert L.shared_value(L.grounded_facts(4, p_shared_value=1.0, seed=1)).all()
+    d = L.grounded_facts(4, p_shared_value=0.0, seed=1)
+    flags = L.shared_value(d)
+    assert flags.shape == (12,) and not flags.any()
+
+
+def test_bad_synonyms_flag(data: L.GroundedFactsData) -> None:
+    with pytest.raises(InputError, match="`synonyms`"):
+        L.localize_lexical(data.instances[0], 0, synonyms="yes")  # type: ignore[arg-type]
+
+
+def test_shared_value_bad_data() -> None:
+    with pytest.raises(InputError, match="`data`"):
+        L.shared_value([])  # type: ignore[arg-type]
+
+
 def test_map_spans_exact_fuzzy_and_missing() -> None:
     text = "alice , who lives in paris , works as a baker ."
     assert L.map_spans(text, ["lives in paris"]) == [(12, 26)]
@@ -143,6 +174,25 @@ def test_embed_and_internals_beat_sentence_level_precision(minilm, data: L.Groun
     matches = L.token_matches(small.instances[0], tok, model)
     assert matches["sim"].shape == (len(matches["out_word"]), len(matches["src_word"]))
     assert float(matches["sim"].max()) <= 1.0 + 1e-5
+
+
+def test_embed_without_synonyms_counts_words_as_written(minilm, data: L.GroundedFactsData) -> None:
+    cache = L.EmbeddingCache(*minilm)
+    for inst in data.instances[:3]:
+        for k in range(3):
+            with_t, sims = L.localize_embed(inst, k, cache, synonyms=True)
+            without, sims2 = L.localize_embed(inst, k, cache, synonyms=False)
+            assert torch.equal(sims, sims2) and with_t[0] == without[0]  # same cosine ranking, same top-1
+            # the greedy step by hand on the words as written: a paraphrase word ("resides") is never covered
+            cands = L.candidates(inst)
+            order = torch.argsort(sims, descending=True, stable=True).tolist()
+            uw = [L.content_words(L.span_text(inst, c)) for c in cands]
+            fact = L.content_words(L.decontextualize(inst.subject, L.highlight_text(inst, k)))
+            assert without == [cands[i] for i in L.greedy_select(order, uw, fact, (sims >= 0.5).tolist())]
+    res = L.evaluate(data.subset([0, 1]), ("embed", "embed_nosyn"), cache=cache)
+    assert set(res) == {"embed", "embed_nosyn"}
+    with pytest.raises(InputError, match="`synonyms`"):
+        L.localize_embed(data.instances[0], 0, cache, synonyms=None)  # type: ignore[arg-type]
 
 
 def test_llm_localize_on_a_local_stand_in(tmp_path, data: L.GroundedFactsData) -> None:

@@ -67,6 +67,7 @@ from xattr_nb.worlds.facts import (
 from xattr_nb.worlds.text import word_char_spans
 
 __all__ = [
+    "ABLATIONS",
     "NAMES",
     "RELATIONS",
     "STOPWORDS",
@@ -93,6 +94,7 @@ __all__ = [
     "localize_sentence",
     "map_spans",
     "match_figure",
+    "shared_value",
     "span_metrics",
     "span_text",
     "token_matches",
@@ -232,12 +234,25 @@ def localize_sentence(inst: Instance, k: int) -> list[Span]:
     return [(d, s, 0, len(inst.sources[d][s])) for d, s in inst.coarse]
 
 
-def localize_lexical(inst: Instance, k: int, *, setting: str = "two_stage") -> list[Span]:
+def _normalized(text: str) -> str:
+    """``text`` with each paraphrase word mapped onto its source word by :data:`SYNONYMS`."""
+    return " ".join(SYNONYMS.get(w, w) for w in text.split())
+
+
+def localize_lexical(inst: Instance, k: int, *, setting: str = "two_stage", synonyms: bool = False) -> list[Span]:
     """Lexical alignment: rank units by exact content-word overlap with the decontextualized fact
     (ties broken by ``difflib``'s character edit ratio, the repo's edit-distance flavour), then
-    :func:`greedy_select` with "eligible" = shares at least one word. Blind to paraphrase."""
+    :func:`greedy_select` with "eligible" = shares at least one word. Blind to paraphrase.
+
+    ``synonyms=True`` is the oracle control: the fact's words are first mapped onto the source
+    words with the world's own synonym table (:data:`SYNONYMS`, the table LAQuer-embed's greedy
+    step uses by default), so ``resides`` matches ``lives``."""
     inst = _check_instance(inst)
+    if not isinstance(synonyms, bool):
+        raise InputError(f"`synonyms` must be True or False; got {synonyms!r}")
     fact = decontextualize(inst.subject, highlight_text(inst, k))
+    if synonyms:
+        fact = _normalized(fact)
     cands = candidates(inst, setting)
     fw = content_words(fact)
     uw = [content_words(span_text(inst, c)) for c in cands]
@@ -250,14 +265,25 @@ def localize_lexical(inst: Instance, k: int, *, setting: str = "two_stage") -> l
 
 
 def localize_embed(
-    inst: Instance, k: int, cache: EmbeddingCache, *, tau: float = 0.5, setting: str = "two_stage"
+    inst: Instance,
+    k: int,
+    cache: EmbeddingCache,
+    *,
+    tau: float = 0.5,
+    setting: str = "two_stage",
+    synonyms: bool = True,
 ) -> tuple[list[Span], torch.Tensor]:
     """LAQuer-embed [recon]: MiniLM cosine between the fact ``f(h)`` and every candidate unit; keep
     the top-1, then add units (best first) whose cosine >= ``tau`` while they raise the recall of
-    the fact's synonym-normalized content words. Returns the spans and the cosines of all candidates."""
+    the fact's synonym-normalized content words. Returns the spans and the cosines of all candidates.
+
+    ``synonyms=False`` is the oracle ablation: the recall test counts the fact's content words as
+    written (no :data:`SYNONYMS` table), so only MiniLM's cosine knows that ``resides`` means ``lives``."""
     inst = _check_instance(inst)
     if not isinstance(cache, EmbeddingCache):
         raise InputError(f"`cache` must be an EmbeddingCache; got {type(cache).__name__}")
+    if not isinstance(synonyms, bool):
+        raise InputError(f"`synonyms` must be True or False; got {synonyms!r}")
     tau = check_float(tau, "tau", low=-1.0, high=1.0)
     fact = decontextualize(inst.subject, highlight_text(inst, k))
     cands = candidates(inst, setting)
@@ -265,8 +291,8 @@ def localize_embed(
     e = cache([fact, *texts])
     sims = e[1:] @ e[0]
     order = torch.argsort(sims, descending=True, stable=True).tolist()
-    uw = [content_words(t, normalize=True) for t in texts]
-    chosen = greedy_select(order, uw, content_words(fact, normalize=True), (sims >= tau).tolist())
+    uw = [content_words(t, normalize=synonyms) for t in texts]
+    chosen = greedy_select(order, uw, content_words(fact, normalize=synonyms), (sims >= tau).tolist())
     return [cands[i] for i in chosen], sims
 
 
@@ -399,6 +425,8 @@ def span_metrics(inst: Instance, k: int, spans: Sequence[Span]) -> dict[str, flo
 
 
 METHODS = ("sentence", "lexical", "embed", "internals")
+#: The synonym-oracle ablations: lexical overlap *with* the world's synonym table, LAQuer-embed *without* it.
+ABLATIONS = ("lexical_syn", "embed_nosyn")
 
 
 def _localize(
@@ -416,14 +444,14 @@ def _localize(
     """The spans ``method`` returns for highlight ``k`` (the dispatch behind :func:`explain`)."""
     if method == "sentence":
         return localize_sentence(inst, k)
-    if method == "lexical":
-        return localize_lexical(inst, k, setting=setting)
-    if method == "embed":
+    if method in ("lexical", "lexical_syn"):
+        return localize_lexical(inst, k, setting=setting, synonyms=method == "lexical_syn")
+    if method in ("embed", "embed_nosyn"):
         if cache is None:
             if tokenizer is None or model is None:
-                raise InputError("method='embed' needs `cache` or both `tokenizer` and `model`")
+                raise InputError(f"method='{method}' needs `cache` or both `tokenizer` and `model`")
             cache = EmbeddingCache(tokenizer, model)
-        return localize_embed(inst, k, cache, tau=tau, setting=setting)[0]
+        return localize_embed(inst, k, cache, tau=tau, setting=setting, synonyms=method == "embed")[0]
     if method == "llm":
         return llm_localize(inst, k, *_check_llm(llm), setting=setting)
     if tokenizer is None or model is None:
@@ -449,7 +477,8 @@ def explain(
     setting: str = "two_stage",
     llm: Any = None,
 ) -> Attribution:
-    """Entry point: localize highlight ``k`` of ``inst`` with ``method`` (``METHODS`` or ``"llm"``).
+    """Entry point: localize highlight ``k`` of ``inst`` with ``method`` (``METHODS``, ``ABLATIONS``
+    or ``"llm"``).
 
     Returns an :class:`Attribution` of kind ``"tokens"`` over the words of the searched source
     sentences (the cited ones in the two-stage setting, every sentence in ``"e2e"``), scored 1 where
@@ -464,9 +493,9 @@ def explain(
     """
     inst = _check_instance(inst)
     k = _check_k(inst, k)
-    check_choice(method, (*METHODS, "llm"), "method")
+    check_choice(method, (*METHODS, *ABLATIONS, "llm"), "method")
     check_choice(setting, ("two_stage", "e2e"), "setting")
-    if method == "embed" and cache is None and tokenizer is not None and model is not None:
+    if method in ("embed", "embed_nosyn") and cache is None and tokenizer is not None and model is not None:
         cache = EmbeddingCache(tokenizer, model)
     before = cache.n_encoded if isinstance(cache, EmbeddingCache) else 0
     t0 = time.perf_counter()
@@ -474,7 +503,8 @@ def explain(
         inst, k, method, tokenizer=tokenizer, model=model, cache=cache, tau=tau, setting=setting, llm=llm
     )  # fmt: skip
     wall = time.perf_counter() - t0
-    forwards = {"embed": (cache.n_encoded - before) if cache is not None else 0, "internals": 1, "llm": 1}
+    new = (cache.n_encoded - before) if cache is not None else 0
+    forwards = {"embed": new, "embed_nosyn": new, "internals": 1, "llm": 1}
     sents = _sentences(inst, setting)
     words, scores = word_mask(inst, spans, sents)
     return Attribution(
@@ -510,22 +540,24 @@ def evaluate(
 
     MiniLM work is shared: one :class:`EmbeddingCache` across all facts and units (each distinct
     text is encoded once) and one joint forward per instance for the internals. ``"llm"`` (the
-    paper's LLM method, :func:`llm_localize`) needs ``llm=(tokenizer, causal_lm)``.
+    paper's LLM method, :func:`llm_localize`) needs ``llm=(tokenizer, causal_lm)``. The synonym-oracle
+    ablations of :data:`ABLATIONS` (``"lexical_syn"``, ``"embed_nosyn"``) are accepted as methods too.
     """
     if not isinstance(data, GroundedFactsData) or len(data) == 0:
         raise InputError("`data` must be a non-empty GroundedFactsData (from grounded_facts)")
     if isinstance(methods, str) or not methods:
-        raise InputError(f"`methods` must be a non-empty list of names from {[*METHODS, 'llm']}")
+        raise InputError(f"`methods` must be a non-empty list of names from {[*METHODS, *ABLATIONS, 'llm']}")
     for m in methods:
-        check_choice(m, (*METHODS, "llm"), "methods")
+        check_choice(m, (*METHODS, *ABLATIONS, "llm"), "methods")
     if "llm" in methods:
         _check_llm(llm)
-    needs_model = ("embed" in methods and cache is None) or "internals" in methods
+    embeds = "embed" in methods or "embed_nosyn" in methods
+    needs_model = (embeds and cache is None) or "internals" in methods
     if needs_model and (tokenizer is None or model is None):
         raise InputError("methods 'embed'/'internals' need `tokenizer` and `model` (or `cache` for 'embed')")
-    if "embed" in methods and cache is None:
+    if embeds and cache is None:
         cache = EmbeddingCache(tokenizer, model)
-    if "embed" in methods:  # every fact and unit text in a few large batches, not one small forward per highlight
+    if embeds:  # every fact and unit text in a few large batches, not one small forward per highlight
         cache(
             [decontextualize(i.subject, highlight_text(i, k)) for i in data.instances for k in range(len(i.highlights))]
             + [span_text(i, c) for i in data.instances for c in candidates(i, setting)]
@@ -539,14 +571,30 @@ def evaluate(
         matches = None if all_matches is None else all_matches[n]
         for k in range(len(inst.highlights)):
             for m in methods:
-                if m == "embed":
-                    spans = localize_embed(inst, k, cache, tau=tau, setting=setting)[0]  # type: ignore[arg-type]
+                if m in ("embed", "embed_nosyn"):
+                    spans = localize_embed(inst, k, cache, tau=tau, setting=setting, synonyms=m == "embed")[0]  # type: ignore[arg-type]
                 elif m == "internals":
                     spans = localize_internals(inst, k, matches, setting=setting)  # type: ignore[arg-type]
                 else:
                     spans = _localize(inst, k, m, setting=setting, llm=llm)
                 rows[m].append(span_metrics(inst, k, spans))
     return {m: {key: np.array([r[key] for r in rs]) for key in rs[0]} for m, rs in rows.items()}
+
+
+def shared_value(data: GroundedFactsData) -> np.ndarray:
+    """For every highlight of ``data`` (in :func:`evaluate`'s order), whether both clauses of its
+    cited sentence end in the same value, so that only the relation word tells the gold clause from
+    the other one (the highlights that word overlap without paraphrase knowledge cannot resolve)."""
+    if not isinstance(data, GroundedFactsData) or len(data) == 0:
+        raise InputError("`data` must be a non-empty GroundedFactsData (from grounded_facts)")
+    out = []
+    for inst in data.instances:
+        for k in range(len(inst.highlights)):
+            d, s = inst.coarse[k]
+            clauses = candidate_units(inst.sources[d][s])[1:]
+            ends = {inst.sources[d][s][b - 1] for _, b in clauses}
+            out.append(len(clauses) > 1 and len(ends) == 1)
+    return np.array(out, dtype=bool)
 
 
 def match_figure(
