@@ -151,3 +151,29 @@ def test_bad_inputs_raise(model, tok):
     with pytest.raises(InputError, match="batches"):
         explain(model, pairs)
     assert isinstance(pairs, ContrastPairs)
+
+
+def test_activation_change_is_the_norm_of_the_difference(model):
+    from xattr_nb.interventions.patching import _keys, _run_cache, component_sites
+    from xattr_nb.methods.relp import activation_change
+
+    pairs = ioi_pairs(4, seed=3)[0]
+    same = activation_change(model, pairs.clean_ids, pairs.clean_ids, sites=("resid_pre", "head"))
+    assert same["resid_pre"].abs().max() == 0 and same["head"].abs().max() == 0  # nothing changes, nothing scores
+    res = run_methods(model, pairs, methods=("ActDiff",), sites=("resid_pre", "mlp_out", "head"), per_example=True)
+    r = res["ActDiff"]
+    assert (r.cost.forward, r.cost.backward) == (8, 0) and (r["resid_pre"] >= 0).all()
+    st = component_sites(model)
+    keys = _keys(st, ("resid_pre", "head"))
+    _, a = _run_cache(model, pairs.clean_ids, st, keys, None, grad=False)
+    _, b = _run_cache(model, pairs.corr_ids, st, keys, None, grad=False)
+    want = (a[("resid_pre", 2)] - b[("resid_pre", 2)]).norm(dim=-1)  # [B, T]
+    assert torch.allclose(r.examples["resid_pre"][:, 2], want, atol=1e-6)
+    assert torch.allclose(r["resid_pre"][2], want.mean(0), atol=1e-6)
+    d = (a[("head", 1)] - b[("head", 1)]).view(4, -1, st.n_heads, st.d_head)[:, :, 3].norm(dim=-1)
+    assert torch.allclose(r.examples["head"][:, 1, :, 3], d, atol=1e-6)
+    # layer 0's residual stream differs only at the swapped names: the control is zero everywhere else
+    names = (pairs.clean_ids != pairs.corr_ids).any(0)
+    assert (r["resid_pre"][0][~names] == 0).all() and (r["resid_pre"][0][names] > 0).all()
+    with pytest.raises(InputError, match="methods"):
+        run_methods(model, pairs, methods=("Norm",))

@@ -18,7 +18,9 @@ Steps (the notebook calls them in order):
 - The model comes from :func:`xattr_nb.models.load_lm` (``small="ioi_gpt2_4l"``, the shipped
   4-layer checkpoint; ``full="gpt2"`` and its larger siblings at full scale).
 - :func:`make_metric`: the normalised logit difference (0 = corrupted, 1 = clean).
-- :func:`run_methods`: AP, AtP, RelP, RelP+AH and IG-patching on one batch.
+- :func:`run_methods`: AP, AtP, RelP, RelP+AH and IG-patching on one batch, and the trivial control
+  ``"ActDiff"`` (:func:`activation_change`: the size of the activation change, no gradient at all), which says
+  what a Pearson correlation with activation patching is worth before any estimator reads the model.
 - :func:`correlations`, :func:`cost_table`: evaluation (the bootstrap of the RelP - AtP gap is
   :func:`xattr_nb.metrics.bootstrap_delta` on the per-prompt scores; figures come from
   :mod:`xattr_nb.plots`: ``layer_position_grid``, ``estimate_scatter``, ``comparison_bars``).
@@ -27,6 +29,7 @@ Steps (the notebook calls them in order):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,19 +43,30 @@ from xattr_nb.interventions.pairs import ContrastPairs
 from xattr_nb.interventions.patching import (
     NormalizedLogitDiff,
     PatchingResult,
+    _as_heads,
+    _check_kinds,
+    _check_pair,
+    _check_positions,
+    _finish,
+    _keys,
+    _run_cache,
     activation_patching,
     attribution_patching,
     compare,
+    component_sites,
     ig_patching,
     normalized_logit_diff,
 )
 from xattr_nb.models.io import device_of, logits_of
+from xattr_nb.runtime import Cost
 from xattr_nb.worlds.text import IOI_NAMES, IOIData
 
 __all__ = [
+    "CONTROLS",
     "HEAD_SITES",
     "METHODS",
     "RESIDUAL_SITES",
+    "activation_change",
     "correlations",
     "cost_table",
     "encode_pairs",
@@ -64,6 +78,7 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("AP", "AtP", "RelP", "RelP+AH", "IG")
+CONTROLS: tuple[str, ...] = ("ActDiff",)  # trivial estimators: what a score is worth without the model's gradients
 RESIDUAL_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out")
 HEAD_SITES: tuple[str, ...] = ("head", "mlp_out")  # at the final position: the circuit's components
 
@@ -183,6 +198,41 @@ def make_metric(model: nn.Module, pairs: ContrastPairs) -> NormalizedLogitDiff:
     return normalized_logit_diff(model, pairs.clean_ids, pairs.corr_ids, pairs.answer, pairs.wrong)
 
 
+@torch.no_grad()
+def activation_change(
+    model: nn.Module,
+    clean_ids: torch.Tensor,
+    corr_ids: torch.Tensor,
+    *,
+    sites: Sequence[str] = RESIDUAL_SITES,
+    positions: Sequence[int] | None = None,
+    per_example: bool = False,
+) -> PatchingResult:
+    """The trivial control ``"ActDiff"``: each component's score is ``||a_clean - a_corr||_2`` over its hidden
+    dims (a head's slice for ``"head"``), per prompt, batch mean in ``scores``. No metric and no gradient: it
+    says only *where* the clean and corrupted runs differ, never in which direction that moves the answer
+    (scores are >= 0). Cost: 2 forwards a prompt. An estimator that does not beat it on a correlation with
+    activation patching has shown nothing the activations alone do not show."""
+    clean, corr, mask = _check_pair(clean_ids, corr_ids, None)
+    kinds, st = _check_kinds(sites), component_sites(model)
+    pos = _check_positions(positions, clean.shape[1])
+    if not isinstance(per_example, bool):
+        raise InputError(f"`per_example` must be a bool; got {type(per_example).__name__}")
+    dev = device_of(model)
+    t0 = time.perf_counter()
+    keys = _keys(st, kinds)
+    _, a_clean = _run_cache(model, clean.to(dev), st, keys, mask, grad=False)
+    _, a_corr = _run_cache(model, corr.to(dev), st, keys, mask, grad=False)
+    parts = []
+    for key in keys:
+        diff = a_clean[key] - a_corr[key]
+        norm = _as_heads(diff, st).norm(dim=-1) if key[0] == "head" else diff.norm(dim=-1)
+        parts.append(norm[:, pos].cpu())
+    scores, examples = _finish(kinds, keys, parts, per_example)
+    cost = Cost(2 * clean.shape[0], 0, time.perf_counter() - t0)
+    return PatchingResult("ActDiff", scores, pos, cost, {"control": True}, examples, clean.shape[0])
+
+
 def run_methods(
     model: nn.Module,
     pairs: ContrastPairs,
@@ -196,13 +246,14 @@ def run_methods(
     metric: NormalizedLogitDiff | None = None,
 ) -> dict[str, PatchingResult]:
     """Every estimator of ``methods`` on one batch: ``{"AP": ..., "AtP": ..., "RelP": ...,
-    "RelP+AH": ..., "IG": ...}`` (each a :class:`PatchingResult` with its cost)."""
+    "RelP+AH": ..., "IG": ...}`` (each a :class:`PatchingResult` with its cost); ``methods`` may also name
+    the control ``"ActDiff"`` (:func:`activation_change`)."""
     if not isinstance(pairs, ContrastPairs):
         raise InputError(f"`pairs` must be ContrastPairs from ioi_pairs(); got {type(pairs).__name__}")
     if isinstance(methods, str) or not methods:
-        raise InputError(f"`methods` must be a non-empty list drawn from {list(METHODS)}")
+        raise InputError(f"`methods` must be a non-empty list drawn from {list(METHODS + CONTROLS)}")
     for i, m in enumerate(methods):
-        check_choice(m, METHODS, f"methods[{i}]")
+        check_choice(m, METHODS + CONTROLS, f"methods[{i}]")
     metric = make_metric(model, pairs) if metric is None else metric
     args = (model, pairs.clean_ids, pairs.corr_ids, metric)
     kw = {"sites": sites, "positions": positions, "per_example": per_example}
@@ -214,6 +265,8 @@ def run_methods(
             out[m] = attribution_patching(*args, **kw)
         elif m in ("RelP", "RelP+AH"):
             out[m] = attribution_patching(*args, mode="relp", rules=rules, ah=m == "RelP+AH", **kw)
+        elif m == "ActDiff":
+            out[m] = activation_change(model, pairs.clean_ids, pairs.corr_ids, **kw)
         else:
             out[m] = ig_patching(*args, steps=ig_steps, **kw)
     return out
