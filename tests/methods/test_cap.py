@@ -10,6 +10,7 @@ from torch import nn
 
 from xattr_nb.checks import InputError
 from xattr_nb.methods import cap
+from xattr_nb.worlds.shortcut_text import shortcut_splits, shortcut_topics
 from xattr_nb.worlds.text import topics
 
 
@@ -275,7 +276,57 @@ def test_explain_with_given_priors_trains_every_variant_and_seed():
     res = cap.explain(data, tests, None, priors={"CAP": prior}, variants=["CE", "CE+CAP"], seeds=[0, 1], warm_steps=2,
                       steps=2, show_progress=False)  # fmt: skip
     assert set(res.results) == {"CE", "CE+CAP"} and res.metric("CE+CAP", "clean", "accuracy").shape == (2,)
-    assert set(res.mass) == {"CAP"} and set(res.results["CE"]["clean"][0]) == {"accuracy", "pair_confusion", "auprc"}
+    assert set(res.mass) == {"CAP"} and set(res.results["CE"]["clean"][0]) == {"accuracy", "pair_confusion"}
+    res = cap.explain(data, tests, None, priors={"CAP": prior}, variants=["CE"], seeds=[0], warm_steps=2, steps=2,
+                      show_progress=False, auprc=True)  # fmt: skip
+    assert 0.0 <= res.metric("CE", "clean", "auprc")[0] <= 1.0
+
+
+def test_oracle_and_random_priors_are_area_matched():
+    data = shortcut_topics(30, agree=1.0, seed=2)
+    orc, rnd = cap.oracle_prior(data), cap.random_prior(data, seed=1)
+    assert orc.shape == rnd.shape == (30, 10)
+    assert torch.allclose(orc.sum(1), torch.ones(30)) and torch.allclose(rnd.sum(1), torch.ones(30))
+    assert cap.prior_mass(orc, data.roles)["disc"] == pytest.approx(1.0)
+    for i, gold in enumerate(data.gold_words):
+        assert (orc[i] > 0).nonzero().flatten().tolist() == gold
+        assert int((rnd[i] > 0).sum()) == len(gold)  # as many marked words as the oracle
+    assert torch.equal(rnd, cap.random_prior(data, seed=1)) and not torch.equal(rnd, cap.random_prior(data, seed=2))
+    # random words: on average the disc words get their share of the text, far from the oracle's 1
+    assert cap.prior_mass(cap.random_prior(shortcut_topics(600, seed=0)), shortcut_topics(600, seed=0).roles)[
+        "disc"
+    ] == pytest.approx(0.15, abs=0.03)
+
+
+def test_evaluate_follows_tag_counts_predictions_of_the_tag_class():
+    _, tests = shortcut_splits(0, n_test=24)
+    adv = tests["adversarial"]
+    tok = cap.student_tokenizer(adv.vocab)
+    enc = cap.encode_student(tok, adv.words)
+
+    class ReadsTag(nn.Module):  # predicts the class of the tag word: the pure shortcut
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.full((input_ids.shape[0], 6), -5.0)
+            logits[torch.arange(len(adv)), adv.tag_class] = 5.0
+            return SimpleNamespace(logits=logits)
+
+    out = cap.evaluate(ReadsTag(), enc, adv)
+    assert out == {"accuracy": 0.0, "pair_confusion": 1.0, "follows_tag": 1.0}
+
+
+def test_bad_oracle_input():
+    with pytest.raises(InputError, match="`data`"):
+        cap.oracle_prior([["a", "b"]])
+
+
+def test_bad_random_seed():
+    with pytest.raises(InputError, match="`seed`"):
+        cap.random_prior(shortcut_topics(6, seed=0), seed=-1)
+
+
+def test_bad_explain_control_without_its_prior():
+    with pytest.raises(InputError, match="`priors`"):
+        cap.explain(topics(6, seed=0), {}, None, priors={"CAP": torch.ones(6, 10)}, variants=["CE+Oracle"])
 
 
 def test_ridge_figure_draws_one_bar_per_word():

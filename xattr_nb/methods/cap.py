@@ -28,7 +28,13 @@ words separate the gold class from its *confusable* neighbours:
    mean (CAP_Hybrid) or max.
 6. :func:`train_student`: CE + λ · MSE(N(grad×input), N(prior)) with
    :class:`xattr_nb.training.PriorAlignment`; :func:`evaluate` scores clean and adversarial
-   accuracy, within-pair confusion and the AUPRC of the student's attribution on the gold words.
+   accuracy, within-pair confusion, how often a prediction follows the shortcut tag (worlds
+   with one, :mod:`xattr_nb.worlds.shortcut_text`) and, on request, the AUPRC of the student's
+   own grad×input on the gold words (the quantity the alignment loss trains: a check that
+   training did what it was told, never evidence for a prior).
+7. Controls (:data:`CONTROLS`): :func:`oracle_prior`, uniform on the ground-truth disc words
+   (the upper bound a prior can reach), and :func:`random_prior`, uniform on as many randomly
+   chosen words (what aligning to *some* sparse prior does by itself).
 
 :func:`cap_prior` chains 2–4; :func:`explain` (the one entry point) chains everything for several
 variants and seeds and returns what it measured (:class:`CAPRun`). :func:`ridge_figure` draws one
@@ -50,13 +56,15 @@ from torch import nn
 
 from xattr_nb.attribution import attribute
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
-from xattr_nb.models import accuracy, embed, fit, word_tokenizer
+from xattr_nb.models import embed, fit, word_tokenizer
 from xattr_nb.models.io import device_of, eval_mode, logits_of
 from xattr_nb.runtime import progress
 from xattr_nb.training import PriorAlignment, normalize_scores, token_grad_x_input
-from xattr_nb.worlds.text import TOPIC_PAIRS, TopicData, topics
+from xattr_nb.worlds.shortcut_text import shortcut_splits
+from xattr_nb.worlds.text import TOPIC_PAIRS, TextData, TopicData, topics
 
 __all__ = [
+    "CONTROLS",
     "DESCRIPTIONS",
     "VARIANTS",
     "CAPRun",
@@ -75,8 +83,11 @@ __all__ = [
     "label_embeddings",
     "lime_prior",
     "make_teacher",
+    "oracle_prior",
     "prior_mass",
+    "random_prior",
     "ridge_figure",
+    "shortcut_splits",
     "student_tokenizer",
     "teacher_word_states",
     "tiny_student",
@@ -98,6 +109,9 @@ DESCRIPTIONS: dict[str, str] = {
 }
 #: The training variants compared: no prior, single-method priors, CAP, CAP_Hybrid.
 VARIANTS: tuple[str, ...] = ("CE", "CE+IG", "CE+LIME", "CE+CAP", "CE+CAP_Hybrid")
+#: The controls: a prior on random words (as many as the text's disc words) and the oracle
+#: prior on the ground-truth disc words (the upper bound on what a prior can give).
+CONTROLS: tuple[str, ...] = ("CE+Random", "CE+Oracle")
 CLS = "[BOS]"
 
 
@@ -510,6 +524,41 @@ def hybrid_prior(
     return normalize_scores(fused, mask)
 
 
+def _word_mask(words: Sequence[Sequence[str]]) -> torch.Tensor:
+    lengths = torch.as_tensor([len(w) for w in words])
+    return torch.arange(int(lengths.max()))[None] < lengths[:, None]
+
+
+def oracle_prior(data: TextData) -> torch.Tensor:
+    """The oracle control ``[N, W]``: uniform on each text's ground-truth ``gold_words`` (the
+    disc words), 0 elsewhere. No method can build it (it reads the world's answer key); it is the
+    upper bound on what explanation-guided training with a perfect prior gives."""
+    if not isinstance(data, TextData):
+        raise InputError(f"`data` must be a text world (TextData); got {type(data).__name__}")
+    mask = _word_mask(data.words)
+    out = torch.zeros(mask.shape)
+    for i, gold in enumerate(data.gold_words):
+        if not gold:
+            raise InputError(f"text {i} of `data` has no gold words: the oracle prior is undefined")
+        out[i, list(gold)] = 1.0
+    return normalize_scores(out, mask)
+
+
+def random_prior(data: TextData, *, seed: int = 0) -> torch.Tensor:
+    """The random control ``[N, W]``: uniform on as many words as the text has gold words, drawn
+    at random from all its words (area-matched to :func:`oracle_prior`). It says how much aligning
+    to *some* sparse prior changes by itself, whatever words the prior marks."""
+    if not isinstance(data, TextData):
+        raise InputError(f"`data` must be a text world (TextData); got {type(data).__name__}")
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    mask = _word_mask(data.words)
+    out = torch.zeros(mask.shape)
+    for i, (ws, gold) in enumerate(zip(data.words, data.gold_words, strict=True)):
+        k = min(max(len(gold), 1), len(ws))
+        out[i, rng.choice(len(ws), size=k, replace=False)] = 1.0
+    return normalize_scores(out, mask)
+
+
 # ----------------------------------------------------------------------------------------------
 # Step 6: training and evaluation.
 
@@ -586,28 +635,37 @@ def _pair_of(classes: Sequence[str]) -> torch.Tensor:
     return torch.as_tensor([list(classes).index(sib[c]) if sib[c] in classes else -1 for c in classes])
 
 
-def evaluate(model: nn.Module, enc: Mapping[str, torch.Tensor], data: TopicData) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, enc: Mapping[str, torch.Tensor], data: TopicData, *, auprc: bool = False
+) -> dict[str, float]:
     """``accuracy``; ``pair_confusion``: share of texts predicted as the gold class's confusable
-    sibling; ``auprc``: mean average precision of the student's |grad × input| per word at
-    finding the gold (discriminative) words."""
-    from sklearn.metrics import average_precision_score
-
+    sibling; ``follows_tag`` (worlds with a shortcut tag, ``data.tag_class``): share of texts
+    predicted as the class the tag word belongs to, i.e. how often the student goes with the
+    shortcut. With ``auprc=True`` also ``auprc``: mean average precision of the student's
+    |grad × input| per word at finding the gold (discriminative) words; this is the quantity the
+    alignment loss trains, so it checks that training worked, not that a prior helps."""
     ids, mask, wid = enc["input_ids"], enc["attention_mask"], enc["word_ids"]
     y = data.labels
-    acc = accuracy(model, (ids, mask), y)
     with torch.no_grad(), eval_mode(model):
         pred = logits_of(model(input_ids=ids, attention_mask=mask), ndim=2).argmax(1)
     sib = _pair_of(data.classes)[y]
-    scores, _ = token_grad_x_input(model, ids, y, attention_mask=mask, create_graph=False)
-    n_words = int(wid.max()) + 1
-    words = token_to_word(scores.detach(), wid, n_words).abs().numpy()
-    aps = []
-    for i, gold in enumerate(data.gold_words):
-        n = len(data.words[i])
-        truth = np.zeros(n, dtype=bool)
-        truth[gold] = True
-        aps.append(average_precision_score(truth, words[i, :n]))
-    return {"accuracy": acc, "pair_confusion": float((pred == sib).float().mean()), "auprc": float(np.mean(aps))}
+    out = {"accuracy": float((pred == y).float().mean()), "pair_confusion": float((pred == sib).float().mean())}
+    tag = getattr(data, "tag_class", None)
+    if tag is not None:
+        out["follows_tag"] = float((pred == tag).float().mean())
+    if auprc:
+        from sklearn.metrics import average_precision_score
+
+        scores, _ = token_grad_x_input(model, ids, y, attention_mask=mask, create_graph=False)
+        n_words = int(wid.max()) + 1
+        words = token_to_word(scores.detach(), wid, n_words).abs().numpy()
+        aps = []
+        for i, gold in enumerate(data.gold_words):
+            truth = np.zeros(len(data.words[i]), dtype=bool)
+            truth[gold] = True
+            aps.append(average_precision_score(truth, words[i, : len(truth)]))
+        out["auprc"] = float(np.mean(aps))
+    return out
 
 
 @dataclass
@@ -645,9 +703,11 @@ def all_priors(
     tokenizer: Any = None,
     make_student: Any = None,
 ) -> dict[str, torch.Tensor]:
-    """The four word-level priors ``[N, W]`` of the training set, computed once: ``"CAP"`` from the
+    """The word-level priors ``[N, W]`` of the training set, computed once: ``"CAP"`` from the
     teacher; ``"IG"`` and ``"LIME"`` from a student CE-warmed for ``warm_steps`` (seed ``seed``);
-    ``"CAP_Hybrid"`` their mean fusion. ``make_student(seed)``/``tokenizer``: see :func:`explain`."""
+    ``"CAP_Hybrid"`` their mean fusion; the controls ``"Random"`` (:func:`random_prior`, seed
+    ``seed``) and ``"Oracle"`` (:func:`oracle_prior`). ``make_student(seed)``/``tokenizer``: see
+    :func:`explain`."""
     tokenizer, make_student = _student(train, tokenizer, make_student)
     enc = encode_student(tokenizer, train.words)
     n_words = max(len(w) for w in train.words)
@@ -657,7 +717,14 @@ def all_priors(
     pad = tokenizer.pad_token_id
     ig = ig_prior(warm, enc, train.labels, n_words, n_steps=ig_steps, pad_id=pad)
     lime = lime_prior(warm, enc, train.labels, n_words, n_samples=lime_samples, pad_id=pad, seed=seed)
-    return {"IG": ig, "LIME": lime, "CAP": capp, "CAP_Hybrid": hybrid_prior([capp, ig, lime], wmask)}
+    return {
+        "IG": ig,
+        "LIME": lime,
+        "CAP": capp,
+        "CAP_Hybrid": hybrid_prior([capp, ig, lime], wmask),
+        "Random": random_prior(train, seed=seed),
+        "Oracle": oracle_prior(train),
+    }
 
 
 def train_variants(
@@ -666,7 +733,7 @@ def train_variants(
     priors: Mapping[str, torch.Tensor],
     *,
     seeds: Sequence[int] = (0, 1, 2),
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] = VARIANTS + CONTROLS,
     warm_steps: int = 150,
     steps: int = 60,
     lam: float = 1.0,
@@ -674,14 +741,15 @@ def train_variants(
     tokenizer: Any = None,
     make_student: Any = None,
     show_progress: bool = True,
+    auprc: bool = False,
 ) -> dict[str, dict[str, list[dict[str, float]]]]:
     """Per seed, one student CE-warmed for ``warm_steps`` (the stand-in for a pretrained start: a
     fresh student's input gradients are ~0, and a normalised-attribution loss on them swamps CE),
     then fine-tuned ``steps`` more per variant (CE alone, or CE + ``lam`` · alignment to the
-    variant's prior, ramped over ``warmup`` steps) and scored by :func:`evaluate` on each split.
-    Returns ``results[variant][split]`` = one metric dict per seed."""
+    variant's prior, ramped over ``warmup`` steps) and scored by :func:`evaluate` on each split
+    (``auprc`` passed on). Variants are :data:`VARIANTS` and :data:`CONTROLS`. Returns ``results[variant][split]`` = one metric dict per seed."""
     for v in variants:
-        check_choice(v, VARIANTS, "variants")
+        check_choice(v, VARIANTS + CONTROLS, "variants")
     tokenizer, make_student = _student(train, tokenizer, make_student)
     enc = encode_student(tokenizer, train.words)
     test_enc = {k: encode_student(tokenizer, d.words) for k, d in tests.items()}
@@ -696,7 +764,7 @@ def train_variants(
             prior = None if v == "CE" else priors[v.removeprefix("CE+")]
             train_student(model, enc, train.labels, prior, lam=lam, steps=steps, warmup=warmup, seed=s)
             for split, d in tests.items():
-                results.setdefault(v, {}).setdefault(split, []).append(evaluate(model, test_enc[split], d))
+                results.setdefault(v, {}).setdefault(split, []).append(evaluate(model, test_enc[split], d, auprc=auprc))
     return results
 
 
@@ -707,7 +775,7 @@ def explain(
     *,
     priors: Mapping[str, torch.Tensor] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] = VARIANTS + CONTROLS,
     warm_steps: int = 150,
     steps: int = 60,
     lam: float = 1.0,
@@ -719,6 +787,7 @@ def explain(
     tokenizer: Any = None,
     make_student: Any = None,
     show_progress: bool = True,
+    auprc: bool = False,
 ) -> CAPRun:
     """The entry point, the whole pipeline: :func:`all_priors` once (seed ``prior_seed``; skipped
     when ``priors`` already holds them, e.g. from a step-by-step walk-through, and then ``teacher``
@@ -728,7 +797,7 @@ def explain(
     ``tokenizer`` and ``make_student`` for a pretrained one (e.g. ``roberta-base`` through
     :func:`xattr_nb.models.load_classifier`)."""
     for v in variants:
-        check_choice(v, VARIANTS, "variants")
+        check_choice(v, VARIANTS + CONTROLS, "variants")
     tokenizer, make_student = _student(train, tokenizer, make_student)
     if priors is None:
         if not isinstance(teacher, Teacher):
@@ -747,7 +816,7 @@ def explain(
     out = CAPRun(priors=priors, mass={k: prior_mass(v, train.roles) for k, v in priors.items()})
     out.results = train_variants(
         train, tests, priors, seeds=seeds, variants=variants, warm_steps=warm_steps, steps=steps, lam=lam,
-        warmup=warmup, tokenizer=tokenizer, make_student=make_student, show_progress=show_progress,
+        warmup=warmup, tokenizer=tokenizer, make_student=make_student, show_progress=show_progress, auprc=auprc,
     )  # fmt: skip
     return out
 
