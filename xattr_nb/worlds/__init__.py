@@ -9,6 +9,8 @@
 - :mod:`~xattr_nb.worlds.bias`: a corpus whose cues control how often a group gets a derogatory adjective;
 - :mod:`~xattr_nb.worlds.spurious_text`: harmful/benign requests with a topic that agrees with the label in
   training and not in the shifted test;
+- :mod:`~xattr_nb.worlds.shortcut_text`: topic texts with a per-class tag word that agrees with the label in
+  training and points at the confusable sibling in the adversarial twin;
 - :mod:`~xattr_nb.worlds.concepts`: a latent-concept generative model with exact posteriors;
 - :mod:`~xattr_nb.worlds.multitask`: digit tasks under paraphrased instructions (frequent and rare).
 
