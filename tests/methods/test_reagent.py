@@ -162,6 +162,57 @@ def test_stopping_test_is_its_inputs_then_in_top_k():
     assert R.in_top_k(torch.tensor([[0.1, 0.5, 0.4]]), 0, 2).tolist() == [False]
 
 
+def test_stopping_pass_rate_keeps_exactly_the_given_tokens():
+    model = KeyLM(key=0)  # the answer is token 0 + 1
+    ids = torch.tensor([[3, 1, 2, 0], [3, 1, 2, 9]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    keep0 = torch.zeros(2, 4, dtype=torch.bool)
+    keep0[:, 0] = True
+    keep1 = torch.zeros(2, 4, dtype=torch.bool)
+    keep1[:, 1] = True
+    kw = {"attention_mask": mask, "draws": 6, "stop_top_k": 1}
+    # keeping the decisive token always passes; replacing it by 5 or 6 never yields 4
+    assert R.stopping_pass_rate(model, ids, [4, 4], keep0, sampler=R.UniformSampler([5, 6]), **kw).tolist() == [1, 1]
+    assert R.stopping_pass_rate(model, ids, [4, 4], keep1, sampler=R.UniformSampler([5, 6]), **kw).tolist() == [0, 0]
+    # a sampler that can only put the original back always passes, whatever is kept
+    assert R.stopping_pass_rate(model, ids, [4, 4], keep1, sampler=R.UniformSampler([3]), **kw).tolist() == [1, 1]
+    # position 0 is no candidate: it is never replaced, so the test passes
+    cand = torch.tensor([[False, True, True, False], [False, True, True, True]])
+    rate = R.stopping_pass_rate(model, ids, [4, 4], keep1, sampler=R.UniformSampler([5, 6]), candidates=cand, **kw)
+    assert rate.tolist() == [1, 1]
+
+
+def test_random_other_position_avoids_the_excluded_and_non_candidates():
+    cand = torch.tensor([[False, True, True, False], [False, True, False, True]])
+    for seed in range(20):
+        out = R.random_other_position(cand, [1, 3], seed=seed)
+        assert out.sum(1).tolist() == [1, 1] and bool((out <= cand).all())
+        assert out[0].nonzero().item() == 2 and out[1].nonzero().item() == 1
+
+
+def test_explain_meta_has_each_probes_top_token_and_stop():
+    model = KeyLM(key=1)
+    ids = torch.tensor([[2, 4, 6, 8]])
+    cand = torch.tensor([[False, True, True, True]])
+    pool = [0, 1, 2, 3, 5, 7, 9]  # never 4: a replaced position 1 never gives the answer 5
+    a = R.explain(model, ids, candidates=cand, sampler=R.UniformSampler(pool), keep_top_n=1, max_steps=60, n_probes=4)
+    assert len(a.meta["probe_top"][0]) == len(a.meta["probe_stopped"][0]) == 4
+    assert sum(a.meta["probe_stopped"][0]) == a.meta["stopped"][0] >= 1
+    # a stopped probe kept one token and still got the answer: that token is the decisive one
+    assert all(t == 1 for t, st in zip(a.meta["probe_top"][0], a.meta["probe_stopped"][0], strict=True) if st)
+
+
+def test_bad_keep_shape_for_stopping_pass_rate():
+    with pytest.raises(InputError, match="`keep`"):
+        R.stopping_pass_rate(KeyLM(), torch.tensor([[1, 2, 3]]), [4], torch.ones(1, 2, dtype=torch.bool),
+                             sampler=R.UniformSampler([5]))  # fmt: skip
+
+
+def test_bad_random_other_position_row_without_other():
+    with pytest.raises(InputError, match="no position other than"):
+        R.random_other_position(torch.tensor([[False, True, False]]), [1])
+
+
 def test_explain_restores_the_training_flag():
     model = KeyLM(key=1).train()
     R.explain(model, torch.tensor([[1, 2, 3]]), sampler=R.UniformSampler([4, 5]), max_steps=2, n_probes=2)

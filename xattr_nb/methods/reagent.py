@@ -62,12 +62,14 @@ __all__ = [
     "init_logits",
     "last_layer_attention",
     "load_mlm_sampler",
+    "random_other_position",
     "random_scores",
     "replace_mask",
     "run_probes",
     "run_probes_batch",
     "samplers",
     "stopping_inputs",
+    "stopping_pass_rate",
     "stopping_test",
     "target_probs",
     "update_logits",
@@ -321,6 +323,68 @@ def stopping_test(
     return in_top_k(target_probs(model, x_hat), int(target), stop_top_k)
 
 
+@torch.no_grad()
+def stopping_pass_rate(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    target: Any,
+    keep: torch.Tensor,
+    *,
+    sampler: Sampler,
+    attention_mask: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
+    stop_top_k: int = 1,
+    draws: int = 10,
+    seed: int = 0,
+) -> torch.Tensor:
+    """How often ReAGent's stopping test passes for a probe that keeps exactly ``keep``: ``[B]`` rates.
+
+    For each context of ``input_ids`` ``[B, T]`` (right-padded, ``attention_mask``), every candidate
+    not in ``keep`` ``[B, T]`` is replaced by ``sampler`` (``draws`` independent draws), and the test
+    passes when ``target`` (one id per row, ``[B]``) stays in the model's top-``stop_top_k`` after the
+    last real token. Keeping the decisive token should pass; a sampler that rebuilds a coherent
+    context around it (with its own answer) makes the test fail even for a probe that found it.
+    """
+    ids = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[B, T]").cpu()
+    b, t = ids.shape
+    mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask
+    mask = check_tensor(mask, "attention_mask", shape=(b, t), layout="[B, T]").bool().cpu()
+    cand = mask.clone() if candidates is None else candidates
+    cand = check_tensor(cand, "candidates", shape=(b, t), dtype="bool", layout="[B, T]").cpu() & mask
+    keep = check_tensor(keep, "keep", shape=(b, t), dtype="bool", layout="[B, T]").cpu()
+    tgt = check_tensor(torch.as_tensor(target), "target", shape=(b,), dtype="int", layout="[B]")
+    sampler = _check_sampler(sampler)
+    draws = check_int(draws, "draws", low=1)
+    g = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
+    out = torch.zeros(b)
+    with eval_mode(model):
+        for i in range(b):
+            n = int(mask[i].sum())
+            rep = (cand[i, :n] & ~keep[i, :n]).unsqueeze(0).expand(draws, -1)
+            x = sampler(ids[i, :n].unsqueeze(0).expand(draws, -1), rep, g)
+            out[i] = in_top_k(target_probs(model, x), int(tgt[i]), stop_top_k).float().mean()
+    return out
+
+
+def random_other_position(candidates: torch.Tensor, exclude: Any, *, seed: int = 0) -> torch.Tensor:
+    """One random candidate position per row other than ``exclude`` ``[B]``, as a one-hot bool ``[B, T]``
+    (the control for :func:`stopping_pass_rate`: keep a token that is not the decisive one)."""
+    cand = check_tensor(candidates, "candidates", ndim=2, dtype="bool", layout="[B, T]").cpu()
+    b, t = cand.shape
+    ex = check_tensor(torch.as_tensor(exclude), "exclude", shape=(b,), dtype="int", layout="[B]")
+    if bool((ex < 0).any()) or bool((ex >= t).any()):
+        raise InputError(f"`exclude` must hold positions in [0, {t})")
+    pool = cand.clone()
+    pool[torch.arange(b), ex] = False
+    if not bool(pool.any(1).all()):
+        raise InputError("a row of `candidates` has no position other than `exclude`")
+    g = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
+    pick = torch.multinomial(pool.float(), 1, generator=g).squeeze(1)
+    out = torch.zeros_like(cand)
+    out[torch.arange(b), pick] = True
+    return out
+
+
 @dataclass
 class ProbeRun:
     """One example's ReAGent run: final importances ``pi`` ``[P, T]``, which probes ``stopped``
@@ -496,7 +560,8 @@ def explain(
     Contexts of the same length share their forwards (:func:`run_probes_batch`, up to ``batch_size``
     contexts at a time): the model never sees padding, and each example's result is its own run's.
     Returns ``kind="tokens"`` scores ``[B, T]`` (each row sums to 1 over its candidates);
-    ``meta`` holds ``stopped`` (probes stopped per row), ``fallback`` and ``steps``.
+    ``meta`` holds ``stopped`` (probes stopped per row), ``fallback``, ``steps``, and per row and
+    probe ``probe_stopped`` (bool) and ``probe_top`` (the position each probe ranks first).
     """
     ids = check_tensor(input_ids, "input_ids", ndim=2, dtype="int", layout="[B, T]")
     b, t = ids.shape
@@ -532,7 +597,7 @@ def explain(
                 seeds=[seed + i for i in rows],
             )  # fmt: skip
             runs.update(zip(rows, out, strict=True))
-    targets, stopped, fallback, steps = [], [], [], []
+    targets, stopped, fallback, steps, probe_stopped, probe_top = [], [], [], [], [], []
     for i in range(b):
         imp, fb = aggregate(runs[i])
         scores[i, : lengths[i]] = imp
@@ -540,6 +605,8 @@ def explain(
         stopped.append(int(runs[i].stopped.sum()))
         fallback.append(fb)
         steps.append(float(runs[i].steps.float().mean()))
+        probe_stopped.append(runs[i].stopped.tolist())
+        probe_top.append(runs[i].pi.argmax(1).tolist())
     forwards = sum(r.forwards for r in runs.values())
     cost = Cost(forward=forwards, backward=0, wall_s=tm["s"])  # a total over the batch, as every Cost
     return Attribution(
@@ -550,7 +617,8 @@ def explain(
         cost=cost,
         mask=mask,
         meta={"stopped": stopped, "fallback": fallback, "steps": steps, "n_probes": n_probes, "ratio": ratio,
-              "keep_top_n": keep_top_n, "stop_top_k": stop_top_k, "max_steps": max_steps},
+              "keep_top_n": keep_top_n, "stop_top_k": stop_top_k, "max_steps": max_steps,
+              "probe_stopped": probe_stopped, "probe_top": probe_top},
     )  # fmt: skip
 
 
