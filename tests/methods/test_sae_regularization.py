@@ -347,3 +347,54 @@ def test_explain_chains_the_steps_from_texts_to_a_classifier():
         sr.explain(enc, tok, w.train.texts, w.train.labels, variant="oracle", **kw)
     with pytest.raises(InputError, match="labels"):
         sr.explain(enc, tok, w.train.texts, w.train.labels[:-1], **kw)
+
+
+def test_random_mask_draws_size_latents_among_the_judged_ones():
+    judgments = {3: "task", 5: "unintended", 7: "cannot tell", 9: "unintended", 11: "task"}
+    m = sr.random_mask(judgments, 3, 16, seed=1)
+    assert m.dtype == torch.bool and m.shape == (16,) and int(m.sum()) == 3
+    assert set(m.nonzero().flatten().tolist()) <= set(judgments)
+    assert torch.equal(m, sr.random_mask(judgments, 3, 16, seed=1))  # seeded
+    draws = {tuple(sr.random_mask(judgments, 2, 16, seed=s).nonzero().flatten().tolist()) for s in range(40)}
+    assert len(draws) > 5  # not the judge's U every time: every judged latent can be drawn
+    assert {j for d in draws for j in d} == set(judgments)
+    nt = sr.random_mask(judgments, 3, 16, seed=2, among=("unintended", "cannot tell"))
+    assert set(nt.nonzero().flatten().tolist()) == {5, 7, 9}  # the only three without the verdict "task"
+    with pytest.raises(InputError, match="size"):
+        sr.random_mask(judgments, 6, 16)
+    with pytest.raises(InputError, match="size"):
+        sr.random_mask(judgments, 3, 16, among=("task",))
+    with pytest.raises(InputError, match="among"):
+        sr.random_mask(judgments, 1, 16, among=("maybe",))
+    with pytest.raises(InputError, match="judgments"):
+        sr.random_mask({}, 1, 16)
+    with pytest.raises(InputError, match="judgments key"):
+        sr.random_mask({20: "task"}, 1, 16)
+
+
+def test_random_u_control_retrains_with_each_draw():
+    x, y = _shortcut_data(600, 0.95, 0)
+    xt, yt = _shortcut_data(400, 0.05, 1)
+    sae = TopKSAE(4, 2, 1, seed=0)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))  # latent 0 = the shortcut
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    judgments = {0: "unintended", 1: "task"}
+    evals = {"test": ("test", yt, None)}
+    xs = {"train": x, "test": xt}
+    df = sr.random_u_control(xs, y, evals, sae=sae, judgments=judgments, size=1, seeds=range(6),
+                             variants=("selfreg_reg",), lam=10.0, lr=1e-2)  # fmt: skip
+    assert len(df) == 6 and set(df.variant) == {"selfreg_reg_random_u"} and (df.u_size == 1).all()
+    for s in range(6):  # each row is run_variants with that seed's random U
+        mask = sr.random_mask(judgments, 1, 2, seed=s)
+        want = sr.run_variants({"raw": xs}, y, evals, variants=("selfreg_reg",), seeds=[s], sae=sae, mask=mask,
+                               show_progress=False, lam=10.0, lr=1e-2)  # fmt: skip
+        assert df[df.seed == s].accuracy.item() == want.accuracy.item()
+    # the penalty on the shortcut latent helps, on the label latent it hurts: the draw decides
+    hit = [bool(sr.random_mask(judgments, 1, 2, seed=s)[0]) for s in range(6)]
+    acc = df.set_index("seed").accuracy
+    assert any(hit) and not all(hit)
+    assert min(acc[s] for s in range(6) if hit[s]) > max(acc[s] for s in range(6) if not hit[s]) + 0.5
+    with pytest.raises(InputError, match="variants"):
+        sr.random_u_control(xs, y, evals, sae=sae, judgments=judgments, size=1, variants=("plain",))

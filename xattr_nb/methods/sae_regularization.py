@@ -67,6 +67,8 @@ __all__ = [
     "plot_topic_projection",
     "pretrain_sae",
     "project_out",
+    "random_mask",
+    "random_u_control",
     "run_variants",
     "selfreg",
     "selfreg_penalty",
@@ -265,6 +267,38 @@ def unintended_mask(judgments: Mapping[int, str], d_hidden: int) -> torch.Tensor
         check_int(j, "judgments key", low=0, high=d_hidden - 1)
         check_choice(verdict, ("task", "unintended", "cannot tell"), f"judgments[{j}]")
         mask[j] = verdict == "unintended"
+    return mask
+
+
+def random_mask(
+    judgments: Mapping[int, str],
+    size: int,
+    d_hidden: int,
+    *,
+    seed: int = 0,
+    among: Sequence[str] = ("task", "unintended", "cannot tell"),
+) -> torch.Tensor:
+    """The judge's null: a bool ``[d_hidden]`` mask of ``size`` latents drawn uniformly (seeded) from the
+    latents the judge read (the keys of ``judgments``: those that fire on the task) whose verdict is in
+    ``among`` (default: any verdict, a judge that knows nothing; ``("unintended", "cannot tell")``: a judge
+    that knows the task's words but not the shortcut's). SelfReg with this U in place of the judge's tells
+    what the method gains without a judge that knows."""
+    d_hidden = check_int(d_hidden, "d_hidden", low=1)
+    if not isinstance(judgments, Mapping) or not judgments:
+        raise InputError("`judgments` must be a non-empty dict latent -> verdict (from lexicon_judge)")
+    if isinstance(among, str) or not among:
+        raise InputError("`among` must be a non-empty list of verdicts ('task', 'unintended', 'cannot tell')")
+    for i, v in enumerate(among):
+        check_choice(v, ("task", "unintended", "cannot tell"), f"among[{i}]")
+    for j in judgments:
+        check_int(j, "judgments key", low=0, high=d_hidden - 1)
+    pool = sorted(int(j) for j, v in judgments.items() if v in among)
+    if not pool:
+        raise InputError(f"no judged latent has a verdict in `among` = {list(among)}")
+    size = check_int(size, "size", low=1, high=len(pool))
+    pick = np.random.default_rng(seed).choice(pool, size=size, replace=False)
+    mask = torch.zeros(d_hidden, dtype=torch.bool)
+    mask[torch.as_tensor(pick)] = True
     return mask
 
 
@@ -585,6 +619,36 @@ def run_variants(
             m = evaluate_head(head, x[split], y, x_twin=x[twin] if twin else None)
             rows.append({"variant": v, "seed": int(s), "split": name, **m, "alignment": align})
     return pd.DataFrame(rows)
+
+
+def random_u_control(
+    x: Mapping[str, torch.Tensor],
+    y_train: torch.Tensor,
+    evals: Mapping[str, tuple[str, torch.Tensor, str | None]],
+    *,
+    sae: TopKSAE,
+    judgments: Mapping[int, str],
+    size: int,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    variants: Sequence[str] = ("selfreg", "selfreg_reg"),
+    among: Sequence[str] = ("task", "unintended", "cannot tell"),
+    **head_kwargs: Any,
+) -> pd.DataFrame:
+    """The control for the judge: each SelfReg variant of ``variants`` trained with a **random** U of ``size``
+    latents (:func:`random_mask` among the verdicts ``among``, a fresh draw per seed, seeded by it) instead of
+    the judge's. ``x[split]`` are
+    the raw pooled inputs; the surgery is redone for each random U. Rows as :func:`run_variants`, the
+    variant named ``"<variant>_random_u"``, plus ``u_size``."""
+    for i, v in enumerate(variants):
+        check_choice(v, ("selfreg", "selfreg_reg", "selfreg_surgery"), f"variants[{i}]")
+    frames = []
+    for s in seeds:
+        mask = random_mask(judgments, size, sae.d_hidden, seed=int(s), among=among)
+        inputs = {"raw": dict(x), "surgery": {k: surgery(sae, v, mask) for k, v in x.items()}}
+        df = run_variants(inputs, y_train, evals, variants=variants, seeds=[int(s)], sae=sae, mask=mask,
+                          show_progress=False, **head_kwargs)  # fmt: skip
+        frames.append(df.assign(variant=df["variant"] + "_random_u", u_size=int(mask.sum())))
+    return pd.concat(frames, ignore_index=True)
 
 
 @dataclass
