@@ -417,3 +417,100 @@ def test_bad_seed_type():
 
 def test_np_seed_is_accepted():
     assert C.random_holes(2, 16, classes=("circle",), seed=np.int64(2)).shape == (2, 16, 16)
+
+
+class _BrightCounter(nn.Module):
+    """Two classes; logit of class 0 = number of bright pixels (> 0.5), class 1 = 0: p(0) = σ(n_bright)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = (x[:, 0] > 0.5).flatten(1).float().sum(1)
+        return torch.stack([n, torch.zeros_like(n)], 1)
+
+
+def _bright_images(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` copies of a 4×4 black image with a bright 2×2 block (the evidence R), labels 0, and R."""
+    x = torch.zeros(n, 1, 4, 4)
+    region = torch.zeros(n, 4, 4, dtype=torch.bool)
+    region[:, 1:3, 1:3] = True
+    x[:, 0][region] = 1.0
+    return x, torch.zeros(n, dtype=torch.long), region
+
+
+def _sig(v: float) -> float:
+    return 1 / (1 + np.exp(-v))
+
+
+def test_comprehensiveness_by_hand():
+    x, y, region = _bright_images(3)
+    masks = torch.zeros_like(region)
+    masks[0] = region[0]  # all the evidence: p drops from σ(4) to σ(0)
+    masks[1, 1, 1:3] = True  # half of it: σ(4) − σ(2)
+    masks[2, 0, :] = True  # dark pixels only: nothing changes
+    c = C.comprehensiveness(_BrightCounter(), x, y, masks, baseline=0.0)
+    expected = torch.tensor([_sig(4) - 0.5, _sig(4) - _sig(2), 0.0])
+    assert torch.allclose(c.double(), expected.double(), atol=1e-6)
+
+
+def test_area_normalised_comprehensiveness_is_zero_for_all_ones_and_empty_masks():
+    x, y, region = _bright_images(2)
+    det = _BrightCounter()
+    for masks in (torch.ones_like(region), torch.zeros_like(region)):
+        c = C.area_normalised_comprehensiveness(det, x, y, masks, baseline=0.0, n_random=3)
+        assert torch.equal(c, torch.zeros(2))
+    # the all-ones mask has the largest raw comprehensiveness, and no area-normalised credit
+    assert float(C.comprehensiveness(det, x, y, torch.ones_like(region), baseline=0.0)[0]) == pytest.approx(
+        _sig(4) - 0.5
+    )
+
+
+def test_area_normalised_comprehensiveness_matches_the_hypergeometric_expectation():
+    from math import comb
+
+    x, y, region = _bright_images(400)
+    det = _BrightCounter()
+    got = C.area_normalised_comprehensiveness(det, x, y, region, baseline=0.0, n_random=25, seed=1).mean()
+    # a random 4-pixel mask of 16 removes H ~ Hypergeometric(16, 4, 4) of the 4 bright pixels
+    p_h = [comb(4, h) * comb(12, 4 - h) / comb(16, 4) for h in range(5)]
+    ref = sum(p * (_sig(4) - _sig(4 - h)) for h, p in enumerate(p_h))
+    assert float(got) == pytest.approx((_sig(4) - 0.5) - ref, abs=0.015)
+    # a bigger mask with the same evidence has the same raw comprehensiveness and less area-normalised credit
+    bigger = region.clone()
+    bigger[:, 0, :] = True
+    bigger[:, 3, :] = True
+    raw_r, raw_b = (C.comprehensiveness(det, x[:1], y[:1], m[:1], baseline=0.0) for m in (region, bigger))
+    assert torch.equal(raw_r, raw_b)
+    norm_b = C.area_normalised_comprehensiveness(det, x, y, bigger, baseline=0.0, n_random=25, seed=1).mean()
+    assert float(norm_b) < float(got) - 0.1
+    # random masks earn nothing on average
+    rand = C.topk_mask(torch.rand(region.shape, generator=torch.Generator().manual_seed(3)), 0.25)
+    norm_r = C.area_normalised_comprehensiveness(det, x, y, rand, baseline=0.0, n_random=25, seed=1).mean()
+    assert abs(float(norm_r)) < 0.02
+
+
+def test_bad_comprehensiveness_masks():
+    x, y, region = _bright_images(2)
+    with pytest.raises(InputError, match="masks"):
+        C.comprehensiveness(_BrightCounter(), x, y, region[:, :3], baseline=0.0)
+    with pytest.raises(InputError, match="masks"):
+        C.area_normalised_comprehensiveness(_BrightCounter(), x, y, region.float(), baseline=0.0)
+
+
+def test_bad_n_random():
+    x, y, region = _bright_images(2)
+    with pytest.raises(InputError, match="n_random"):
+        C.area_normalised_comprehensiveness(_BrightCounter(), x, y, region, baseline=0.0, n_random=0)
+
+
+def test_beta_ramp_starts_the_sparsity_at_zero():
+    x, _ = _twin_squares(8)
+    y = torch.tensor([0, 1] * 4)
+    det = C.freeze(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2)))
+    kw = {"a": 0.0, "beta": 2.0, "epochs": 3, "warmup_epochs": 1, "batch_size": 4, "seed": 0, "show_progress": False}
+    _, hist = C.train_comet(x, y, det, predictor=nn.Sequential(nn.Flatten(), nn.Linear(768, 2)),
+                            beta_ramp_epochs=2, **kw)  # fmt: skip
+    # two batches an epoch: warm-up at 0; then 0 and 2·0.5/2 (mean 0.25); then 2·1/2 and 2·1.5/2 (mean 1.25)
+    assert hist.terms["beta"] == pytest.approx([0.0, 0.25, 1.25])
+    _, flat = C.train_comet(x, y, det, predictor=nn.Sequential(nn.Flatten(), nn.Linear(768, 2)), **kw)
+    assert flat.terms["beta"] == pytest.approx([2.0, 2.0, 2.0])
+    with pytest.raises(InputError, match="beta_ramp_epochs"):
+        C.train_comet(x, y, det, beta_ramp_epochs=-1.0, **kw)

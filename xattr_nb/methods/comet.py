@@ -28,13 +28,16 @@ The steps, each usable on its own (the notebook walks through them):
   (``a=0`` gives the selector–predictor baseline on the same data order and initialisation);
   :func:`straight_through` and :func:`predictor_from_detector` are its small-scale aids;
 - :func:`evaluate`: accuracy, complement detectability, GT recall, both-copies rate, IoU, area;
+  :func:`comprehensiveness` (ERASER's probability drop on the complement) and
+  :func:`area_normalised_comprehensiveness` (the same minus that of random masks of the same size);
   :func:`evaluate_masks` scores any other masks the same way (post-hoc maps binarised at a matched
   area by :func:`topk_mask`, random masks, the all-ones mask);
 - :func:`explain` (and ``attribute(model, x, y, method="comet")``, which calls :func:`selector_scores`;
   :mod:`xattr_nb.attribution.registry` lists it): the mask as an Attribution.
 
-Small-scale choices, not in the paper: ``β·mean(m)``, the always-on sparsity pressure of
-selector–predictor models (β=1 in the notebook); a straight-through binarised mask in training;
+Small-scale choices, not in the paper: an optional ``β·mean(m)``, the always-on sparsity pressure of
+selector–predictor models (off in the notebook, β=0: with β=1, and with every warm-up of β tried,
+the a=0 baseline's mask collapsed to nothing); a straight-through binarised mask in training;
 a predictor started from the detector's weights (six epochs instead of two hundred).
 :func:`xattr_nb.worlds.folders.load_image_folder` and :func:`full_scale_models` wire the paper's setting (ImageNet-9
 folders, a DeepLabv3 selector, ResNet-18 predictor and detector) through transformers.
@@ -71,9 +74,11 @@ __all__ = [
     "CometHistory",
     "CometModel",
     "TinySelector",
+    "area_normalised_comprehensiveness",
     "comet_loss",
     "comet_model",
     "compose_views",
+    "comprehensiveness",
     "evaluate",
     "evaluate_masks",
     "explain",
@@ -96,7 +101,7 @@ __all__ = [
 PAPER_DEFAULTS: dict[str, float] = {"a": 4.0, "gap": 2.0, "b": 100.0, "tau": 0.6, "lr": 5e-4, "weight_decay": 0.03}
 
 #: The small-scale setting of notebook 05 (the zoo's ``comet_*`` checkpoints are trained with it):
-#: data sizes, detector and joint-training epochs, COMET's a, g, b, τ, the tutorial's β and the baseline value q.
+#: data sizes, detector and joint-training epochs, COMET's a, g, b, τ (the paper's), the tutorial's β (off) and q.
 SMALL_SCALE: dict[str, float] = {
     "n_train": 2000,
     "n_test": 400,
@@ -106,7 +111,7 @@ SMALL_SCALE: dict[str, float] = {
     "gap": 2.0,
     "b": 100.0,
     "tau": 0.6,
-    "beta": 1.0,
+    "beta": 0.0,
     "q": 0.5,
 }
 
@@ -519,6 +524,7 @@ def train_comet(
     selector_lr: float | None = 5e-4,
     decay_at: float = 0.75,
     warmup_epochs: int = 1,
+    beta_ramp_epochs: float = 0.0,
     straight_through: bool = True,
     seed: int = 0,
     device: str = "cpu",
@@ -533,7 +539,11 @@ def train_comet(
     (:func:`freeze`). Both learning rates drop ×0.2 after ``decay_at`` of the epochs (the paper's
     multi-step schedule, shortened). During the first ``warmup_epochs`` only the predictor learns
     (on the initial, nearly full mask), so that ``ℓ_P`` already says which pixels matter when the
-    sparsity terms start to carve the mask. ``straight_through=True`` (a small-scale choice, not the
+    sparsity terms start to carve the mask. ``beta_ramp_epochs`` > 0 ramps the always-on sparsity
+    weight linearly from 0 to ``beta`` over that many epochs after the warm-up (step by step), so the
+    selector learns which pixels the predictor needs before the L1 pressure is at full strength
+    (the usual sparsity warm-up of selector–predictor models; without it, the mask can fall below
+    the threshold everywhere at once and the predictor lands at chance). ``straight_through=True`` (a small-scale choice, not the
     paper's) composes the views with the *binarised* mask ``m > 0.5`` in the forward pass and
     lets the soft mask's gradient through in the backward pass (:func:`straight_through`): with a
     soft mask, a batch-norm predictor divides out a uniform dimming ``m·x + (1−m)·q``, so the
@@ -573,6 +583,7 @@ def train_comet(
     selector.train()
     predictor.train()
     warmup_epochs = check_int(warmup_epochs, "warmup_epochs", low=0, high=epochs - 1)
+    ramp = check_float(beta_ramp_epochs, "beta_ramp_epochs", low=0.0)
     decay_epoch = math.ceil(check_float(decay_at, "decay_at", low=0.0, high=1.0) * epochs)
     for epoch in progress(range(epochs), desc=f"COMET a={a:g}", unit="epoch", disable=not show_progress):
         if epoch == decay_epoch:
@@ -586,6 +597,8 @@ def train_comet(
             xb, yb = x[idx].to(dev), y[idx].to(dev)
             m = mask_of(selector, xb)
             xs, xc = compose_views(xb, _st(m) if straight_through else m, baseline)
+            done = epoch - warmup_epochs + s / x.shape[0]  # selector epochs done so far
+            kw["beta"] = beta * (min(1.0, max(0.0, done) / ramp) if ramp > 0 else 1.0)
             terms = comet_loss(predictor(xs), detector(xc), yb, m, **kw)
             if not torch.isfinite(terms["selector"]):
                 raise InputError(
@@ -600,6 +613,7 @@ def train_comet(
             opt_p.step()
             hist.steps += 1
             terms["area"] = m.detach().mean()
+            terms["beta"] = torch.tensor(kw["beta"])
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
         for k, v in sums.items():
@@ -699,6 +713,76 @@ def evaluate_masks(
         "iou": mask_iou(m, gt).float(),
         "area": m.flatten(1).float().mean(1),
     }
+
+
+def _p_true(detector: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    dev = device_of(detector)
+    out = []
+    with eval_mode(detector):
+        for s in range(0, x.shape[0], batch_size):
+            logits = logits_of(detector(x[s : s + batch_size].to(dev)), ndim=2)
+            out.append(logits.softmax(-1).gather(1, y[s : s + batch_size].to(dev)[:, None])[:, 0].cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def comprehensiveness(
+    detector: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    baseline: float | torch.Tensor = 0.5,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Per-image comprehensiveness ``[N]`` of binary masks (ERASER, DeYoung et al. 2020):
+    ``p_D(y | x) − p_D(y | x_{1−s})``, the detector's probability of the true class on the full image
+    minus on the complement (selected pixels replaced by ``q``). Higher = the mask took more of the
+    evidence. It grows with the mask's area whatever the mask selects (the all-ones mask removes
+    everything); :func:`area_normalised_comprehensiveness` removes that part."""
+    detector = check_model(detector, "detector")
+    x = _images(x)
+    y = _labels(y, x.shape[0])
+    masks = check_tensor(masks, "masks", shape=(x.shape[0], *x.shape[2:]), dtype="bool", layout="[N, H, W]")
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    _, xc = compose_views(x, masks.to(x.device, x.dtype), baseline)
+    return _p_true(detector, x, y, batch_size) - _p_true(detector, xc, y, batch_size)
+
+
+@torch.no_grad()
+def area_normalised_comprehensiveness(
+    detector: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    baseline: float | torch.Tensor = 0.5,
+    n_random: int = 4,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Comprehensiveness beyond what the mask's size alone buys, per image ``[N]``.
+
+    :func:`comprehensiveness` of ``masks`` minus its mean over ``n_random`` uniformly random masks
+    with exactly the same number of pixels on the same image. 0 for the all-ones and the empty mask
+    (every mask of that size is the mask itself), about 0 in expectation for a random mask of any
+    size, positive only when the mask removes more evidence than its size predicts, negative when
+    it removes less. A bigger mask cannot win by being bigger.
+    """
+    detector = check_model(detector, "detector")
+    x = _images(x)
+    y = _labels(y, x.shape[0])
+    masks = check_tensor(masks, "masks", shape=(x.shape[0], *x.shape[2:]), dtype="bool", layout="[N, H, W]")
+    n_random = check_int(n_random, "n_random", low=1)
+    gen = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
+    masks = masks.cpu()
+    area = masks.flatten(1).double().mean(1)
+    own = comprehensiveness(detector, x, y, masks, baseline=baseline, batch_size=batch_size)
+    ref = torch.zeros_like(own)
+    for _ in range(n_random):
+        rand = topk_mask(torch.rand(masks.shape, generator=gen), area)
+        ref += comprehensiveness(detector, x, y, rand, baseline=baseline, batch_size=batch_size) / n_random
+    return own - ref
 
 
 @torch.no_grad()

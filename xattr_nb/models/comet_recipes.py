@@ -6,9 +6,12 @@ with the notebook's small-scale setting :data:`xattr_nb.methods.comet.SMALL_SCAL
 
 - ``comet_detector``: a TinyCNN trained on full images with hole augmentation, then frozen
   (:func:`~xattr_nb.methods.comet.train_detector`): the black box and COMET's detector ``f_D``;
-- ``comet_baseline``: the selector–predictor baseline (``a = 0``) against that detector;
-- ``comet_model``: COMET (``a = 4``, hinge gap 2), paired with the baseline (same seed, same
-  initial selector, same predictor start).
+- ``comet_baseline``: the selector–predictor baseline (``a = 0``) against that detector, trained
+  with the paper's own objective ``ℓ_P + b·R`` (b = 100, τ = 0.6, no extra sparsity term: with the
+  tutorial's always-on ``β·mean(m)``, β = 1, and with every β warm-up tried, its mask collapsed to
+  nothing and its predictor fell to chance);
+- ``comet_model``: COMET (``a = 4``, hinge gap 2), paired with the baseline (same objective but
+  for the detector term, same seed, same initial selector, same predictor start).
 
 The two systems are :class:`~xattr_nb.methods.comet.CometModel` checkpoints (selector, predictor
 and a copy of the frozen detector); their manifest metrics hold the held-out figures and the mask
@@ -118,11 +121,11 @@ zoo.register(
     "comet_baseline",
     config=COMET_CONFIG,
     train=train_comet_baseline,
-    description="selector-predictor baseline (a=0) on twin-glyph ShapesWorld, against comet_detector",
+    description="selector-predictor baseline (a=0, b=100, tau=0.6, beta=0) on twin-glyph ShapesWorld, against comet_detector",
 )
 zoo.register(
     "comet_model",
     config=COMET_CONFIG,
     train=train_comet_model,
-    description="COMET (a=4, gap=2, b=100, tau=0.6, beta=1) on twin-glyph ShapesWorld, against comet_detector",
+    description="COMET (a=4, gap=2, b=100, tau=0.6, beta=0) on twin-glyph ShapesWorld, against comet_detector",
 )
