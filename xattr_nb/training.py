@@ -15,6 +15,14 @@ attribution towards a prior saying which input units should matter:
 - :class:`PriorAlignment`: the term as an ``extra_loss`` for :func:`xattr_nb.models.fit`: it
   finds each batch row's prior by the row's token ids, so ``fit`` can shuffle freely.
 
+Label-noise losses (ELR, paper 18):
+
+- :func:`gce_loss` / :class:`GCELoss`: generalized cross-entropy (Zhang & Sabuncu 2018),
+  ``(1 − p_y^q) / q``: cross-entropy as ``q → 0``, ``1 − p_y`` (half the MAE ``‖e_y − p‖₁``) at ``q = 1``.
+- :func:`elr_regularizer` / :class:`ELRLoss`: early-learning regularization (Liu et al. 2020),
+  ``CE + λ · mean log(1 − ⟨p_i, t_i⟩)`` with per-example targets ``t_i`` that are a running
+  average of the model's own past predictions (``t_i ← β t_i + (1 − β) p̂_i``, once per visit).
+
 Used by CAP (paper 09); written generally for the later papers that align attributions (CFT,
 COMET): any model with ``get_input_embeddings()`` whose forward takes ``(input_ids,
 attention_mask)`` and returns logits ``[B, C]`` (or an HF output with ``.logits``).
@@ -30,7 +38,16 @@ from torch import nn
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
 from xattr_nb.models.io import logits_of
 
-__all__ = ["PriorAlignment", "alignment_loss", "normalize_scores", "token_grad_x_input"]
+__all__ = [
+    "ELRLoss",
+    "GCELoss",
+    "PriorAlignment",
+    "alignment_loss",
+    "elr_regularizer",
+    "gce_loss",
+    "normalize_scores",
+    "token_grad_x_input",
+]
 
 
 def _check_mask(mask: Any, shape: tuple[int, ...], name: str) -> torch.Tensor:
@@ -205,3 +222,119 @@ class PriorAlignment:
         prior, pmask = self.prior[idx].to(scores.device), self.prior_mask[idx].to(scores.device)
         self.calls += 1
         return self.weight() * alignment_loss(scores, prior, pmask, distance=self.distance)
+
+
+# --------------------------------------------------------------------------------------------
+# Label-noise losses: generalized cross-entropy and early-learning regularization
+# --------------------------------------------------------------------------------------------
+
+
+def _check_logits_labels(logits: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    z = check_tensor(logits, "logits", ndim=2, dtype="float", layout="[B, C]")
+    y = check_tensor(torch.as_tensor(labels), "labels", shape=(z.shape[0],), dtype="int", layout="[B]").long()
+    if int(y.min()) < 0 or int(y.max()) >= z.shape[1]:
+        raise InputError(
+            f"`labels` must lie in [0, {z.shape[1]}) (the logits' classes); got [{int(y.min())}, {int(y.max())}]"
+        )
+    return z, y.to(z.device)
+
+
+def gce_loss(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7) -> torch.Tensor:
+    """Generalized cross-entropy ``mean_i (1 − p_{i,y_i}^q) / q`` with ``p = softmax(logits)``.
+
+    ``q`` in (0, 1]: the limit ``q → 0`` is cross-entropy ``−log p_y``; ``q = 1`` is ``1 − p_y``,
+    i.e. half the mean absolute error ``‖e_y − p‖₁`` (robust to label noise but slow to fit).
+    The plain ``L_q`` loss, not the truncated variant.
+    """
+    z, y = _check_logits_labels(logits, labels)
+    q = check_float(q, "q", low=0.0, high=1.0)
+    if q == 0.0:
+        raise InputError("`q` must lie in (0, 1]; q → 0 is cross-entropy: use that")
+    p_y = torch.softmax(z, dim=1).gather(1, y[:, None]).squeeze(1)
+    return ((1.0 - p_y.clamp_min(1e-12) ** q) / q).mean()
+
+
+class GCELoss(nn.Module):
+    """:func:`gce_loss` as a module: ``GCELoss(q=0.7)(logits, labels)``."""
+
+    def __init__(self, q: float = 0.7) -> None:
+        super().__init__()
+        q = check_float(q, "q", low=0.0, high=1.0)
+        if q == 0.0:
+            raise InputError("`q` must lie in (0, 1]; q → 0 is cross-entropy: use that")
+        self.q = q
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return gce_loss(logits, labels, self.q)
+
+
+ELR_CLAMP = 1e-4  # the official code clamps p to [1e-4, 1 - 1e-4] (keeps log(1 - <p, t>) finite)
+
+
+def elr_regularizer(logits: torch.Tensor, targets: torch.Tensor, *, clamp: float = ELR_CLAMP) -> torch.Tensor:
+    """ELR's term ``mean_i log(1 − ⟨p_i, t_i⟩)`` with ``p = clamp(softmax(logits), c, 1 − c)``.
+
+    ``targets`` ``[B, C]``: non-negative rows summing to at most 1 (the running averages; 0 at
+    the start), treated as constants. Minimising it pushes ``⟨p, t⟩`` up; its gradient in the
+    logits (without the clamp) is ``p_k (⟨p, t⟩ − t_k) / (1 − ⟨p, t⟩)``: it raises the classes
+    the target favours over the current prediction, and vanishes once ``p`` is one-hot.
+    """
+    z = check_tensor(logits, "logits", ndim=2, dtype="float", layout="[B, C]")
+    t = check_tensor(targets, "targets", shape=tuple(z.shape), dtype="float", layout="[B, C]").to(z.device).detach()
+    clamp = check_float(clamp, "clamp", low=0.0, high=0.5)
+    if bool((t < 0).any()) or bool((t.sum(1) > 1 + 1e-5).any()):
+        raise InputError("`targets` rows must be non-negative and sum to at most 1 (averaged probabilities)")
+    p = torch.softmax(z, dim=1)
+    if clamp > 0:
+        p = p.clamp(clamp, 1.0 - clamp)
+    return torch.log(1.0 - (t * p).sum(1)).mean()
+
+
+class ELRLoss(nn.Module):
+    """Early-learning regularization: ``CE(z, y) + λ · mean log(1 − ⟨p_i, t_i⟩)``.
+
+    Holds the targets ``t`` ``[n_examples, n_classes]`` (``.targets``, zeros at the start). Each
+    call ``loss(idx, logits, labels)`` first updates the rows ``idx`` (the examples' indices in
+    the training set, so the loader must return them) with the detached, clamped and renormalised
+    prediction, ``t_i ← β t_i + (1 − β) p̂_i``, then returns the loss with the updated targets
+    (the official ``elr_loss``). One call per visit: the ensemble's horizon is about ``1/(1 − β)``
+    epochs when every example is visited once an epoch.
+    """
+
+    def __init__(self, n_examples: int, n_classes: int, *, lam: float = 3.0, beta: float = 0.7) -> None:
+        super().__init__()
+        self.n_examples = check_int(n_examples, "n_examples", low=1)
+        self.n_classes = check_int(n_classes, "n_classes", low=2)
+        self.lam = check_float(lam, "lam", low=0.0)
+        beta = check_float(beta, "beta", low=0.0, high=1.0)
+        if beta >= 1.0:
+            raise InputError(f"`beta` must lie in [0, 1) (at 1 the targets never move); got {beta}")
+        self.beta = beta
+        self.register_buffer("targets", torch.zeros(self.n_examples, self.n_classes))
+        self.last_reg = 0.0
+
+    def update(self, idx: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Move the targets of ``idx`` towards the current predictions; return them ``[B, C]``."""
+        z = check_tensor(logits, "logits", ndim=2, dtype="float", layout="[B, C]")
+        if z.shape[1] != self.n_classes:
+            raise InputError(f"`logits` must have {self.n_classes} classes; got {z.shape[1]}")
+        i = check_tensor(torch.as_tensor(idx), "idx", shape=(z.shape[0],), dtype="int", layout="[B]").long()
+        if int(i.min()) < 0 or int(i.max()) >= self.n_examples:
+            raise InputError(
+                f"`idx` must lie in [0, {self.n_examples}) (training-set indices); got [{int(i.min())}, {int(i.max())}]"
+            )
+        if i.unique().numel() != i.numel():
+            raise InputError("`idx` repeats an example within a batch; each visit must update its target once")
+        i = i.to(self.targets.device)
+        with torch.no_grad():
+            p = torch.softmax(z.detach(), dim=1).clamp(ELR_CLAMP, 1.0 - ELR_CLAMP).to(self.targets.device)
+            p = p / p.sum(1, keepdim=True)
+            self.targets[i] = self.beta * self.targets[i] + (1.0 - self.beta) * p
+        return self.targets[i]
+
+    def forward(self, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        z, y = _check_logits_labels(logits, labels)
+        t = self.update(idx, z).to(z.device)
+        reg = elr_regularizer(z, t)
+        self.last_reg = float(reg.detach())
+        return torch.nn.functional.cross_entropy(z, y) + self.lam * reg

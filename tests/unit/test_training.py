@@ -140,3 +140,111 @@ def test_bad_prior_alignment_negative_lam():
 def test_bad_prior_alignment_negative_warmup():
     with pytest.raises(InputError, match="warmup"):
         PriorAlignment(torch.tensor([[1, 2]]), torch.ones(1, 2), warmup=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Label-noise losses: GCE and ELR (paper 18)
+# --------------------------------------------------------------------------------------------
+
+from xattr_nb.training import ELRLoss, GCELoss, elr_regularizer, gce_loss  # noqa: E402
+
+
+def test_gce_known_value_and_limits():
+    z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])
+    y = torch.tensor([0, 2])
+    p = torch.softmax(z, 1)
+    py = p[[0, 1], y]
+    assert torch.allclose(gce_loss(z, y, 0.5), ((1 - py**0.5) / 0.5).mean())
+    # q = 1: 1 - p_y, half the MAE ||e_y - p||_1
+    mae = (torch.nn.functional.one_hot(y, 3).float() - p).abs().sum(1).mean()
+    assert torch.allclose(gce_loss(z, y, 1.0), 0.5 * mae)
+    # q -> 0: cross-entropy ((1 - p^q)/q = -log p + O(q); float64 so the subtraction keeps its digits)
+    zd = z.double()
+    assert torch.allclose(gce_loss(zd, y, 1e-7), torch.nn.functional.cross_entropy(zd, y), atol=1e-6)
+    assert torch.allclose(GCELoss(0.7)(z, y), gce_loss(z, y, 0.7))
+
+
+def test_gce_gradient_weights_examples_by_p_y_to_the_q():
+    # dL/dz = p_y^q * dCE/dz: a confidently wrong-labelled example pushes less than under CE
+    z = torch.tensor([[3.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    y = torch.tensor([1, 1])
+    gce_loss(z, y, 0.7).backward()
+    g_gce = z.grad.clone()
+    z.grad = None
+    torch.nn.functional.cross_entropy(z, y).backward()
+    py = torch.softmax(z.detach(), 1)[:, 1]
+    assert torch.allclose(g_gce, z.grad * (py**0.7)[:, None], atol=1e-6)
+
+
+def test_elr_regularizer_gradient_matches_the_formula_and_its_direction():
+    # d/dz_k log(1 - <p,t>) = p_k (<p,t> - t_k) / (1 - <p,t>)
+    z = torch.tensor([[0.3, 1.2, -0.4]], requires_grad=True)
+    t = torch.tensor([[0.8, 0.1, 0.1]])
+    elr_regularizer(z, t, clamp=0.0).backward()
+    p = torch.softmax(z.detach(), 1)
+    pt = (p * t).sum()
+    assert torch.allclose(z.grad, p * (pt - t) / (1 - pt), atol=1e-6)
+    # labelled 1 (wrong), target on class 0 (true): descent raises z_0, lowers z_1 (CE pushes the other way)
+    assert z.grad[0, 0] < 0 < z.grad[0, 1]
+
+
+def test_elr_regularizer_vanishes_when_p_is_one_hot_and_is_zero_for_zero_targets():
+    z = torch.tensor([[30.0, 0.0, 0.0]], requires_grad=True)
+    elr_regularizer(z, torch.tensor([[0.2, 0.7, 0.1]]), clamp=0.0).backward()
+    assert z.grad.abs().max() < 1e-9
+    assert float(elr_regularizer(torch.randn(4, 3), torch.zeros(4, 3))) == 0.0
+
+
+def test_elr_loss_target_update_is_the_official_ema_and_loss_adds_lambda_reg():
+    loss = ELRLoss(5, 3, lam=2.0, beta=0.7)
+    idx = torch.tensor([4, 1])
+    z = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]])
+    y = torch.tensor([0, 2])
+    out = loss(idx, z, y)
+    p = torch.softmax(z, 1).clamp(1e-4, 1 - 1e-4)
+    t = 0.3 * p / p.sum(1, keepdim=True)
+    assert torch.allclose(loss.targets[idx], t) and float(loss.targets[[0, 2, 3]].abs().sum()) == 0.0
+    expect = torch.nn.functional.cross_entropy(z, y) + 2.0 * torch.log(1 - (t * p).sum(1)).mean()
+    assert torch.allclose(out, expect)
+    loss(idx, z, y)  # second visit: t <- 0.7 t + 0.3 p
+    assert torch.allclose(loss.targets[idx], 0.7 * t + 0.3 * p / p.sum(1, keepdim=True))
+
+
+def test_elr_training_keeps_a_mislabelled_point_on_its_early_class():
+    # one point labelled 1 whose target (early prediction) says 0: with ELR the logit of 0 stays ahead longer
+    torch.manual_seed(0)
+    z_ce = torch.tensor([[2.0, 0.0]], requires_grad=True)
+    z_elr = torch.tensor([[2.0, 0.0]], requires_grad=True)
+    elr = ELRLoss(1, 2, lam=3.0, beta=0.9)
+    elr.targets[0] = torch.tensor([0.95, 0.05])
+    for _ in range(20):
+        for z, fn in ((z_ce, lambda z: torch.nn.functional.cross_entropy(z, torch.tensor([1]))),
+                      (z_elr, lambda z: elr(torch.tensor([0]), z, torch.tensor([1])))):  # fmt: skip
+            z.grad = None
+            fn(z).backward()
+            with torch.no_grad():
+                z -= 0.3 * z.grad
+    assert float((z_elr[0, 0] - z_elr[0, 1]).detach()) > float((z_ce[0, 0] - z_ce[0, 1]).detach())
+
+
+@pytest.mark.parametrize(
+    ("call", "arg"),
+    [
+        (lambda: gce_loss(torch.randn(2, 3), torch.tensor([0, 3])), "labels"),
+        (lambda: gce_loss(torch.randn(2, 3), torch.tensor([0, 1]), q=0.0), "q"),
+        (lambda: gce_loss(torch.randn(2, 3), torch.tensor([0, 1]), q=1.5), "q"),
+        (lambda: GCELoss(q=-1), "q"),
+        (lambda: elr_regularizer(torch.randn(2, 3), torch.ones(2, 3)), "targets"),
+        (lambda: elr_regularizer(torch.randn(2, 3), torch.zeros(3, 3)), "targets"),
+        (lambda: ELRLoss(4, 3, beta=1.0), "beta"),
+        (lambda: ELRLoss(4, 3, lam=-1.0), "lam"),
+        (lambda: ELRLoss(4, 1), "n_classes"),
+        (lambda: ELRLoss(4, 3)(torch.tensor([0, 4]), torch.randn(2, 3), torch.tensor([0, 1])), "idx"),
+        (lambda: ELRLoss(4, 3)(torch.tensor([1, 1]), torch.randn(2, 3), torch.tensor([0, 1])), "idx"),
+        (lambda: ELRLoss(4, 3)(torch.tensor([0, 1]), torch.randn(2, 3), torch.tensor([0, 5])), "labels"),
+        (lambda: ELRLoss(4, 3)(torch.tensor([0, 1]), torch.randn(2, 4), torch.tensor([0, 1])), "logits"),
+    ],
+)
+def test_bad_label_noise_losses(call, arg):
+    with pytest.raises(InputError, match=arg):
+        call()

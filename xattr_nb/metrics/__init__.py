@@ -8,6 +8,7 @@
 | :mod:`~xattr_nb.metrics.agreement` | rank agreement of two attributions: Spearman, Kendall, top-k overlap |
 | :mod:`~xattr_nb.metrics.concepts` | matching latents to ground-truth factors: matched correlations, MCC |
 | :mod:`~xattr_nb.metrics.stats` | percentile bootstrap intervals: of a mean, of a paired difference between two methods |
+| :mod:`~xattr_nb.metrics.label_noise` | learning under label noise: memorisation of corrupted labels, noisy-label detection (precision, recall, AUROC) |
 | :mod:`~xattr_nb.metrics.robustness` | max-sensitivity, rank stability under noise, class recall under channel ablation |
 
 Every function takes raw tensors or an :class:`~xattr_nb.attribution.Attribution`, validates its
@@ -31,6 +32,7 @@ from xattr_nb.metrics.curves import (
     order_from_scores,
     region_scores,
 )
+from xattr_nb.metrics.label_noise import detection_scores, memorization_stats
 from xattr_nb.metrics.localization import (
     energy_pointing_game,
     grid_accuracy,
@@ -64,6 +66,7 @@ __all__ = [
     "bootstrap_delta",
     "class_recall",
     "comprehensiveness",
+    "detection_scores",
     "energy_pointing_game",
     "grid_accuracy",
     "grid_cell_mass",
@@ -78,6 +81,7 @@ __all__ = [
     "matched_correlations",
     "max_sensitivity",
     "mcc",
+    "memorization_stats",
     "noise_spearman",
     "order_from_scores",
     "pointing_game",

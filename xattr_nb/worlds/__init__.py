@@ -4,6 +4,7 @@
   class splits) and multi-object detection scenes;
 - :mod:`~xattr_nb.worlds.grids`: DiFull/GridPG grids of distinct-class images;
 - :mod:`~xattr_nb.worlds.digits`: sklearn digits with planted label noise;
+- :mod:`~xattr_nb.worlds.noisy_labels`: symmetric/asymmetric label noise that reports what it flipped; noisy digits;
 - :mod:`~xattr_nb.worlds.text`: templated text tasks (IOI, key-value QA, topics) with gold spans;
 - :mod:`~xattr_nb.worlds.facts`: grounded facts, source documents and a fused output with the gold clause of every fact;
 - :mod:`~xattr_nb.worlds.bias`: a corpus whose cues control how often a group gets a derogatory adjective;
