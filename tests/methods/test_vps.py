@@ -237,6 +237,29 @@ def test_evaluate_uses_the_vps_order_and_sums_maps_per_region():
     assert res.cost["VPS"].forward == a.cost.forward
 
 
+def test_deletion_at_budget_reads_the_first_region_and_the_shared_curve():
+    det = BrightnessDetector()
+    x = bright_image()  # sigma(x) = mean of the box = (4 * 1 + 4 * 0.5) / 8 = 0.75
+    regions = grid_regions(8, 8, 4, 4)
+    a = V.explain(det, x, BOX, 0, regions=regions)  # removes region 5 first: sigma = 0.25
+    wrong = torch.zeros(8, 8)
+    wrong[6:8, 6:8] = 1.0  # region 15 first: outside the box, sigma unchanged
+    same = torch.zeros(8, 8)
+    same[2:4, 2:4] = 1.0  # region 5 first, like VPS
+    res = V.evaluate(det, [_target(x)], {"VPS": [a], "wrong": [wrong], "same": [same]}, [regions])
+    cut = V.deletion_at_budget(res, 1)
+    assert cut["same"]["same_cut_as_VPS"] == 1.0 and cut["same"]["sigma_left"] == pytest.approx(1 / 3)
+    assert cut["VPS"]["sigma_left"] == pytest.approx(1 / 3)
+    assert cut["wrong"]["sigma_left"] == pytest.approx(1.0)
+    assert cut["VPS"]["area_removed"] == pytest.approx(1 / 16) and cut["wrong"]["area_removed"] == pytest.approx(1 / 16)
+    assert cut["VPS"]["same_cut_as_VPS"] == 1.0 and cut["wrong"]["same_cut_as_VPS"] == 0.0
+    assert V.deletion_at_budget(res, 2)["VPS"]["sigma_left"] == pytest.approx(0.0, abs=1e-5)  # both box regions gone
+    with pytest.raises(InputError, match="reference"):
+        V.deletion_at_budget(res, 1, reference="D-RISE")
+    with pytest.raises(InputError, match="k"):
+        V.deletion_at_budget(res, 16)
+
+
 def test_explain_select_and_evaluate_give_each_submodule_its_training_flag_back():
     det = TinyGridDetector(3).train()
     det.blocks[0].eval()  # a submodule the caller froze stays frozen

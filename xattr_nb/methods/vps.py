@@ -79,6 +79,7 @@ __all__ = [
     "attribution_map",
     "baseline_maps",
     "box_mask",
+    "deletion_at_budget",
     "energy_pg",
     "evaluate",
     "explain",
@@ -643,6 +644,43 @@ def evaluate(
     return DetectionMetrics(tensors, curves, cost)
 
 
+def _same_cut(c: Curves, r: Curves, k: int) -> bool:
+    """The first ``k`` deletion steps of two curves remove the same areas and leave the same ``sigma`` (within 1e-4)."""
+    a, b = c.area[1 : k + 1].double(), r.area[1 : k + 1].double()
+    return bool(
+        torch.allclose(a, b, atol=1e-9)
+        and torch.allclose(c.deletion[1 : k + 1].double(), r.deletion[1 : k + 1].double(), atol=1e-4)
+    )
+
+
+def deletion_at_budget(metrics: DetectionMetrics, k: int = 1, *, reference: str = "VPS") -> dict[str, dict[str, float]]:
+    """Deletion read at a fixed small budget, per method (means over targets): the share of ``sigma(x)``
+    left after removing only the first ``k`` regions of the method's order (``sigma_left``), the area
+    those regions cover (``area_removed``), and the share of targets whose first ``k`` deletion steps
+    match ``reference``'s (``same_cut_as_<reference>``: the same areas removed and ``sigma`` within 1e-4
+    at each step, i.e. the same regions removed first, to the curve's precision).
+
+    A control for deletion AUCs that tie at a floor: methods that remove the same first region and
+    lose the detection at once cannot be ranked by deletion.
+    """
+    if not isinstance(metrics, DetectionMetrics):
+        raise InputError(f"`metrics` must be the DetectionMetrics of evaluate(...); got {type(metrics).__name__}")
+    k = check_int(k, "k", low=1)
+    check_choice(reference, tuple(metrics.curves), "reference")
+    ref = metrics.curves[reference]
+    out: dict[str, dict[str, float]] = {}
+    for m, curves in metrics.curves.items():
+        if any(len(c.deletion) - 1 <= k for c in curves):
+            raise InputError(f"`k` = {k} removes every region of some target of {m!r}; use a smaller k")
+        left = [float(c.deletion[k] / c.deletion[0]) if float(c.deletion[0]) > 0 else float("nan") for c in curves]
+        out[m] = {
+            "sigma_left": sum(left) / len(left),
+            "area_removed": sum(float(c.area[k]) for c in curves) / len(curves),
+            f"same_cut_as_{reference}": sum(_same_cut(c, r, k) for c, r in zip(curves, ref, strict=True)) / len(curves),
+        }
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Figures specific to detection (boxes drawn on images, superpixels); the rest come from xattr_nb.plots
 # --------------------------------------------------------------------------------------------
@@ -654,7 +692,14 @@ def _draw_box(ax: Any, box: Sequence[float], label: str | None = None, color: st
     x0, y0, x1, y1 = (float(v) for v in box)
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=color, lw=1.2))
     if label:
-        ax.text(x0 - 0.5, y0 - 1.5, label, color=color, fontsize=7)
+        ax.text(
+            x0 - 0.5,
+            y0 - 1.5,
+            label,
+            color=color,
+            fontsize=9,
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0},
+        )
 
 
 def plot_scenes(
