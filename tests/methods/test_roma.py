@@ -155,6 +155,41 @@ def test_expert_usage_entropy_is_one_when_balanced_and_log_k_over_log_e_when_col
         R.expert_usage_entropy(r[:, 0], 2)
 
 
+def test_cross_group_knn_agreement_ignores_the_own_group():
+    rng = np.random.default_rng(1)
+    task = np.repeat([0, 1], 40)
+    para = np.repeat([0, 1, 2, 3], 20)  # paraphrases 0, 1 of task 0; 2, 3 of task 1
+    # routing by paraphrase only, the two paraphrases of one task far apart: perfect same-group agreement,
+    # but the nearest *other* paraphrase is as often from the other task
+    centers = np.array([[0.0, 0], [10, 0], [5, 0.1], [15, 0.1]])
+    by_para = centers[para] + rng.normal(0, 0.01, (80, 2))
+    assert R.knn_task_agreement(by_para, task, k=5) == 1.0
+    assert R.cross_group_knn_agreement(by_para, task, para, k=5) == 0.0  # 0 is next to 2, 10 to 5 and 15
+    # routing by task: the other paraphrase of the same task is right there
+    by_task = np.array([[0.0, 0], [10.0, 10]])[task] + rng.normal(0, 0.01, (80, 2))
+    assert R.cross_group_knn_agreement(by_task, task, para, k=5) == 1.0
+    with pytest.raises(InputError, match="groups"):
+        R.cross_group_knn_agreement(by_task, task, np.zeros(80))
+    with pytest.raises(InputError, match="k"):
+        R.cross_group_knn_agreement(by_task, task, para, k=61)
+
+
+def test_expert_load_and_max_load():
+    e = 8
+    r = torch.full((8, 1, e), 0.01)
+    for i in range(8):
+        r[i, 0, i], r[i, 0, (i + 1) % e] = 0.5, 0.4
+    assert torch.allclose(R.expert_load(r, 2), torch.full((1, e), 1 / 8, dtype=torch.float64))
+    assert R.max_load(r, 2) == pytest.approx(1.0)
+    same = torch.softmax(torch.tensor([3.0, 2.0, 0, 0, 0, 0, 0, 0]), 0).expand(10, 2, e)
+    u = R.expert_load(same, 2)
+    assert u.shape == (2, e) and torch.allclose(u[:, :2], torch.full((2, 2), 0.5, dtype=torch.float64))
+    assert R.max_load(same, 2) == pytest.approx(4.0)  # E / top_k: everything on the same two experts
+    assert R.max_load(torch.cat([r, same[:8, :1]], 1), 2) == pytest.approx(2.5)  # the mean over layers
+    with pytest.raises(InputError, match="top_k"):
+        R.max_load(r, 0)
+
+
 # ------------------------------------------------------------------------------ training and oracle
 
 
@@ -206,7 +241,7 @@ def test_explain_runs_base_ce_only_and_roma_from_one_base():
     assert [len(cmp.results[v]) for v in ("base", "ce_only", "roma")] == [1, 2, 2]
     assert len(cmp.histories["roma"]) == 2 and cmp.histories["ce_only"][0].manifold == [0.0]
     assert set(cmp.results["roma"][0]) == {"acc", "acc_rare", "acc_frequent", "knn_agreement", "silhouette",
-                                           "usage_entropy"}  # fmt: skip
+                                           "usage_entropy", "knn_cross_paraphrase", "max_load"}  # fmt: skip
     assert cmp.results["base"][0] == R.evaluate(lm, test, [1])  # the base model is left untouched
     assert cmp.mean("roma", "acc") == pytest.approx(np.mean(cmp.values("acc")["roma"]))
     with pytest.raises(InputError, match="seeds"):

@@ -55,13 +55,17 @@ __all__ = [
     "Comparison",
     "FinetuneHistory",
     "correct",
+    "cross_group_knn_agreement",
     "evaluate",
+    "expert_load",
     "expert_usage_entropy",
+    "experts_per_token",
     "explain",
     "finetune_routers",
     "knn_task_agreement",
     "last_layers",
     "manifold_loss",
+    "max_load",
     "oracle_routing",
     "prompt_routing",
     "router_names",
@@ -429,6 +433,27 @@ def knn_task_agreement(routing: Any, labels: Any, k: int = 5) -> float:
     return float((y[others] == y[:, None]).mean())
 
 
+def cross_group_knn_agreement(routing: Any, labels: Any, groups: Any, k: int = 5) -> float:
+    """:func:`knn_task_agreement` with each sample's neighbours taken only among samples of **another group**
+    (here: another paraphrase of the instruction). RoMA's neighbours are almost always samples of the same
+    paraphrase, so the manifold term optimises same-paraphrase agreement; this control asks whether routing
+    also groups *different* phrasings of one task, which the term does not optimise directly. 1/n_tasks (per
+    group mix) for routing blind to tasks."""
+    r = torch.as_tensor(_flat_routing(routing))
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    g = np.asarray(groups.cpu() if isinstance(groups, torch.Tensor) else groups)
+    if y.shape != (r.shape[0],) or g.shape != (r.shape[0],):
+        raise InputError(f"`labels` and `groups` must each have shape ({r.shape[0]},); got {y.shape} and {g.shape}")
+    others = (g[None, :] != g[:, None]).sum(1)
+    if others.min() < 1:
+        raise InputError("`groups` must hold at least two distinct groups (a sample needs neighbours of another)")
+    k = check_int(k, "k", low=1, high=int(others.min()))
+    d = torch.cdist(r, r)
+    d[torch.as_tensor(g[None, :] == g[:, None])] = float("inf")  # same group (and the sample itself) excluded
+    idx = d.topk(k, dim=1, largest=False).indices.numpy()
+    return float((y[idx] == y[:, None]).mean())
+
+
 def routing_silhouette(routing: Any, labels: Any) -> float:
     """scikit-learn's silhouette score of the routing weights (Euclidean) with the task labels as clusters."""
     from sklearn.metrics import silhouette_score
@@ -460,6 +485,25 @@ def expert_usage_entropy(routing: Any, top_k: int) -> float:
     return float(h.mean() / np.log(e))
 
 
+def expert_load(routing: Any, top_k: int) -> torch.Tensor:
+    """``[L, E]``: per layer, each expert's share of the samples' top-``top_k`` choices (rows sum to 1; ``1/E``
+    everywhere when balanced). The distribution whose entropy :func:`expert_usage_entropy` reports."""
+    r = check_tensor(routing, "routing", ndim=3, dtype="float", layout="[N, L, E]")
+    n, _, e = r.shape
+    if n < 1 or e < 2:
+        raise InputError(f"`routing` needs at least one sample and two experts; got shape {tuple(r.shape)}")
+    top_k = check_int(top_k, "top_k", low=1, high=e)
+    chosen = torch.zeros_like(r, dtype=torch.float64).scatter_(-1, r.topk(top_k, dim=-1).indices, 1.0)
+    return chosen.sum(0) / (n * top_k)
+
+
+def max_load(routing: Any, top_k: int) -> float:
+    """Load imbalance: the busiest expert's share of the top-``top_k`` choices over the balanced share ``1/E``,
+    averaged over the layers. 1 = balanced; ``E/top_k`` = every sample sent to the same ``top_k`` experts."""
+    u = expert_load(routing, top_k)
+    return float((u.max(-1).values * u.shape[-1]).mean())
+
+
 def _top_k(model: nn.Module, layers: Sequence[int]) -> int:
     """Experts per token of the MoE blocks of ``layers``: ``TopKMoEMLP.k``, an HF block's ``top_k``, or the
     config's ``num_experts_per_tok``."""
@@ -476,12 +520,18 @@ def _top_k(model: nn.Module, layers: Sequence[int]) -> int:
     raise InputError(f"cannot tell how many experts per token {type(model).__name__} uses; pass `top_k`")
 
 
+def experts_per_token(model: nn.Module, layers: Sequence[int]) -> int:
+    """The ``top_k`` of the MoE blocks of ``layers`` (what :func:`expert_load` and :func:`max_load` need)."""
+    return _top_k(model, layers)
+
+
 def evaluate(
     model: nn.Module, test: MultitaskData, layers: Sequence[int], *, k: int = 5, top_k: int | None = None
 ) -> dict[str, float]:
-    """Held-out exact match (all, rare, frequent paraphrases), routing–task alignment (kNN agreement, silhouette)
-    and the expert-usage entropy of the prompt routing (:func:`expert_usage_entropy`; ``top_k`` experts per
-    token, read from the model when None)."""
+    """Held-out exact match (all, rare, frequent paraphrases), routing–task alignment (kNN agreement, silhouette,
+    and the kNN agreement among other paraphrases only, :func:`cross_group_knn_agreement`), and the expert-usage
+    entropy and load imbalance of the prompt routing (:func:`expert_usage_entropy`, :func:`max_load`; ``top_k``
+    experts per token, read from the model when None)."""
     test = _check_data(test)
     ok = correct(model, test)
     r = prompt_routing(model, test, layers)
@@ -491,8 +541,10 @@ def evaluate(
         "acc_rare": float(ok[test.rare].float().mean()),
         "acc_frequent": float(ok[~test.rare].float().mean()),
         "knn_agreement": knn_task_agreement(r, test.task, k),
+        "knn_cross_paraphrase": cross_group_knn_agreement(r, test.task, test.paraphrase, k),
         "silhouette": routing_silhouette(r, test.task),
         "usage_entropy": expert_usage_entropy(r, top_k),
+        "max_load": max_load(r, top_k),
     }
 
 
