@@ -425,6 +425,8 @@ def plot_accuracy(table: pd.DataFrame, *, metric: str = "test_acc", title: str |
         for j, name in enumerate(names):
             for i, rate in enumerate(rates):
                 v = table[(table["method"] == name) & (table["rate"] == rate)][metric].to_numpy()
+                if len(v) == 0:  # a method not trained at this rate
+                    continue
                 x = i + (j - (len(names) - 1) / 2) * w
                 ax.bar(x, v.mean(), w, color=colors[j], label=name if i == 0 else None)
                 ax.scatter(np.full(len(v), x), v, s=6, color="black", zorder=3)
