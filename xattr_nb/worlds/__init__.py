@@ -14,6 +14,8 @@
   training and points at the confusable sibling in the adversarial twin;
 - :mod:`~xattr_nb.worlds.concepts`: a latent-concept generative model with exact posteriors;
 - :mod:`~xattr_nb.worlds.multitask`: digit tasks under paraphrased instructions (frequent and rare).
+- :mod:`~xattr_nb.worlds.generated_images`: real smooth images paired with fakes (a weak artifact in every patch,
+  a strong one in one patch), an unseen generator and a masked split (AI-generated image detection).
 
 Every generator returns a dataclass of tensors (a :class:`~xattr_nb.worlds.base.WorldData`) that
 supports ``len``, :func:`subset`, :func:`split` and ``.to(device)``.
