@@ -13,7 +13,7 @@ import sys
 
 import xattr_nb.metrics as metrics
 
-MODULES = ("agreement", "concepts", "curves", "localization", "robustness", "stats", "text")
+MODULES = ("agreement", "concepts", "curves", "label_noise", "localization", "robustness", "stats", "text")
 
 # Every name `from xattr_nb.metrics import ...` offered before the split into a package.
 BEFORE_THE_SPLIT = [
