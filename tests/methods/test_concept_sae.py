@@ -252,6 +252,26 @@ def test_sae_training_and_mcc_on_planted_sparse_factors():
     assert C.sae_mcc(untrained, x, codes) < C.sae_mcc(saes["l1"], x, codes)
 
 
+def test_sae_seed_table_is_one_row_per_seed_and_matches_single_runs():
+    g = torch.Generator().manual_seed(1)
+    codes = torch.relu(torch.randn(1200, 3, generator=g)) * (torch.rand(1200, 3, generator=g) < 0.4)
+    x = codes @ torch.randn(3, 10, generator=g)
+    kw = {"width": 6, "k": 3, "l1": 1e-3, "epochs": 4, "structured": False}
+    tab = C.sae_seed_table(x[:900], x[900:], codes[900:], [0, 5], **kw)
+    assert list(tab.index) == [0, 5] and list(tab.columns) == ["l1", "topk", "l1_L0", "topk_L0"]
+    single = C.train_saes(x[:900], seed=5, **kw)  # the row of seed 5 is that seed's own run
+    assert tab.loc[5, "topk"] == pytest.approx(C.sae_mcc(single["topk"], x[900:], codes[900:]))
+    assert ((tab[["l1", "topk"]] >= 0) & (tab[["l1", "topk"]] <= 1)).all().all()
+    assert tab.loc[5, "topk_L0"] == pytest.approx(C.sparsity(single["topk"], x[900:])) and (tab["topk_L0"] <= 3).all()
+    assert tab.loc[0, "l1"] != tab.loc[5, "l1"]  # another seed, another dictionary
+    with pytest.raises(InputError, match="seeds"):
+        C.sae_seed_table(x[:900], x[900:], codes[900:], [0, 0], **kw)
+    with pytest.raises(InputError, match="seeds"):
+        C.sae_seed_table(x[:900], x[900:], codes[900:], 3, **kw)
+    with pytest.raises(InputError, match="ell_test"):
+        C.sae_seed_table(x[:900], x[900:], codes[:10], [0], **kw)
+
+
 def test_full_scale_path_on_a_local_stand_in(tmp_path):
     from xattr_nb.models.hub import load_causal_lm
     from xattr_nb.models.text import tiny_gpt2, word_tokenizer

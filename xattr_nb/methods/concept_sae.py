@@ -56,6 +56,7 @@ __all__ = [
     "regression_table",
     "rows",
     "sae_mcc",
+    "sae_seed_table",
     "sparsity",
     "supervised_mcc",
     "text_concept_check",
@@ -309,6 +310,36 @@ def train_saes(
     for sae in saes.values():
         train_sae(sae, acts, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, show_progress=show_progress)
     return saes
+
+
+def sae_seed_table(acts_train: Any, acts_test: Any, ell_test: Any, seeds: Any, **train_kw: Any) -> pd.DataFrame:
+    """The SAE comparison over SAE seeds: :func:`train_saes` on ``acts_train`` once per seed in ``seeds``,
+    each dictionary scored by :func:`sae_mcc` on ``acts_test`` against ``ell_test``.
+
+    Returns one row per seed (index ``seed``) and one column per dictionary (``l1``, ``topk`` and, when
+    ``structured``, ``structured``) holding the held-out MCC, then one ``<name>_L0`` column per dictionary
+    with its mean active codes on ``acts_test`` (:func:`sparsity`). ``train_kw`` goes to :func:`train_saes`
+    (``width``, ``k``, ``l1``, ``epochs``, ...). One seed's ranking of the dictionaries can flip at the
+    next; this table is what a comparison should be read from.
+    """
+    acts_train = check_tensor(acts_train, "acts_train", ndim=2, dtype="float", layout="[n, D]")
+    acts_test = check_tensor(acts_test, "acts_test", ndim=2, dtype="float", layout="[n, D]")
+    if acts_test.shape[1] != acts_train.shape[1]:
+        raise InputError(f"`acts_test` has {acts_test.shape[1]} features but `acts_train` has {acts_train.shape[1]}")
+    ell_test = check_tensor(ell_test, "ell_test", ndim=2, layout="[n, m]")
+    if ell_test.shape[0] != acts_test.shape[0]:
+        raise InputError(f"`ell_test` has {ell_test.shape[0]} rows but `acts_test` has {acts_test.shape[0]}")
+    if isinstance(seeds, int) or not hasattr(seeds, "__iter__"):
+        raise InputError(f"`seeds` must be a list of non-negative ints; got {seeds!r}")
+    seeds = [check_int(s, "seeds[]", low=0) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"`seeds` must be a non-empty list of distinct ints; got {seeds!r}")
+    rows = {}
+    for s in seeds:
+        saes = train_saes(acts_train, seed=s, **train_kw)
+        rows[s] = {name: sae_mcc(sae, acts_test, ell_test) for name, sae in saes.items()}
+        rows[s] |= {f"{name}_L0": sparsity(sae, acts_test) for name, sae in saes.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seed")
 
 
 @torch.no_grad()
