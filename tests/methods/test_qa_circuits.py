@@ -384,3 +384,71 @@ def test_find_head_chains_cma_circuit_and_selection(model, batch):
     restricted = Q.find_head(model, batch, k=4, among_circuit=True)
     if any(n.kind == "head" for n in comps):
         assert restricted.in_circuit
+
+
+# ----------------------------------------------------------------------------------------------
+# The attribute shortcut and its model-free control (issue 13).
+
+
+def _one_attribute(d):
+    """``d`` with every fact rewritten to the color attribute (distinct values): only the key identifies the fact."""
+    words = []
+    for w, sp in zip(d.words, d.sent_spans.tolist(), strict=True):
+        w = list(w)
+        for a, _e in sp:
+            w[a + 1] = "color"
+        w[-6] = "color"
+        words.append(w)
+    return d.__class__(**{**d.__dict__, "words": words})
+
+
+def test_attribute_count_and_shortcut_known_answers():
+    d = kv_qa(30, n_facts=4, seed=3)
+    same = _one_attribute(d)
+    assert Q.attribute_count(same).tolist() == [4] * 30
+    assert Q.shortcut_copy_rate(same) == pytest.approx(0.25)
+    one = kv_qa(20, n_facts=1, seed=3)
+    assert Q.attribute_count(one).tolist() == [1] * 20 and Q.shortcut_copy_rate(one) == 1.0
+    counts = Q.attribute_count(d)
+    assert Q.shortcut_copy_rate(d) == pytest.approx(float((1.0 / counts.float()).mean()))
+
+
+def test_attribute_match_picks_a_fact_of_the_asked_attribute():
+    d = kv_qa(60, n_facts=5, seed=4)
+    pick = Q.attribute_match_sentences(d, seed=1)
+    for w, sp, j, g in zip(d.words, d.sent_spans.tolist(), pick.tolist(), d.gold_sentence.tolist(), strict=True):
+        assert w[sp[j][0] + 1] == w[sp[g][0] + 1] == w[-6]
+    unique = Q.attribute_count(d) == 1
+    assert bool((pick[unique] == d.gold_sentence[unique]).all())  # exactly right where the attribute is unique
+    assert torch.equal(pick, Q.attribute_match_sentences(d, seed=1))
+    with pytest.raises(InputError, match="data"):
+        Q.attribute_match_sentences(["not", "kv"])
+
+
+def test_short_template_keeps_draws_vocab_and_gold():
+    from xattr_nb.worlds.text import kv_memory_texts, kv_template_offsets
+
+    nat, short = kv_qa(20, p_conflict=0.3, seed=9), kv_qa(20, p_conflict=0.3, seed=9, template="short")
+    assert short.vocab == nat.vocab and short.answers == nat.answers
+    assert torch.equal(short.gold_sentence, nat.gold_sentence) and torch.equal(short.is_conflict, nat.is_conflict)
+    off = kv_template_offsets("short")
+    for w, a, pos, sp, g in zip(short.words, short.answers, short.answer_pos.tolist(), short.sent_spans.tolist(),
+                                short.gold_sentence.tolist(), strict=True):  # fmt: skip
+        assert w[pos] == a and w[sp[g][0] + off["key"]] == w[off["q_key"]] == w[-1]
+    assert kv_template_offsets()["value"] == 5 and kv_memory_texts("short")[0] == "color sun yellow ."
+    with pytest.raises(InputError, match="template"):
+        kv_qa(2, template="long")
+
+
+def test_lookup_batch_labels_are_the_asked_values():
+    b = K.kv_lookup_batch(40, n_facts=3, seed=2, more_questions=4)
+    vocab = K.kv_vocab()
+    n_lab = (b["labels"] != K.IGNORE).sum(1)
+    kinds = [list(K.LOOKUP_MIX)[k] for k in b["kind"].tolist()]
+    for r, kind in enumerate(kinds):
+        assert int(n_lab[r]) == (5 if kind in ("copy", "same_attribute", "counterfactual") else 1)
+        words = [vocab[i] for i in b["ids"][r].tolist() if i != 0]
+        if kind in ("copy", "same_attribute"):
+            facts = {(words[i], words[i + 1]): words[i + 2] for i in range(1, 12, 4)}  # "A K V ." x3
+            for t in (b["labels"][r] != K.IGNORE).nonzero().flatten().tolist():
+                assert (words[t - 1], words[t]) in facts and facts[(words[t - 1], words[t])] == words[t + 1]

@@ -66,6 +66,8 @@ __all__ = [
     "QABatch",
     "attention_maps",
     "attn_attrib",
+    "attribute_count",
+    "attribute_match_sentences",
     "baselines",
     "closed_book_pairs",
     "cma",
@@ -86,6 +88,7 @@ __all__ = [
     "repeat_sentence_texts",
     "select_head",
     "sentence_scores",
+    "shortcut_copy_rate",
     "steering",
 ]
 
@@ -594,6 +597,43 @@ def random_sentences(batch: QABatch, *, seed: int = 0) -> torch.Tensor:
     """A uniformly random sentence per item ``[N]``: the chance reference (1 / number of sentences)."""
     g = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
     return torch.randint(batch.n_sent, (len(batch),), generator=g)
+
+
+def _asked_attribute_sentences(data: Any) -> list[list[int]]:
+    """Per item, the fact sentences whose attribute (a word of :data:`~xattr_nb.worlds.text.KV_ATTRIBUTES`)
+    is the one the question asks about (the gold sentence's attribute)."""
+    from xattr_nb.worlds.text import KV_ATTRIBUTES, KVData
+
+    if not isinstance(data, KVData):
+        raise InputError(f"`data` must be KVData from xattr_nb.worlds.text.kv_qa; got {type(data).__name__}")
+    out = []
+    for w, sp, g in zip(data.words, data.sent_spans.tolist(), data.gold_sentence.tolist(), strict=True):
+        attrs = [next(x for x in w[a:e] if x in KV_ATTRIBUTES) for a, e in sp]
+        out.append([j for j, a in enumerate(attrs) if a == attrs[g]])
+    return out
+
+
+def attribute_count(data: Any) -> torch.Tensor:
+    """``[N]`` long: how many fact sentences of each item carry the asked attribute (1: the attribute
+    alone identifies the gold fact; 2 or more: only the key does)."""
+    return torch.as_tensor([len(c) for c in _asked_attribute_sentences(data)], dtype=torch.long)
+
+
+def attribute_match_sentences(data: Any, *, seed: int = 0) -> torch.Tensor:
+    """A model-free control ``[N]``: a random fact sentence among those with the asked attribute.
+
+    It reads only the question's attribute word, never the key or the model: what a reader who
+    answers "a value of the asked attribute" would point at. Exactly right when the attribute occurs
+    once in the context, at ``1 / count`` otherwise."""
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    return torch.as_tensor([c[rng.integers(len(c))] for c in _asked_attribute_sentences(data)], dtype=torch.long)
+
+
+def shortcut_copy_rate(data: Any) -> float:
+    """The copy accuracy of the attribute shortcut ("right attribute, random value"): the mean over
+    items of ``1 / (facts of the asked attribute in the context)``. A model with the key lookup
+    beats it; one that only matches the attribute reaches it at best."""
+    return float(np.mean([1.0 / len(c) for c in _asked_attribute_sentences(data)]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,6 +25,29 @@ lookup that separates several values of one attribute; neither had any variant t
 2,000 to 6,000 steps, contexts of 1 to 5 facts, learning rates 1e-3 to 3e-3, with or without the
 same-attribute items). On conflict items it answers from memory in about 58 % of cases.
 
+A second attempt (issue 13, on the 2-core CPU shared with other jobs, ``train_kv_lookup``: the world's
+"short" template "color box red ." / "question : color box" so the question ends on the key and the
+value sits right after it, fresh random items every step, answer-token loss only, AdamW with warm-up
+and cosine decay, a curriculum from 2 to 5 facts) did not form the lookup either. Held-out accuracy
+on *same-attribute* items of 5 facts (only the lookup answers them; chance 0.20), seed 0:
+
+=====  ===============================================================  ======  ==========  =========
+try    what changed                                                     steps   lookup@5    copy
+=====  ===============================================================  ======  ==========  =========
+1      short template, batch 64, lr 3e-3, 40 % same-attribute           2,400   0.16-0.26   0.63
+2      + every other fact asked after the answer (5 lookups/sequence)   2,200   0.12-0.24   (killed)
+3      + 7 questions drawn with replacement (no answer by elimination)  1,400   0.15-0.22   (killed)
+4      + sinusoidal position code at initialisation                     1,400   0.18-0.25   (killed)
+5      lr 2e-3, 60 % same-attribute, slower curriculum                  <800    (killed)
+6      diagnostic: 2 facts only, 80 % same-attribute, 8 questions/seq   1,800   lookup@2    0.44-0.55
+=====  ===============================================================  ======  ==========  =========
+
+(ranges over the evaluations every 200-300 steps; "killed": stopped at the 8-10-minute budget per
+try, the machine running at a load of 5-9 on 2 cores, 1.5-6 steps per second; try 6 reports the
+2-fact lookup, chance 0.50, and its loss stayed at ln 2). No try left chance: not even the binary
+lookup formed in 1,800 steps (about 900,000 answered lookups), so the plateau before an induction
+circuit forms is longer than this CPU budget, or the setup lacks something these tries did not vary.
+
 The tokenizer is not stored: :func:`kv_tokenizer` rebuilds it from the world's vocabulary, word
 ids in the same order as :func:`~xattr_nb.worlds.text.encode_words`.
 """
@@ -47,16 +70,22 @@ from xattr_nb.worlds.text import FAMOUS_FACTS, KV_ATTRIBUTES, SPECIALS, encode_w
 __all__ = [
     "COUNTERFACTUAL_FACTS",
     "KV_MIX",
+    "LOOKUP_MIX",
+    "LOOKUP_SETTINGS",
     "answer_loss",
     "answer_predictions",
     "conflict_rates",
     "kv_gpt2",
     "kv_lm_batch",
+    "kv_lookup_batch",
+    "kv_lookup_gpt2",
     "kv_tokenizer",
     "kv_train_loader",
     "kv_vocab",
     "lm_answer_loss",
+    "lookup_accuracy",
     "train_kv_gpt2",
+    "train_kv_lookup",
 ]
 
 PAD, BOS = 0, 2  # positions of "[PAD]" and "[BOS]" in SPECIALS
@@ -275,18 +304,23 @@ def answer_predictions(model: nn.Module, texts: list[str], vocab: list[str], bat
     return [vocab[i] for i in out]
 
 
-def conflict_rates(model: nn.Module, n: int = 400, *, p_conflict: float = 0.5, seed: int = 10_000) -> dict[str, float]:
+def conflict_rates(
+    model: nn.Module, n: int = 400, *, p_conflict: float = 0.5, seed: int = 10_000, template: str = "natural"
+) -> dict[str, float]:
     """Held-out behaviour: ``copy_accuracy`` on ordinary items, and on conflict items the share answered
     with the context value (``context_rate``) or the memorised one (``memory_rate``); plus the
     ``closed_book_accuracy`` on famous questions whose key is not in the context."""
-    data = kv_qa(n, p_conflict=p_conflict, seed=seed)
+    from xattr_nb.worlds.text import kv_template_offsets
+
+    off = kv_template_offsets(template)
+    data = kv_qa(n, p_conflict=p_conflict, seed=seed, template=template)
     pred = answer_predictions(model, data.texts, data.vocab)
     conf = data.is_conflict.tolist()
     ordinary = [p == a for p, a, c in zip(pred, data.answers, conf, strict=True) if not c]
     ctx = [p == a for p, a, c in zip(pred, data.answers, conf, strict=True) if c]
     mem = [p == m for p, m, c in zip(pred, data.memory_answers, conf, strict=True) if c]
     rng = np.random.default_rng(seed)
-    closed = [_closed_book(w, rng) for w in data.words]
+    closed = [_rewrite(w, [], 0, "closed_book", rng, off) for w in data.words]
     cb_pred = answer_predictions(model, [" ".join(w) for w, _ in closed], data.vocab)
     return {
         "copy_accuracy": float(np.mean(ordinary)) if ordinary else float("nan"),
@@ -336,3 +370,246 @@ zoo.register(
     description="3-layer GPT-2 (d=96) on KV-QA (copy + memorised famous facts); tokenizer: kv_recipes.kv_tokenizer()",
     tokenizer=kv_tokenizer,
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# kv_gpt2_lookup: the same world in its "short" template, trained so that the key lookup forms.
+
+#: Shares of the training sequences of :func:`kv_lookup_batch` (same kinds as :data:`KV_MIX`).
+LOOKUP_MIX: dict[str, float] = {
+    "copy": 0.30, "same_attribute": 0.40, "closed_book": 0.10, "consistent": 0.04, "counterfactual": 0.06, "memory": 0.10,
+}  # fmt: skip
+
+
+def _rewrite(
+    words: list[str], spans: list[tuple[int, int]], gold: int, kind: str, rng: np.random.Generator, off: dict[str, int]
+) -> tuple[list[str], str]:
+    """One training item of ``kind`` from a copy item (its words, fact spans, asked fact ``gold``).
+
+    Works for any template through its word offsets ``off`` (:func:`~xattr_nb.worlds.text.kv_template_offsets`).
+    """
+    w = list(words)
+    if kind == "same_attribute":  # every fact of one attribute: only the key lookup answers
+        attr = list(KV_ATTRIBUTES)[rng.integers(len(KV_ATTRIBUTES))]
+        values = rng.choice(KV_ATTRIBUTES[attr], size=len(spans), replace=False)
+        for (start, _end), v in zip(spans, values, strict=True):
+            w[start + off["attr"]], w[start + off["value"]] = attr, str(v)
+        w[off["q_attr"]] = attr
+        return w, str(values[gold])
+    facts = list(FAMOUS_FACTS.items())
+    if kind == "closed_book":  # a famous key absent from the context: answered from memory
+        (attr, key), value = facts[rng.integers(len(facts))]
+        w[off["q_attr"]], w[off["q_key"]] = attr, key
+        return w, value
+    # "consistent" (memorised value in context) or "counterfactual" (another value, answered from context)
+    if kind == "counterfactual":
+        facts = [f for f in facts if f[0] in COUNTERFACTUAL_FACTS]
+    start = spans[gold][0]
+    for j in rng.permutation(len(facts)):
+        (attr, key), value = facts[j]
+        if kind == "counterfactual":
+            pool = [v for v in KV_ATTRIBUTES[attr] if v != value and v not in w]
+            if not pool:
+                continue
+            value = str(pool[rng.integers(len(pool))])
+        if value in w:
+            continue
+        w[start + off["attr"]], w[start + off["key"]], w[start + off["value"]] = attr, key, value
+        w[off["q_attr"]], w[off["q_key"]] = attr, key
+        return w, value
+    return _rewrite(words, spans, gold, "closed_book", rng, off)
+
+
+def kv_lookup_batch(
+    n: int,
+    *,
+    n_facts: int,
+    seed: int,
+    template: str = "short",
+    mix: dict[str, float] | None = None,
+    more_questions: int = 0,
+) -> dict[str, torch.Tensor]:
+    """``n`` training sequences ``[BOS] text answer`` of ``n_facts`` facts each, mixed as ``mix`` says
+    (default :data:`LOOKUP_MIX`); keys and values drawn afresh for every item (nothing to memorise
+    but the famous facts). Returns ``ids`` ``[n, T]`` (right-padded), ``labels`` (the answer word at
+    the position that predicts it, ``-100`` elsewhere) and ``kind`` ``[n]`` (index into ``list(mix)``)."""
+    from xattr_nb.worlds.text import kv_template_offsets
+
+    n, n_facts = check_int(n, "n", low=1), check_int(n_facts, "n_facts", low=1, high=8)
+    off = kv_template_offsets(template)
+    mix = dict(LOOKUP_MIX if mix is None else mix)
+    if set(mix) != set(LOOKUP_MIX):
+        raise InputError(f"`mix` must give a share for each of {list(LOOKUP_MIX)}; got {mix!r}")
+    total = sum(check_float(v, f"mix[{k!r}]", low=0.0) for k, v in mix.items())
+    if total <= 0:
+        raise InputError("`mix` shares must not all be 0")
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    names = list(mix)
+    kinds = rng.choice(len(names), size=n, p=np.asarray([mix[k] for k in names]) / total)
+    items = kv_qa(n, n_facts=n_facts, p_conflict=0.0, seed=seed, template=template)
+    memory = kv_memory_texts(template)
+    texts, answers = [], []
+    for i, k in enumerate(kinds):
+        kind = names[k]
+        if kind == "copy":
+            w, v = items.words[i], items.answers[i]
+        elif kind == "memory":
+            fact = memory[rng.integers(len(memory))].split(" ")
+            w, v = fact[: off["value"]], fact[off["value"]]
+        else:
+            spans = [tuple(s) for s in items.sent_spans[i].tolist()]
+            w, v = _rewrite(items.words[i], spans, int(items.gold_sentence[i]), kind, rng, off)
+        seq = ["[BOS]", *w, v]
+        targets = [len(seq) - 1]
+        if more_questions and kind in ("copy", "same_attribute", "counterfactual"):
+            # the other facts asked after the answer, "A K V" each: one lookup per fact, not one per sequence
+            # (drawn with replacement, so the last answer is not given away by elimination)
+            facts = [seq[1 + a : 1 + e] for a, e in items.sent_spans[i].tolist()]
+            for j in rng.integers(len(facts), size=int(more_questions)):
+                f = facts[j]
+                seq += [f[off["attr"]], f[off["key"]], f[off["value"]]]
+                targets.append(len(seq) - 1)
+        texts.append(seq)
+        answers.append(targets)
+    ids, _mask = encode_words([" ".join(t) for t in texts], kv_vocab())
+    labels = torch.full_like(ids, IGNORE)
+    for r, targets in enumerate(answers):
+        for t in targets:
+            labels[r, t - 1] = ids[r, t]
+    return {"ids": ids, "labels": labels, "kind": torch.as_tensor(kinds)}
+
+
+def lookup_accuracy(
+    model: nn.Module, n: int = 400, *, n_facts: int = 5, seed: int = 10_000, template: str = "short"
+) -> float:
+    """Held-out accuracy on *same-attribute* items (every fact of one attribute, distinct values): only
+    the key lookup answers them; "right attribute, random value" scores ``1 / n_facts``."""
+    items = kv_qa(n, n_facts=n_facts, seed=seed, template=template)
+    from xattr_nb.worlds.text import kv_template_offsets
+
+    off = kv_template_offsets(template)
+    rng = np.random.default_rng(seed)
+    texts, answers = [], []
+    for i in range(n):
+        spans = [tuple(s) for s in items.sent_spans[i].tolist()]
+        w, v = _rewrite(items.words[i], spans, int(items.gold_sentence[i]), "same_attribute", rng, off)
+        texts.append(" ".join(w))
+        answers.append(v)
+    pred = answer_predictions(model, texts, kv_vocab())
+    return float(np.mean([p == a for p, a in zip(pred, answers, strict=True)]))
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to a tenth of ``lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.45 * (1 + np.cos(np.pi * t)))
+
+
+def _sinusoid(n_pos: int, d: int) -> torch.Tensor:
+    """The transformer's sinusoidal position code ``[n_pos, d]`` (values in [-1, 1]): "attend to the
+    previous position" is then one linear map for every position, which learned-from-scratch
+    positions must discover position by position."""
+    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]
+    freq = torch.exp(-np.log(10_000.0) * torch.arange(0, d, 2, dtype=torch.float32) / d)
+    out = torch.zeros(n_pos, d)
+    out[:, 0::2], out[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return out
+
+
+def kv_lookup_gpt2(
+    vocab_size: int, seed: int = 0, *, n_layer: int = 3, n_head: int = 4, d_model: int = 96
+) -> PreTrainedModel:
+    """The spec's tiny GPT-2 (3 layers, 4 heads, d = 96, eager attention) with 32 positions (the short template)."""
+    return tiny_gpt2(
+        vocab_size,
+        n_layer=n_layer,
+        n_head=n_head,
+        d_model=d_model,
+        n_ctx=64,
+        bos_token_id=BOS,
+        pad_token_id=PAD,
+        seed=seed,
+    )
+
+
+def train_kv_lookup(
+    seed: int,
+    *,
+    steps: int = 2_000,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    warmup: int = 100,
+    n_facts: tuple[int, int] = (2, 5),
+    ramp: float = 0.4,
+    template: str = "short",
+    more_questions: int = 0,
+    sinusoidal: float = 0.0,
+    mix: dict[str, float] | None = None,
+    eval_every: int = 0,
+    log: Any = None,
+    **arch: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train :func:`kv_lookup_gpt2` on fresh :func:`kv_lookup_batch` items, answer-token loss only.
+
+    Curriculum: the batch at step ``s`` has ``f`` facts, drawn uniformly between ``n_facts[0]`` and a
+    maximum that rises from ``n_facts[0]`` to ``n_facts[1]`` over the first ``ramp`` of the steps.
+    AdamW (weight decay 0.01, gradient clip 1), warm-up then cosine decay (:func:`_lr_at`).
+    """
+    seed = check_int(seed, "seed", low=0)
+    steps = check_int(steps, "steps", low=1)
+    lo, hi = check_int(n_facts[0], "n_facts[0]", low=1), check_int(n_facts[1], "n_facts[1]", low=n_facts[0], high=8)
+    model = kv_lookup_gpt2(len(kv_vocab()), seed=seed, **arch)
+    if sinusoidal:
+        with torch.no_grad():
+            model.transformer.wpe.weight.copy_(sinusoidal * _sinusoid(*model.transformer.wpe.weight.shape))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    history = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for step in range(steps):
+            top = lo + round((hi - lo) * min(1.0, step / max(1, ramp * steps)))
+            f = int(rng.integers(lo, top + 1))
+            b = kv_lookup_batch(
+                batch_size,
+                n_facts=f,
+                seed=int(rng.integers(2**31)),
+                template=template,
+                more_questions=more_questions,
+                mix=mix,
+            )
+            n = int((b["ids"] != PAD).sum(1).max())
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, steps, lr, warmup)
+            logits = model(input_ids=b["ids"][:, :n], attention_mask=(b["ids"][:, :n] != PAD).long()).logits
+            loss = answer_loss(logits, b["labels"][:, :n])
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                model.eval()
+                row = {"step": step + 1, "loss": round(loss.item(), 4),
+                       "lookup2": lookup_accuracy(model, 200, n_facts=2, template=template, seed=seed + 20_000),
+                       "lookup5": lookup_accuracy(model, 200, template=template, seed=seed + 20_000)}  # fmt: skip
+                model.train()
+                history.append(row)
+                if log is not None:
+                    log(row)
+    model.eval()
+    rates = conflict_rates(model, seed=seed + 10_000, template=template)
+    metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in rates.items()}
+    metrics["lookup_accuracy"] = round(lookup_accuracy(model, template=template, seed=seed + 10_000), 4)
+    return model, {**metrics, "steps": steps, "batch_size": batch_size, "lr": lr, "history": history}
+
+
+#: The last setting tried for the lookup model (try 5 in the module docstring; it did not finish on the shared CPU).
+LOOKUP_SETTINGS: dict[str, Any] = {
+    "steps": 2_000, "batch_size": 64, "lr": 2e-3, "warmup": 100, "n_facts": (2, 5), "ramp": 0.6,
+    "more_questions": 7, "sinusoidal": 0.0, "eval_every": 200,
+    "mix": {"copy": 0.15, "same_attribute": 0.6, "closed_book": 0.08, "consistent": 0.04, "counterfactual": 0.05,
+            "memory": 0.08},
+}  # fmt: skip

@@ -35,6 +35,7 @@ __all__ = [
     "IOI_TEMPLATES",
     "KV_ATTRIBUTES",
     "KV_KEYS",
+    "KV_TEMPLATES",
     "SPECIALS",
     "TOPIC_PAIRS",
     "IOIData",
@@ -47,6 +48,7 @@ __all__ = [
     "join_words",
     "kv_memory_texts",
     "kv_qa",
+    "kv_template_offsets",
     "topics",
     "word_char_spans",
     "world_vocab",
@@ -320,11 +322,34 @@ FAMOUS_FACTS: dict[tuple[str, str], str] = {
 }
 _FACT = "the {attr} of {key} is {value} ."
 _QUESTION = "question : what is the {attr} of {key} ? answer :"
+#: The KV-QA templates: (fact, question). ``"natural"`` (the default) reads "the color of box is red ."
+#: and asks "question : what is the color of box ? answer :"; ``"short"`` writes each fact as
+#: "color box red ." (the value right after its key) and asks "question : color box", so the question
+#: ends on the key. Both use the same words (one vocabulary, one tokenizer).
+KV_TEMPLATES: dict[str, tuple[str, str]] = {
+    "natural": (_FACT, _QUESTION),
+    "short": ("{attr} {key} {value} .", "question : {attr} {key}"),
+}
 
 
-def kv_memory_texts() -> list[str]:
+def kv_template_offsets(template: str = "natural") -> dict[str, int]:
+    """Word offsets of a KV-QA template: ``attr``/``key``/``value`` from a fact's first word, and
+    ``q_attr``/``q_key`` from the end of the question (negative), e.g. natural: value 5, q_key -4."""
+    if template not in KV_TEMPLATES:
+        raise InputError(f"`template` must be one of {list(KV_TEMPLATES)}; got {template!r}")
+    fact, question = (t.split(" ") for t in KV_TEMPLATES[template])
+    q = len(question)
+    return {
+        "attr": fact.index("{attr}"), "key": fact.index("{key}"), "value": fact.index("{value}"),
+        "q_attr": question.index("{attr}") - q, "q_key": question.index("{key}") - q, "fact_len": len(fact),
+    }  # fmt: skip
+
+
+def kv_memory_texts(template: str = "natural") -> list[str]:
     """The famous facts as context-free sentences, e.g. "the color of sun is yellow ."."""
-    return [_FACT.format(attr=a, key=k, value=v) for (a, k), v in FAMOUS_FACTS.items()]
+    kv_template_offsets(template)
+    fact = KV_TEMPLATES[template][0]
+    return [fact.format(attr=a, key=k, value=v) for (a, k), v in FAMOUS_FACTS.items()]
 
 
 @dataclasses.dataclass
@@ -355,13 +380,16 @@ class KVData(TextData):
     )  # fmt: skip
 
 
-def kv_qa(n: int, *, n_facts: int = 5, p_conflict: float = 0.0, seed: int = 0) -> KVData:
+def kv_qa(n: int, *, n_facts: int = 5, p_conflict: float = 0.0, seed: int = 0, template: str = "natural") -> KVData:
     """``n`` items of ``n_facts`` fact sentences "the A of K is V ." then a question about one.
 
     Keys are distinct within an item and so are values (the answer word occurs once in the
     context). With probability ``p_conflict`` the asked fact is a famous key (from
-    :data:`FAMOUS_FACTS`) with a *different* value, the knowledge-conflict case.
+    :data:`FAMOUS_FACTS`) with a *different* value, the knowledge-conflict case. ``template``
+    picks the wording (:data:`KV_TEMPLATES`); the random draws do not depend on it.
     """
+    off = kv_template_offsets(template)
+    fact_t, question_t = KV_TEMPLATES[template]
     n = check_n(n)
     n_facts = check_int(n_facts, "n_facts", low=1, high=len(KV_KEYS))
     p_conflict = check_float(p_conflict, "p_conflict", low=0.0, high=1.0)
@@ -389,10 +417,10 @@ def kv_qa(n: int, *, n_facts: int = 5, p_conflict: float = 0.0, seed: int = 0) -
         sp = []
         for a, k, v in zip(fact_attrs, keys, values, strict=True):
             start = len(w)
-            w += _FACT.format(attr=a, key=k, value=v).split(" ")
+            w += fact_t.format(attr=a, key=k, value=v).split(" ")
             sp.append((start, len(w)))
-        w += _QUESTION.format(attr=fact_attrs[q], key=keys[q]).split(" ")
-        a_pos = sp[q][0] + 5  # "the A of K is V ." -> V is word 5
+        w += question_t.format(attr=fact_attrs[q], key=keys[q]).split(" ")
+        a_pos = sp[q][0] + off["value"]  # "the A of K is V ." -> V is word 5
         pool = [v for v in KV_ATTRIBUTES[fact_attrs[q]] if v not in used]
         if not pool:  # every other value of the attribute is in the context: corrupt to the memorised one
             pool = [v for v in KV_ATTRIBUTES[fact_attrs[q]] if v not in values]
