@@ -219,6 +219,8 @@ def test_finetune_moves_relevance_toward_the_mask_and_leaves_the_input_model(sma
     for k in ("acc", "bg", "body", "concept", "pointing", "acc_held", "bg_trained"):
         assert 0.0 <= ev[k] <= 1.0
     assert ev["bg"] + ev["body"] + ev["concept"] == pytest.approx(1.0, abs=1e-5)
+    area = float((~small_data["ood"].masks).float().mean())
+    assert ev["bg_area"] == pytest.approx(area, abs=1e-6) and 0.5 < area < 1.0
     with pytest.raises(InputError, match="mode"):
         cft.finetune(base, ft, mode="labels")
     with pytest.raises(InputError, match="lambdas"):

@@ -383,7 +383,8 @@ def evaluate(
     """Accuracy and relevance (toward the model's own top-1) on ``data``.
 
     Keys: ``acc``, ``bg``/``body``/``concept`` (mean relevance mass fractions; background = outside
-    body ∪ crest), ``pointing`` (argmax relevance inside the crest), and the same on the images of
+    body ∪ crest), ``bg_area`` (the background's share of the pixels: what a uniform map would score),
+    ``pointing`` (argmax relevance inside the crest), and the same on the images of
     the ``held_out`` classes (``*_held``) and of the others (``*_trained``) when ``held_out`` is given.
     """
     batch_size = check_int(batch_size, "batch_size", low=1)
@@ -400,6 +401,7 @@ def evaluate(
         for k, v in fr.items():
             per[k].append(v)
     cat = {k: torch.cat(v) for k, v in per.items()}
+    cat["bg_area"] = (~data.masks).float().mean((1, 2))  # what a uniform map would put on the background
     out = {("acc" if k == "correct" else k): float(v.mean()) for k, v in cat.items()}
     if held_out:
         is_held = torch.isin(data.labels, torch.as_tensor(held_out))
