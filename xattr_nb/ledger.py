@@ -248,8 +248,35 @@ def status_counts(rows: Sequence[Claim | dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def glance_markdown(rows: Sequence[Claim | dict[str, Any]]) -> str:
-    """The "Results at a glance" cell: the claims of the committed run, then the sanity checks."""
+def seeds_phrase(seeds: Sequence[int] | None) -> str:
+    """``[100, ..., 104]`` → ``"100–104"`` (a consecutive run), else the seeds listed; ``None`` → ``"100–104"``."""
+    s = sorted(int(x) for x in (seeds or range(100, 105)))
+    if s == list(range(s[0], s[-1] + 1)) and len(s) > 1:
+        return f"{s[0]}–{s[-1]}"
+    return ", ".join(str(x) for x in s)
+
+
+def calibration_seeds(notebook: str) -> list[int] | None:
+    """The development seeds of ``notebook``'s committed calibration (``None`` when it has none)."""
+    path = calibration_path(notebook)
+    if not path.exists():
+        return None
+    seeds = json.loads(path.read_text()).get("seeds")
+    return [int(x) for x in seeds] if seeds else None
+
+
+def _rows_seeds(rows: Sequence[Claim | dict[str, Any]]) -> list[int] | None:
+    names = {r.get("notebook") for r in rows if isinstance(r, dict)} - {None}
+    return calibration_seeds(names.pop()) if len(names) == 1 else None
+
+
+def glance_markdown(rows: Sequence[Claim | dict[str, Any]], *, seeds: Sequence[int] | None = None) -> str:
+    """The "Results at a glance" cell: the claims of the committed run, then the sanity checks.
+
+    ``seeds`` are the development seeds the bounds came from (default: those of the rows' notebook's
+    calibration file, else 100–104).
+    """
+    seeds = seeds if seeds is not None else _rows_seeds(rows)
     claims = [r for r in rows if (r.status if isinstance(r, Claim) else r["status"]) != "sanity"]
     sanity = [r for r in rows if r not in claims]
     counts = status_counts(claims)
@@ -259,7 +286,7 @@ def glance_markdown(rows: Sequence[Claim | dict[str, Any]]) -> str:
         "",
         GLANCE_START,
         f"From the committed run ({summary}). Bounds follow the one calibration rule of "
-        "`xattr_nb.ledger` at development seeds 100–104 (`notebooks/calibration/`); the asserts at the end "
+        f"`xattr_nb.ledger` at development seeds {seeds_phrase(seeds)} (`notebooks/calibration/`); the asserts at the end "
         "check these same rows.",
         "",
         glance_table(claims) if claims else "_No claim is stated yet._",

@@ -162,3 +162,15 @@ def test_calibrate_then_record_a_notebook(tmp_path, monkeypatch):
     nb.cells[1].source = nb.cells[1].source.replace("reproduced", "weaker margin")
     assert not glance_is_current(nb)
     assert glance_is_current(write_glance(nb))
+
+
+def test_glance_names_the_development_seeds_of_the_calibration():
+    from xattr_nb.ledger import seeds_phrase
+
+    assert seeds_phrase([100, 101, 102, 103, 104]) == "100–104"
+    assert seeds_phrase([104, 100, 101, 102, 103, 105, 106, 107]) == "100–107"
+    assert seeds_phrase([100, 102, 105]) == "100, 102, 105"
+    led = _ledger()
+    led.claim("gain", 0.31, text="x", spec=0.25, null=0.0, display=False)
+    assert "development seeds 100–107 " in glance_markdown(list(led.rows.values()), seeds=range(100, 108))
+    assert "development seeds 100–104 " in glance_markdown(list(led.rows.values()))
