@@ -310,9 +310,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if papers is None:
         return 2
     os.environ[CALIBRATING_ENV] = "1"  # the kernel inherits it: claims are collected, not asserted
-    # Calibration is batch work, often several notebooks at once: one thread per kernel wastes
-    # nothing to oversubscription (the values do not depend on it beyond float rounding).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Threads are left as `run` and `record` leave them: training amplifies float rounding, so a
+    # dev seed's value must be what `xattr-nb run NN -p seed S` gives on the same machine.
     try:
         return _calibrate(papers, args)
     finally:
