@@ -2,7 +2,8 @@
 
 The metrics themselves are tested by concern: ``test_metrics_curves``, ``test_metrics_localization``
 (and ``test_grid_metrics``), ``test_metrics_text``, ``test_metrics_agreement``, ``test_metrics_stats``,
-``test_metrics_robustness``; ``mcc`` and ``matched_correlations`` in ``test_probes``.
+``test_metrics_robustness``, ``test_metrics_ranking``, ``test_metrics_ood``, ``test_metrics_calibration``
+(the ``confidence`` module); ``mcc`` and ``matched_correlations`` in ``test_probes``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ import sys
 
 import xattr_nb.metrics as metrics
 
-MODULES = ("agreement", "concepts", "curves", "label_noise", "localization", "robustness", "stats", "text")
+MODULES = (
+    "agreement",
+    "concepts",
+    "confidence",
+    "curves",
+    "label_noise",
+    "localization",
+    "ood",
+    "ranking",
+    "robustness",
+    "stats",
+    "text",
+)
 
 # Every name `from xattr_nb.metrics import ...` offered before the split into a package.
 BEFORE_THE_SPLIT = [
