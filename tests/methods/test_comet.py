@@ -514,3 +514,51 @@ def test_beta_ramp_starts_the_sparsity_at_zero():
     assert flat.terms["beta"] == pytest.approx([2.0, 2.0, 2.0])
     with pytest.raises(InputError, match="beta_ramp_epochs"):
         C.train_comet(x, y, det, beta_ramp_epochs=-1.0, **kw)
+
+
+# ---------------------------------------------------------------------------- the sparse setting's aids
+
+
+def test_normalised_selector_logits_are_z_scores_plus_the_offset():
+    torch.manual_seed(0)
+    sel = C.TinySelector(init_bias=-0.5, normalise=True)
+    x = torch.rand(3, 3, 16, 16)
+    logits, raw = sel(x)[:, 0], sel.net[:-1](x - 0.5)[:, 0]  # after and before the normalisation
+    assert torch.allclose(logits.mean((1, 2)), torch.full((3,), -0.5), atol=1e-5)
+    v = raw.var((1, 2), unbiased=False)  # z-scores: variance v / (v + eps), eps = 1e-5 (InstanceNorm's)
+    assert torch.allclose(logits.var((1, 2), unbiased=False), v / (v + 1e-5), rtol=1e-3)
+    assert torch.equal(logits.flatten(1).argsort(1), raw.flatten(1).argsort(1))  # the ranking is the convolutions'
+    # a uniform shift of the convolutions' output cannot change the mask: only the offset sets the area
+    with torch.no_grad():
+        sel.net[-2].bias += 5.0
+    assert torch.allclose(sel(torch.rand(1, 3, 16, 16))[:, 0].mean(), torch.tensor(-0.5), atol=1e-5)
+    with pytest.raises(InputError, match="normalise"):
+        C.TinySelector(normalise=1)
+
+
+class _ConstSelector(nn.Module):
+    """Every pixel's logit is one learnt number (0.3: soft mask 0.574, binarised mask 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor(0.3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c * torch.ones_like(x[:, :1])
+
+
+def test_area_on_selected_measures_the_binarised_mask():
+    x, y = torch.rand(8, 3, 8, 8), torch.arange(8) % 2
+    det = C.freeze(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)))
+    kw = {"tau": 0.1, "epochs": 2, "warmup_epochs": 1, "batch_size": 8, "show_progress": False}
+    soft_m = torch.sigmoid(torch.tensor(0.3)).item()
+    _, hs = C.train_comet(x, y, det, selector=_ConstSelector(), area_on="soft", **kw)
+    _, hh = C.train_comet(x, y, det, selector=_ConstSelector(), area_on="selected", **kw)
+    # first epoch: the selector has not moved (warm-up), so the terms are known exactly
+    assert hs.terms["area_hinge"][0] == pytest.approx(soft_m - 0.1, abs=1e-6)
+    assert hh.terms["area_hinge"][0] == pytest.approx(1.0 - 0.1, abs=1e-6)
+    assert hh.terms["l1"][0] == pytest.approx(1.0) and hh.terms["selected_area"][0] == 1.0
+    with pytest.raises(InputError, match="area_on"):
+        C.train_comet(x, y, det, area_on="hard", **kw)
+    with pytest.raises(InputError, match="straight_through"):
+        C.train_comet(x, y, det, area_on="selected", straight_through=False, **kw)

@@ -35,10 +35,12 @@ The steps, each usable on its own (the notebook walks through them):
 - :func:`explain` (and ``attribute(model, x, y, method="comet")``, which calls :func:`selector_scores`;
   :mod:`xattr_nb.attribution.registry` lists it): the mask as an Attribution.
 
-Small-scale choices, not in the paper: an optional ``β·mean(m)``, the always-on sparsity pressure of
-selector–predictor models (off in the notebook, β=0: with β=1, and with every warm-up of β tried,
-the a=0 baseline's mask collapsed to nothing); a straight-through binarised mask in training;
-a predictor started from the detector's weights (six epochs instead of two hundred).
+Small-scale choices, not in the paper: the spec's always-on ``β·mean(m)`` and τ = 0.10 (the usual
+sparsity pressure of selector–predictor models, which makes incompleteness visible); a straight-through
+binarised mask in training, with the area terms measured on it (``area_on="selected"``); a selector whose
+logit map is instance-normalised (``TinySelector(normalise=True)``: the convolutions rank the pixels, one
+offset sets how many are kept; without it the sparsity terms erase the glyphs first and the a=0 baseline
+collapses to an empty mask); a predictor started from the detector's weights (six epochs instead of two hundred).
 :func:`xattr_nb.worlds.folders.load_image_folder` and :func:`full_scale_models` wire the paper's setting (ImageNet-9
 folders, a DeepLabv3 selector, ResNet-18 predictor and detector) through transformers.
 
@@ -101,7 +103,9 @@ __all__ = [
 PAPER_DEFAULTS: dict[str, float] = {"a": 4.0, "gap": 2.0, "b": 100.0, "tau": 0.6, "lr": 5e-4, "weight_decay": 0.03}
 
 #: The small-scale setting of notebook 05 (the zoo's ``comet_*`` checkpoints are trained with it):
-#: data sizes, detector and joint-training epochs, COMET's a, g, b, τ (the paper's), the tutorial's β (off) and q.
+#: data sizes, detector and joint-training epochs, COMET's a, g, b (the paper's), the spec's τ = 0.10 (scaled to the
+#: glyphs' ~7 % area) and always-on β = 1, q, and the selector's learning rate and initial logit offset
+#: (with the instance-normalised logit map, -0.5 selects about a quarter of each image at the start).
 SMALL_SCALE: dict[str, float] = {
     "n_train": 2000,
     "n_test": 400,
@@ -110,9 +114,11 @@ SMALL_SCALE: dict[str, float] = {
     "a": 4.0,
     "gap": 2.0,
     "b": 100.0,
-    "tau": 0.6,
-    "beta": 0.0,
+    "tau": 0.10,
+    "beta": 1.0,
     "q": 0.5,
+    "selector_lr": 2e-3,
+    "init_bias": -0.5,
 }
 
 
@@ -182,12 +188,23 @@ class TinySelector(nn.Module):
     full resolution ``[B, 1, H, W]``. :func:`mask_of` turns it into the mask ``sigmoid(logits)``.
     ``init_bias`` sets the initial logit (0.5 → every pixel starts at m = 0.62, selected). The
     input is centred at mid-grey before the first convolution.
+
+    ``normalise=True`` (a small-scale choice, not the paper's) standardises each image's logit map
+    over its pixels and rescales it with one learnt scale and offset (``nn.InstanceNorm2d(1,
+    affine=True)``, offset initialised to ``init_bias``): the convolutions then decide only *which*
+    pixels rank first, and the offset alone decides *how many* are selected. A uniform area
+    pressure cannot erase the ranking: without it, pushing every pixel's mask down moves the
+    shared weights most where the features are largest (the high-contrast glyphs), so the glyphs
+    fall below the cut first and the mask collapses. At init the logits are z-scores plus
+    ``init_bias`` (``init_bias = -0.5`` selects roughly the top quarter of each image).
     """
 
-    def __init__(self, in_ch: int = 3, width: int = 16, init_bias: float = 0.5):
+    def __init__(self, in_ch: int = 3, width: int = 16, init_bias: float = 0.5, normalise: bool = False):
         super().__init__()
         in_ch, width = check_int(in_ch, "in_ch", low=1), check_int(width, "width", low=1)
         init_bias = check_float(init_bias, "init_bias")
+        if not isinstance(normalise, bool):
+            raise InputError(f"`normalise` must be True or False; got {normalise!r}")
         self.net = nn.Sequential(
             nn.Conv2d(in_ch, width, 3, padding=1),
             nn.ReLU(),
@@ -200,6 +217,10 @@ class TinySelector(nn.Module):
         # Start just above the binarisation threshold, sigmoid(0.5) = 0.62: every pixel is selected
         # at first (the predictor sees whole images) and the sparsity terms then carve the mask.
         nn.init.constant_(self.net[-1].bias, init_bias)
+        if normalise:
+            norm = nn.InstanceNorm2d(1, affine=True)
+            nn.init.constant_(norm.bias, init_bias)
+            self.net.append(norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # centred input: pixels far from mid-grey (glyphs, dark backgrounds) get comparable feature
@@ -460,7 +481,12 @@ class CometModel(nn.Module):
 
 
 def comet_model(
-    n_classes: int = 4, in_ch: int = 3, width: int = 16, baseline: float = 0.5, threshold: float = 0.5
+    n_classes: int = 4,
+    in_ch: int = 3,
+    width: int = 16,
+    baseline: float = 0.5,
+    threshold: float = 0.5,
+    normalise: bool = False,
 ) -> CometModel:
     """A fresh small-scale :class:`CometModel` (a :class:`TinySelector` of ``width``, a TinyCNN predictor and a
     frozen TinyCNN detector): what the zoo builds from ``{"arch": "CometModel", "kwargs": {...}}`` before
@@ -468,7 +494,7 @@ def comet_model(
     n_classes, in_ch = check_int(n_classes, "n_classes", low=2), check_int(in_ch, "in_ch", low=1)
     detector = freeze(TinyCNN(n_classes=n_classes, in_ch=in_ch))
     return CometModel(
-        TinySelector(in_ch=in_ch, width=width),
+        TinySelector(in_ch=in_ch, width=width, normalise=normalise),
         TinyCNN(n_classes=n_classes, in_ch=in_ch),
         detector,
         baseline=check_float(baseline, "baseline"),
@@ -526,6 +552,9 @@ def train_comet(
     warmup_epochs: int = 1,
     beta_ramp_epochs: float = 0.0,
     straight_through: bool = True,
+    area_on: str = "soft",
+    selector_init_bias: float = 0.5,
+    normalise_logits: bool = False,
     seed: int = 0,
     device: str = "cpu",
     show_progress: bool = True,
@@ -548,7 +577,12 @@ def train_comet(
     lets the soft mask's gradient through in the backward pass (:func:`straight_through`): with a
     soft mask, a batch-norm predictor divides out a uniform dimming ``m·x + (1−m)·q``, so the
     sparsity terms shrink the mask everywhere at no cost in ``ℓ_P`` and the binarised mask ends
-    empty. Same ``seed`` ⇒ same initial weights and data order, so runs that differ
+    empty. ``area_on="selected"`` (with ``straight_through``) computes the area hinge and the L1
+    term on that same binarised mask (straight-through gradient), so ``τ`` bounds the share of
+    pixels the predictor actually sees; ``"soft"`` (the paper's) on the soft mask, whose mean can sit
+    at ``τ`` while every pixel is below the cut. ``selector_init_bias`` and ``normalise_logits``
+    build the default :class:`TinySelector` (``init_bias``, ``normalise``); they are ignored when
+    ``selector`` is given. Same ``seed`` ⇒ same initial weights and data order, so runs that differ
     only in ``a`` or ``form`` are paired. Default models: :class:`TinySelector` and a
     :class:`~xattr_nb.models.TinyCNN` predictor.
     """
@@ -560,6 +594,9 @@ def train_comet(
     selector_lr = lr if selector_lr is None else check_float(selector_lr, "selector_lr", low=1e-12)
     seed = check_int(seed, "seed", low=0, high=2**32 - 1)
     kw = {"a": a, "gap": gap, "b": b, "tau": tau, "beta": beta, "form": form}
+    check_choice(area_on, ("soft", "selected"), "area_on")
+    if area_on == "selected" and not straight_through:
+        raise InputError('`area_on="selected"` needs `straight_through=True` (the binarised mask it measures)')
     with torch.no_grad():
         n_classes = logits_of(detector(x[:1].to(device_of(detector)))).shape[-1]
     if int(y.max()) >= n_classes:
@@ -567,7 +604,11 @@ def train_comet(
     dev = pick_device(device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        selector = TinySelector(in_ch=x.shape[1]) if selector is None else check_model(selector, "selector")
+        selector = (
+            TinySelector(in_ch=x.shape[1], init_bias=selector_init_bias, normalise=normalise_logits)
+            if selector is None
+            else check_model(selector, "selector")
+        )
         predictor = (
             TinyCNN(n_classes=n_classes, in_ch=x.shape[1]) if predictor is None else check_model(predictor, "predictor")
         )
@@ -596,10 +637,11 @@ def train_comet(
             idx = order[s : s + batch_size]
             xb, yb = x[idx].to(dev), y[idx].to(dev)
             m = mask_of(selector, xb)
-            xs, xc = compose_views(xb, _st(m) if straight_through else m, baseline)
+            m_used = _st(m) if straight_through else m
+            xs, xc = compose_views(xb, m_used, baseline)
             done = epoch - warmup_epochs + s / x.shape[0]  # selector epochs done so far
             kw["beta"] = beta * (min(1.0, max(0.0, done) / ramp) if ramp > 0 else 1.0)
-            terms = comet_loss(predictor(xs), detector(xc), yb, m, **kw)
+            terms = comet_loss(predictor(xs), detector(xc), yb, m_used if area_on == "selected" else m, **kw)
             if not torch.isfinite(terms["selector"]):
                 raise InputError(
                     f"the selector loss became {float(terms['selector'])} at step {hist.steps}; lower `lr`"
@@ -613,6 +655,7 @@ def train_comet(
             opt_p.step()
             hist.steps += 1
             terms["area"] = m.detach().mean()
+            terms["selected_area"] = (m.detach() > 0.5).float().mean()
             terms["beta"] = torch.tensor(kw["beta"])
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
