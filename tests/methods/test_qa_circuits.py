@@ -452,3 +452,15 @@ def test_lookup_batch_labels_are_the_asked_values():
             facts = {(words[i], words[i + 1]): words[i + 2] for i in range(1, 12, 4)}  # "A K V ." x3
             for t in (b["labels"][r] != K.IGNORE).nonzero().flatten().tolist():
                 assert (words[t - 1], words[t]) in facts and facts[(words[t - 1], words[t])] == words[t + 1]
+
+
+def test_shipped_lookup_model_beats_the_attribute_shortcut():
+    """The shipped kv_gpt2_lookup answers by key: perfect on two facts of one attribute (chance 0.5),
+    well above chance on five (0.2), and above the attribute shortcut on ordinary items."""
+    m, _tok = load_lm("cpu", small="kv_gpt2_lookup")
+    assert K.lookup_accuracy(m, 100, n_facts=2, seed=123) >= 0.95
+    assert K.lookup_accuracy(m, 200, n_facts=5, seed=123) >= 0.4
+    d = kv_qa(200, seed=321, template="short")
+    pred = K.answer_predictions(m, d.texts, d.vocab)
+    copy = float(np.mean([p == a for p, a in zip(pred, d.answers, strict=True)]))
+    assert copy > Q.shortcut_copy_rate(d) + 0.1

@@ -254,14 +254,17 @@ def closed_book_pairs(data: Any, tokenizer: Any, *, seed: int = 0) -> QABatch:
 
     if not isinstance(data, KVData):
         raise InputError(f"`data` must be KVData from xattr_nb.worlds.text.kv_qa; got {type(data).__name__}")
+    from xattr_nb.worlds.text import kv_template_offsets
+
     rng = np.random.default_rng(check_int(seed, "seed", low=0))
     facts = list(FAMOUS_FACTS.items())
     clean, corr, a_clean, a_corr = [], [], [], []
     for w in data.words:
+        off = kv_template_offsets("natural" if w[-2:] == ["answer", ":"] else "short")
         i, j = rng.choice(len(facts), size=2, replace=False)
         for (attr, key), _v in (facts[i], facts[j]):
             q = list(w)
-            q[-6], q[-4] = attr, key  # "question : what is the A of K ? answer :"
+            q[off["q_attr"]], q[off["q_key"]] = attr, key  # "question : what is the A of K ? answer :"
             (clean if len(clean) == len(corr) else corr).append(" ".join(q))
         a_clean.append(facts[i][1])
         a_corr.append(facts[j][1])
@@ -278,10 +281,13 @@ def closed_book_pairs(data: Any, tokenizer: Any, *, seed: int = 0) -> QABatch:
     )  # fmt: skip
 
 
-def eval_items(n: int, tokenizer: Any, *, p_conflict: float = 0.25, seed: int = 0) -> tuple[Any, QABatch]:
-    """``n`` KV-QA items (``p_conflict`` of them knowledge-conflict items) and their :class:`QABatch`."""
+def eval_items(
+    n: int, tokenizer: Any, *, p_conflict: float = 0.25, seed: int = 0, template: str = "natural"
+) -> tuple[Any, QABatch]:
+    """``n`` KV-QA items (``p_conflict`` of them knowledge-conflict items) in ``template``
+    (:data:`~xattr_nb.worlds.text.KV_TEMPLATES`) and their :class:`QABatch`."""
     data = kv_qa(check_int(n, "n", low=1), p_conflict=check_float(p_conflict, "p_conflict", low=0.0, high=1.0),
-                    seed=check_int(seed, "seed", low=0))  # fmt: skip
+                 seed=check_int(seed, "seed", low=0), template=template)  # fmt: skip
     return data, encode_items(data, tokenizer)
 
 
