@@ -279,3 +279,73 @@ def test_shipped_base_model_matches_its_recipe_config():
     from xattr_nb.models.fit import accuracy
 
     assert accuracy(model, d["ood"].images, d["ood"].labels) < 0.9  # the shortcut: OOD well below ID
+
+
+# ------------------------------------------------------------------------------ full-scale folders (a written stand-in)
+
+
+def _write_imagenet_like(root, *, classes=("n01", "n02"), n_train=3, n_val=2, n_masked=2, ood=False):
+    import numpy as np
+    from PIL import Image
+
+    for ci, c in enumerate(classes):
+        for split, n in (("train", n_train), ("val", n_val)):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                px = np.full((32, 32, 3), 40 * ci + 10 * i, dtype=np.uint8)
+                Image.fromarray(px).save(d / f"{c}_{split}_{i}.JPEG", format="PNG")  # lossless, any suffix
+                if ood or (split == "train" and i >= n_masked):
+                    continue
+                m = np.zeros((32, 32), dtype=np.uint8)
+                m[8:16, 4 + 4 * i : 12 + 4 * i] = 255  # an 8x8 concept square
+                (root / "masks" / c).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(m).save(root / "masks" / c / f"{c}_{split}_{i}.png")
+
+
+def test_load_folders_reads_images_labels_and_concept_masks(tmp_path):
+    _write_imagenet_like(tmp_path / "in")
+    _write_imagenet_like(tmp_path / "ood", ood=True)
+    d = cft.load_folders(tmp_path / "in", ood_root=tmp_path / "ood", image_size=32)
+    assert set(d) == {"train", "id", "pool", "ood"}
+    tr, pool, idd, ood = d["train"], d["pool"], d["id"], d["ood"]
+    assert tr.classes == ("n01", "n02") and tr.images.shape == (6, 3, 32, 32)
+    assert tr.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert torch.allclose(tr.images[4], torch.full((3, 32, 32), 50 / 255))  # class 1, image 1: value 40 + 10
+    assert tr.part_masks is None  # one train image per class has no mask
+    assert len(pool) == 4 and pool.part_masks.shape == (4, 32, 32)  # only the masked ones
+    assert pool.part_masks.sum((1, 2)).tolist() == [64] * 4 and bool(pool.part_masks[1, 8, 8])
+    assert torch.equal(pool.masks, pool.part_masks) and idd.part_masks is not None
+    assert ood.part_masks is None and ood.labels.tolist() == [0, 0, 1, 1]
+    assert len(cft.load_image_folder(tmp_path / "in", "train", image_size=32, max_per_class=1)) == 2
+
+
+def test_load_folders_rejects_a_bad_layout(tmp_path):
+    with pytest.raises(InputError, match="train"):
+        cft.load_image_folder(tmp_path, "train")
+    (tmp_path / "train" / "n01").mkdir(parents=True)
+    with pytest.raises(InputError, match="no image file"):
+        cft.load_image_folder(tmp_path, "train")
+    with pytest.raises(InputError, match="masks"):
+        cft.load_folders(tmp_path)
+    _write_imagenet_like(tmp_path / "b")
+    with pytest.raises(InputError, match="not in `classes`"):
+        cft.load_image_folder(tmp_path / "b", "train", classes=("n01",))
+
+
+def test_folder_data_runs_finetuning_and_evaluation(tmp_path):
+    _write_imagenet_like(tmp_path / "in", n_train=4, n_masked=3)
+    _write_imagenet_like(tmp_path / "ood", ood=True)
+    d = cft.load_folders(tmp_path / "in", ood_root=tmp_path / "ood", image_size=32)
+    model = cft.make_vit(2, seed=0, dim=16, depth=1, heads=2)
+    ft, trained, held = cft.finetune_set(d["pool"], per_class=3, seed=0)
+    assert len(ft) == 3 and set(ft.labels.tolist()) == set(trained)
+    tuned, hist = cft.finetune(model, ft, mode="concept", steps=2, batch_size=2, seed=0, show_progress=False)
+    assert all(math.isfinite(v) for v in hist["total"])
+    res = cft.evaluate_arms({"ERM": model, "CFT": tuned}, {"id": d["id"], "ood": d["ood"]}, held_out=held)
+    r = res["CFT"]
+    assert 0 <= r["id.acc"] <= 1 and abs(r["id.bg"] + r["id.body"] + r["id.concept"] - 1) < 1e-5
+    assert r["id.body"] == 0  # the foreground is the concept: no body pixels
+    assert "ood.bg" not in r and r["ood.acc"] == pytest.approx((r["ood.acc_held"] + r["ood.acc_trained"]) / 2)
+    pred = model(d["ood"].images).argmax(-1)
+    assert res["ERM"]["ood.acc"] == pytest.approx(float((pred == d["ood"].labels).float().mean()))

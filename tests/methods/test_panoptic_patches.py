@@ -106,3 +106,123 @@ def test_bad_inputs_name_the_argument():
         P.PatchBagNet(8)(torch.rand(1, 3, 30, 30))
     with pytest.raises(InputError, match="tests"):
         P.explain(d, {})
+
+
+# ------------------------------------------------------------------------------ full scale on local stand-ins
+
+
+def _tiny_clip(path, image_size=28, patch=14):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(
+        image_size=image_size, patch_size=patch, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, projection_dim=8,
+    )  # fmt: skip
+    CLIPVisionModel(cfg).save_pretrained(path)
+    return path
+
+
+def _write_genimage(root, generator="sdv14", split="train", n_ai=4, n_nature=5, size=(40, 30)):
+    import numpy as np
+    from PIL import Image
+
+    for kind, n in (("ai", n_ai), ("nature", n_nature)):
+        d = root / generator / split / kind
+        d.mkdir(parents=True)
+        for i in range(n):
+            px = np.full((size[1], size[0], 3), (200 if kind == "ai" else 20) + i, dtype=np.uint8)
+            Image.fromarray(px).save(d / f"{i:03d}.png")
+
+
+def test_load_genimage_reads_pairs_into_aigi_data(tmp_path):
+    _write_genimage(tmp_path)
+    d = P.load_genimage(tmp_path, "sdv14", "train", image_size=28, patch=14, seed=0)
+    assert len(d) == 4 and d.real.shape == (4, 3, 28, 28) and d.fake.shape == (4, 3, 28, 28)  # min(4 ai, 5 nature)
+    assert d.n_patches == 4 and d.patch == 14 and d.variant == "genimage:sdv14"
+    assert bool((d.strong_idx == -1).all()) and not bool(d.replaced.any()) and bool(d.weak_amp.isnan().all())
+    # constant images: every fake is 200+i, every real 20+j (one each, no repeats), resize/crop keeps the value
+    fakes = sorted(round(float(v) * 255) for v in d.fake[:, 0, 0, 0])
+    reals = [round(float(v) * 255) for v in d.real[:, 0, 0, 0]]
+    assert fakes == [200, 201, 202, 203] and len(set(reals)) == 4 and set(reals) <= set(range(20, 25))
+    assert torch.allclose(d.fake, d.fake[:, :, :1, :1].expand_as(d.fake))
+    assert len(P.load_genimage(tmp_path, "sdv14", image_size=28, max_images=2)) == 2
+    m = P.mask_random_patches(d, frac=0.5, seed=1)
+    assert m.replaced.sum(1).tolist() == [2] * 4
+    grid = patch_grid(28, 14)
+    for i in range(4):
+        for p in range(4):
+            src = d.real if bool(m.replaced[i, p]) else d.fake
+            assert torch.equal(m.fake[i][:, grid == p], src[i][:, grid == p])
+
+
+def test_load_genimage_names_the_folder_of_a_bad_layout(tmp_path):
+    with pytest.raises(InputError, match=r"sdv14.*train.*ai.*\{ai,nature\}"):
+        P.load_genimage(tmp_path, "sdv14", "train")
+    (tmp_path / "g" / "val" / "ai").mkdir(parents=True)
+    (tmp_path / "g" / "val" / "nature").mkdir(parents=True)
+    with pytest.raises(InputError, match="no image file"):
+        P.load_genimage(tmp_path, "g", "val")
+    with pytest.raises(InputError, match="patch"):
+        P.load_genimage(tmp_path, "g", "val", image_size=30, patch=14)
+
+
+def test_clip_patch_detector_is_a_linear_head_on_frozen_patch_tokens(tmp_path):
+    vision = P.load_clip_backbone(str(_tiny_clip(tmp_path / "clip")))
+    det = P.CLIPPatchDetector(vision, proj_dim=4)
+    assert det.patch == 14 and all(not q.requires_grad for q in det.vision.parameters())
+    x = torch.rand(3, 3, 28, 28)
+    feats = det.patch_features(x)
+    assert feats.shape == (3, 4, 16)
+    # by hand: CLIP normalisation, patch tokens of the last hidden state, post-layernorm, head, mean
+    mean, std = torch.tensor(P.CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(P.CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        h = vision(pixel_values=(x - mean) / std).last_hidden_state[:, 1:]
+        expect = det.head(getattr(vision, "vision_model", vision).post_layernorm(h)).squeeze(-1).mean(1)
+    torch.testing.assert_close(P.score(det, x), expect)
+    torch.testing.assert_close(P.patch_logits(det, x).mean(1), expect)
+    det.train()
+    assert not det.vision.training
+    with pytest.raises(InputError, match="image_size"):
+        det.patch_features(torch.rand(1, 3, 32, 32))
+    with pytest.raises(InputError, match="CLIPVisionModel"):
+        P.CLIPPatchDetector(torch.nn.Linear(2, 2))
+
+
+def test_full_path_end_to_end_on_stand_ins(tmp_path):
+    # the notebook's scale="full" path: GenImage-style folders -> AIGIData -> CLIP detector arms -> evaluate
+    clip = str(_tiny_clip(tmp_path / "clip"))
+    for gen, split in (("sdv14", "train"), ("sdv14", "val"), ("midj", "val")):
+        _write_genimage(tmp_path / "gi", gen, split, n_ai=6, n_nature=6)
+    kw = dict(image_size=28, patch=14)
+    train = P.load_genimage(tmp_path / "gi", "sdv14", "train", **kw)
+    tid = P.load_genimage(tmp_path / "gi", "sdv14", "val", seed=1, **kw)
+    tests = {"id": tid, "unseen": P.load_genimage(tmp_path / "gi", "midj", "val", seed=2, **kw),
+             "masked": P.mask_random_patches(tid, seed=3)}  # fmt: skip
+    vision = P.load_clip_backbone(clip)
+    before = [q.clone() for q in vision.parameters()]
+    out = {}
+    for arm in ("naive", "ppl"):
+        model, res = P.explain(
+            train,
+            tests,
+            arm=arm,
+            tde_on=tid,
+            n_tde=3,
+            epochs=2,
+            batch_size=4,
+            model_fn=lambda: P.CLIPPatchDetector(vision),
+        )
+        out[arm] = res
+        assert isinstance(model, P.CLIPPatchDetector) and len(res["train"]["loss"]) == 2
+        for name in ("id", "unseen", "masked"):
+            assert 0 <= res[f"acc_{name}"] <= 1 and 0 <= res[f"ap_{name}"] <= 1
+        assert res["tde"].shape == (3, 4) and 0 <= res["top1_share"] <= 1 and 0 <= res["gini"] <= 0.75
+        assert "strong_share" not in res  # no planted strong patch in folder data
+        # the TDE is the definition, re-scored by hand for one patch
+        grid = patch_grid(28, 14)
+        x = torch.where((grid == 2)[None, None], tid.real[:3], tid.fake[:3])
+        torch.testing.assert_close(res["tde"][:, 2], P.score(model, tid.fake[:3]) - P.score(model, x))
+    assert all(torch.equal(a, b) for a, b in zip(before, vision.parameters(), strict=True))  # the tower stayed frozen
+    with pytest.raises(InputError, match="patch size"):
+        P.train_detector(make_aigi_pairs(4, seed=0), epochs=1, model_fn=lambda: P.CLIPPatchDetector(vision))

@@ -23,14 +23,20 @@ The steps, in the order the notebook shows them:
 - :func:`evaluate`: accuracy and relevance mass on concept / body / background, overall and on
   the held-out classes, and pointing (argmax relevance in the crest);
 - :func:`explain`: the relevance of any ViT as an :class:`~xattr_nb.attribution.Attribution`.
+
+At full scale, :func:`load_folders` reads ImageNet-style folders (``<root>/{train,val}/<class>/*``,
+optional concept masks ``<root>/masks/<class>/<stem>.png``, an OOD root in the same layout) into
+:class:`FolderData` splits with the fields fine-tuning and evaluation use.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,13 +49,16 @@ from xattr_nb.models.fit import fit
 from xattr_nb.models.io import check_model
 from xattr_nb.models.vision import TinyViT
 from xattr_nb.runtime import Cost, progress
+from xattr_nb.worlds.base import WorldData
 from xattr_nb.worlds.shapes import ShapesData, make_shapes, subset
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "LAMBDAS",
     "MODES",
     "SMALL_SCALE",
     "TEXTURES",
+    "FolderData",
     "attention_maps",
     "cft_loss",
     "evaluate",
@@ -57,10 +66,13 @@ __all__ = [
     "explain",
     "finetune",
     "finetune_set",
+    "load_folders",
+    "load_image_folder",
     "make_data",
     "make_vit",
     "relevance",
     "relevance_fractions",
+    "resize_center_crop",
     "rollout",
     "train_erm",
 ]
@@ -137,6 +149,160 @@ def finetune_set(pool: ShapesData, *, per_class: int = 16, n_classes_ft: int | N
             raise InputError(f"`per_class` ({per_class}) exceeds the {len(rows)} images of class {c} in `pool`")
         idx.extend(rows[:per_class].tolist())
     return subset(pool, sorted(idx)), trained, held
+
+
+# ----------------------------------------------------------------------------------------------
+# Full-scale data: ImageNet-style folders
+
+#: File endings read as images (case-insensitive).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+
+
+@dataclasses.dataclass
+class FolderData(WorldData):
+    """Images read from class folders, with the fields :func:`finetune_set`, :func:`finetune` and
+    :func:`evaluate` use: ``images`` ``[N, 3, S, S]`` in [0, 1], ``labels`` ``[N]`` (index into
+    ``classes``), ``part_masks`` ``[N, S, S]`` bool concept masks or ``None``, ``masks`` the same
+    tensor (the foreground is the concept here: no separate object masks, so the ``"fg"`` arm equals
+    ``"concept"`` and ``body`` relevance is 0), ``paths`` the files read."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    masks: torch.Tensor | None
+    part_masks: torch.Tensor | None
+    paths: list[str]
+    _items: ClassVar[tuple[str, ...]] = ("images", "labels", "masks", "part_masks", "paths")
+
+
+def resize_center_crop(img: Any, size: int, resample: Any = None) -> Any:
+    """A PIL image resized so its shorter side is ``size`` (bilinear unless ``resample``), then
+    centre-cropped to ``size × size`` (torchvision's ``Resize(size)`` + ``CenterCrop(size)``)."""
+    from PIL import Image
+
+    w, h = img.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR if resample is None else resample)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_image_folder(
+    root: str | Path,
+    split: str = "train",
+    *,
+    masks_dir: str | Path | None = None,
+    classes: tuple[str, ...] | None = None,
+    image_size: int = 224,
+    max_per_class: int | None = None,
+    require_masks: bool = False,
+) -> FolderData:
+    """Read ``<root>/<split>/<class>/*`` (sorted; ImageNet's ``*.JPEG`` and other image files).
+
+    Images are converted to RGB, resized (shorter side) and centre-cropped to ``image_size``
+    (PIL, :func:`resize_center_crop`). ``classes`` fixes the label order (default: the sorted class folders; pass the
+    model's label order for a pretrained classifier); a class folder not in ``classes`` is an
+    error. With ``masks_dir``, ``<masks_dir>/<class>/<stem>.png`` (any non-zero pixel = concept) is
+    read through the same resize and crop (nearest); ``require_masks`` keeps only the images that
+    have one (the fine-tuning pool), otherwise ``part_masks`` is set only if every image has one.
+    """
+    from PIL import Image
+
+    image_size = check_int(image_size, "image_size", low=1)
+    if max_per_class is not None:
+        max_per_class = check_int(max_per_class, "max_per_class", low=1)
+    base = Path(root) / split
+    if not base.is_dir():
+        raise InputError(f"`root` must hold a folder {split!r}/ of class folders; {base} does not exist")
+    found = sorted(d.name for d in base.iterdir() if d.is_dir())
+    if not found:
+        raise InputError(f"{base} must hold one folder per class (<class>/*.JPEG); found no folder")
+    classes = tuple(found) if classes is None else tuple(classes)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise InputError(f"{base} has class folders not in `classes`: {unknown[:5]}")
+    mdir = None if masks_dir is None else Path(masks_dir)
+    if mdir is not None and not mdir.is_dir():
+        raise InputError(f"`masks_dir` must be a folder of <class>/<stem>.png masks; {mdir} does not exist")
+
+    def prep(img: Any, interp: Any) -> torch.Tensor:
+        return torch.from_numpy(np.array(resize_center_crop(img, image_size, interp)))
+
+    images, labels, masks, paths = [], [], [], []
+    for name in found:
+        files = _image_files(base / name)
+        if not files:
+            raise InputError(f"{base / name} holds no image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+        kept = 0
+        for f in files:
+            mf = None if mdir is None else mdir / name / f"{f.stem}.png"
+            has = mf is not None and mf.is_file()
+            if require_masks and not has:
+                continue
+            if max_per_class is not None and kept >= max_per_class:
+                break
+            with Image.open(f) as im:
+                images.append(prep(im.convert("RGB"), Image.Resampling.BILINEAR).permute(2, 0, 1))
+            masks.append(None)
+            if has:
+                with Image.open(mf) as mk:
+                    masks[-1] = prep(mk.convert("L"), Image.Resampling.NEAREST) > 0
+            labels.append(classes.index(name))
+            paths.append(str(f))
+            kept += 1
+    if not images:
+        raise InputError(f"no image under {base} has a mask in {mdir} (expected <class>/<stem>.png)")
+    part = torch.stack(masks) if all(m is not None for m in masks) else None
+    return FolderData(
+        images=torch.stack(images).float() / 255.0,
+        labels=torch.tensor(labels, dtype=torch.long),
+        classes=classes,
+        masks=part,
+        part_masks=part,
+        paths=paths,
+    )
+
+
+def load_folders(
+    root: str | Path,
+    *,
+    ood_root: str | Path | None = None,
+    ood_split: str = "val",
+    classes: tuple[str, ...] | None = None,
+    image_size: int = 224,
+    max_per_class: int | None = None,
+) -> dict[str, FolderData]:
+    """The splits :func:`make_data` returns, from ImageNet-style folders.
+
+    ``train`` = ``<root>/train``; ``id`` = ``<root>/val``; ``pool`` = the ``train`` images that have
+    a concept mask in ``<root>/masks`` (what :func:`finetune_set` draws from); ``ood`` =
+    ``<ood_root>/<ood_split>`` (same class names; masks from ``<ood_root>/masks`` if present), or
+    absent without ``ood_root``. Masks in the ``id`` / ``ood`` splits are used only where every
+    image has one (else ``part_masks`` is ``None`` and :func:`evaluate` gives accuracy only).
+    """
+    root = Path(root)
+    mdir = root / "masks"
+    if not mdir.is_dir():
+        raise InputError(f"`root` must hold masks/<class>/<stem>.png (the concept masks); {mdir} does not exist")
+    kw = dict(image_size=image_size, max_per_class=max_per_class)
+    train = load_image_folder(root, "train", classes=classes, **kw)
+    out = {
+        "train": train,
+        "id": load_image_folder(root, "val", masks_dir=mdir, classes=train.classes, **kw),
+        "pool": load_image_folder(root, "train", masks_dir=mdir, classes=train.classes, require_masks=True, **kw),
+    }
+    if ood_root is not None:
+        om = Path(ood_root) / "masks"
+        out["ood"] = load_image_folder(
+            ood_root, ood_split, masks_dir=om if om.is_dir() else None, classes=train.classes, **kw
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,6 +555,8 @@ def evaluate(
     """
     batch_size = check_int(batch_size, "batch_size", low=1)
     model.eval()
+    if data.part_masks is None or data.masks is None:  # folder data without masks: accuracy only
+        return _accuracy_only(model, data, held_out, batch_size)
     per: dict[str, list[torch.Tensor]] = {k: [] for k in ("correct", "bg", "body", "concept", "pointing")}
     for s in range(0, len(data.labels), batch_size):
         x = data.images[s : s + batch_size]
@@ -408,6 +576,22 @@ def evaluate(
         for tag, sel in (("held", is_held), ("trained", ~is_held)):
             for k, v in cat.items():
                 out[f"{'acc' if k == 'correct' else k}_{tag}"] = float(v[sel].mean())
+    return out
+
+
+def _accuracy_only(model: nn.Module, data: Any, held_out: tuple[int, ...], batch_size: int) -> dict[str, float]:
+    with torch.no_grad():
+        pred = torch.cat(
+            [
+                (model(x) if isinstance(model, TinyViT) else attention_maps(model, x)[0]).argmax(-1)
+                for x in data.images.split(batch_size)
+            ]
+        )
+    correct = (pred.cpu() == data.labels.cpu()).float()
+    out = {"acc": float(correct.mean())}
+    if held_out:
+        is_held = torch.isin(data.labels.cpu(), torch.as_tensor(held_out))
+        out["acc_held"], out["acc_trained"] = float(correct[is_held].mean()), float(correct[~is_held].mean())
     return out
 
 

@@ -22,13 +22,25 @@ spec's Few-Patch index, the top-1 share of positive TDE mass) and :func:`gini` o
 
 The loss forms, weights and rates are the spec's **[recon]** (no code was found): λ = 0.5,
 m = 0.3, RPR probability 0.5 and replaced fraction U[0.1, 0.75]. ``explain`` trains one arm and
-measures it; ``scale="full"`` (a CLIP ViT-L/14 on GenImage) is not wired (see the notebook).
+measures it.
+
+Full scale (``scale="full"`` in the notebook): :class:`CLIPPatchDetector` puts a linear head (and
+the PCL projection) on the patch tokens of a frozen pretrained CLIP vision tower
+(:func:`load_clip_backbone`, ``transformers.CLIPVisionModel``) and mean-pools the per-patch logits,
+so it has the same interface as :class:`PatchBagNet` and every function here takes it (through
+``train_detector(model_fn=...)``); its patches interact through attention, so the TDE is a
+measured effect, no longer exact. :func:`load_genimage` reads GenImage-style folders
+(``<root>/<generator>/{train,val}/{ai,nature}/*``) into the same :class:`AIGIData`; GenImage's real
+and fake images are not pixel-paired, so a fake's "real counterpart" there is the real image it is
+paired with by index, and :func:`mask_random_patches` makes the masked test set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,13 +57,20 @@ from xattr_nb.worlds.generated_images import AIGIData, patch_grid
 
 __all__ = [
     "ARMS",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IMAGE_EXTENSIONS",
     "RPR_MODES",
+    "CLIPPatchDetector",
     "PatchBagNet",
     "accuracy_ap",
     "arm_config",
     "evaluate",
     "explain",
     "gini",
+    "load_clip_backbone",
+    "load_genimage",
+    "mask_random_patches",
     "patch_contrastive_loss",
     "patch_logits",
     "plot_tde_maps",
@@ -111,7 +130,77 @@ class PatchBagNet(nn.Module):
         return (logit, feats) if return_patch_feats else logit
 
 
-def patch_logits(model: PatchBagNet, x: torch.Tensor) -> torch.Tensor:
+#: CLIP's pixel normalisation (the ``CLIPImageProcessor`` defaults).
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load_clip_backbone(path: str, *, device: Any = "cpu") -> nn.Module:
+    """A frozen ``transformers.CLIPVisionModel`` from ``path`` (a local folder written by
+    ``save_pretrained``, or a hub name such as ``openai/clip-vit-large-patch14`` where the hub is
+    reachable), in eval mode with every parameter's ``requires_grad`` off."""
+    from transformers import CLIPVisionModel
+
+    if not isinstance(path, (str, Path)):
+        raise InputError(f"`path` must be a folder or model name for CLIPVisionModel; got {type(path).__name__}")
+    vision = CLIPVisionModel.from_pretrained(str(path)).to(device).eval()
+    for prm in vision.parameters():
+        prm.requires_grad_(False)
+    return vision
+
+
+class CLIPPatchDetector(nn.Module):
+    """A linear head on the patch tokens of a frozen CLIP vision tower, mean-pooled: ``forward(x) ->
+    logit [B]``, the interface of :class:`PatchBagNet` (``patch``, ``patch_features``, ``head``,
+    ``proj``).
+
+    ``x`` ``[B, 3, S, S]`` in [0, 1] with ``S`` the tower's ``image_size``; it is normalised with
+    :data:`CLIP_MEAN` / :data:`CLIP_STD`. Patch features are the last hidden state's patch tokens
+    (CLS dropped) after the tower's ``post_layernorm``, row-major like :func:`patch_grid`. Only
+    ``head`` and ``proj`` train; the tower stays frozen and in eval mode.
+    """
+
+    def __init__(self, vision: nn.Module, proj_dim: int = 32) -> None:
+        super().__init__()
+        cfg = getattr(vision, "config", None)
+        tower = getattr(vision, "vision_model", vision)  # transformers < 5 nests the tower, 5 does not
+        if cfg is None or not hasattr(cfg, "patch_size") or not hasattr(tower, "post_layernorm"):
+            raise InputError(f"`vision` must be a transformers CLIPVisionModel; got {type(vision).__name__}")
+        self.vision = vision
+        self._post_ln = tower.post_layernorm
+        self.patch = int(cfg.patch_size)
+        self.image_size = int(cfg.image_size)
+        for prm in self.vision.parameters():
+            prm.requires_grad_(False)
+        self.head = nn.Linear(cfg.hidden_size, 1)
+        self.proj = nn.Linear(cfg.hidden_size, check_int(proj_dim, "proj_dim", low=1))
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> CLIPPatchDetector:
+        super().train(mode)
+        self.vision.eval()  # frozen: no dropout, whatever the head does
+        return self
+
+    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-patch features ``[B, P, hidden]`` (no gradient into the frozen tower)."""
+        x = check_tensor(x, "x", ndim=4, dtype="float", layout="[B, 3, H, W]")
+        if tuple(x.shape[1:]) != (3, self.image_size, self.image_size):
+            raise InputError(
+                f"`x` must be [B, 3, {self.image_size}, {self.image_size}] (the tower's image_size); "
+                f"got {tuple(x.shape)}"
+            )
+        with torch.no_grad():
+            h = self.vision(pixel_values=(x - self.mean) / self.std).last_hidden_state[:, 1:]
+            return self._post_ln(h)
+
+    def forward(self, x: torch.Tensor, return_patch_feats: bool = False):
+        feats = self.patch_features(x)
+        logit = self.head(feats).squeeze(-1).mean(1)
+        return (logit, feats) if return_patch_feats else logit
+
+
+def patch_logits(model: PatchBagNet | CLIPPatchDetector, x: torch.Tensor) -> torch.Tensor:
     """Each patch's own head score ``[B, P]``; the image logit is their mean."""
     with torch.no_grad(), eval_mode(model):
         return model.head(model.patch_features(x)).squeeze(-1)
@@ -236,12 +325,15 @@ def train_detector(
     max_pairs: int = 512,
     seed: int = 0,
     device: Any = "cpu",
-) -> tuple[PatchBagNet, dict[str, Any]]:
-    """Train a :class:`PatchBagNet` on the pairs of ``train`` (each real image label 0, its fake 1).
+    model_fn: Callable[[], nn.Module] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a :class:`PatchBagNet` (or ``model_fn()``, e.g. a :class:`CLIPPatchDetector`) on the pairs of ``train`` (each real image label 0, its fake 1).
 
     Each batch holds ``batch_size // 2`` pairs. With ``rpr`` the fakes go through
     :func:`random_patch_replacement`; with ``pcl`` the loss is ``lam·L_con + (1 − lam)·L_bce``
     (patch labels: synthetic patches of fakes 1, real and replaced patches 0), else plain BCE.
+    ``model_fn`` builds the model after the seed is set (default ``PatchBagNet(train.patch, width)``);
+    only its parameters with ``requires_grad`` train.
     Returns the model and ``{"loss": per-epoch means, "wall_s"}``.
     """
     if not isinstance(train, AIGIData):
@@ -253,8 +345,12 @@ def train_detector(
     check_choice(rpr_mode, RPR_MODES, "rpr_mode")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    model = PatchBagNet(train.patch, width=width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = (PatchBagNet(train.patch, width=width) if model_fn is None else model_fn()).to(device)
+    if getattr(model, "patch", None) != train.patch:
+        raise InputError(
+            f"the model's patch size {getattr(model, 'patch', None)} must equal the data's ({train.patch})"
+        )
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=lr)
     real_all, fake_all = train.real.to(device), train.fake.to(device)
     n, half = len(train), max(batch_size // 2, 1)
     losses = []
@@ -272,13 +368,14 @@ def train_detector(
                     real, fake, train.patch, p=rpr_p, frac=rpr_frac, mode=rpr_mode, generator=gen
                 )
             else:
-                synth = torch.ones(len(idx), n_p, dtype=torch.bool)
+                synth = torch.ones(len(idx), n_p, dtype=torch.bool, device=real.device)
             x = torch.cat([real, fake])
             y = torch.cat([torch.zeros(len(idx)), torch.ones(len(idx))]).to(device)
             logit, feats = model(x, return_patch_feats=True)
             loss = F.binary_cross_entropy_with_logits(logit, y)
             if pcl:
-                z = torch.cat([torch.zeros(len(idx), n_p, dtype=torch.bool), synth]).flatten().to(device)
+                z = torch.cat([torch.zeros(len(idx), n_p, dtype=torch.bool, device=synth.device), synth])
+                z = z.flatten().to(device)
                 con = patch_contrastive_loss(
                     model.proj(feats.reshape(-1, feats.shape[-1])), z, margin=margin, max_pairs=max_pairs, generator=gen
                 )
@@ -379,7 +476,7 @@ def explain(
     tde_on: AIGIData | None = None,
     n_tde: int = 200,
     **train_kw: Any,
-) -> tuple[PatchBagNet, dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train one arm of :data:`ARMS` and measure it: ``(model, measures)`` (the per-patch TDE under
     ``"tde"``, on ``tde_on`` or the first test set)."""
     if not tests:
@@ -388,6 +485,96 @@ def explain(
     res = evaluate(model, tests, tde_on=tde_on if tde_on is not None else next(iter(tests.values())), n_tde=n_tde)
     res["train"] = info
     return model, res
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-scale data: GenImage-style folders
+# ---------------------------------------------------------------------------------------------
+
+#: File endings read as images (case-insensitive).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _read_rgb(path: Path, size: int) -> torch.Tensor:
+    """``[3, size, size]`` in [0, 1]: RGB, shorter side resized to ``size`` (bilinear), centre crop."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        arr = np.array(im.crop((left, top, left + size, top + size)))
+    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+
+
+def load_genimage(
+    root: str | Path,
+    generator: str,
+    split: str = "train",
+    *,
+    image_size: int = 224,
+    patch: int = 14,
+    max_images: int | None = None,
+    seed: int = 0,
+) -> AIGIData:
+    """Real/fake images of one generator from ``<root>/<generator>/<split>/{ai,nature}/*`` as :class:`AIGIData`.
+
+    Both folders are read in sorted file order, shuffled with ``seed`` and paired by position; the
+    pairs are ``min(#ai, #nature)`` (at most ``max_images``). Images are RGB in [0, 1], shorter side
+    resized to ``image_size`` and centre-cropped (PIL). GenImage gives no pixel-paired counterpart,
+    so a fake's ``real`` is an unrelated real image: a TDE on these pairs measures swapping a patch
+    for the same patch of a real photograph. ``strong_idx`` is ``-1`` (no planted strong patch),
+    ``weak_amp`` NaN (unknown), ``replaced`` all False, ``variant`` ``"genimage:<generator>"``.
+    """
+    image_size, patch = check_int(image_size, "image_size", low=1), check_int(patch, "patch", low=1)
+    if image_size % patch:
+        raise InputError(f"`patch` must divide `image_size`; got image_size={image_size}, patch={patch}")
+    if max_images is not None:
+        max_images = check_int(max_images, "max_images", low=1)
+    base = Path(root) / str(generator) / str(split)
+    files = {}
+    for kind in ("ai", "nature"):
+        d = base / kind
+        if not d.is_dir():
+            raise InputError(
+                f"{d} does not exist: expected <root>/<generator>/<split>/{{ai,nature}}/*.png (GenImage layout)"
+            )
+        files[kind] = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files[kind]:
+            raise InputError(f"{d} holds no image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    n = min(len(files["ai"]), len(files["nature"]), max_images or 2**62)
+    fake_f = [files["ai"][i] for i in rng.permutation(len(files["ai"]))[:n]]
+    real_f = [files["nature"][i] for i in rng.permutation(len(files["nature"]))[:n]]
+    n_p = (image_size // patch) ** 2
+    return AIGIData(
+        real=torch.stack([_read_rgb(f, image_size) for f in real_f]),
+        fake=torch.stack([_read_rgb(f, image_size) for f in fake_f]),
+        strong_idx=torch.full((n, 1), -1, dtype=torch.long),
+        weak_amp=torch.full((n,), float("nan")),
+        replaced=torch.zeros(n, n_p, dtype=torch.bool),
+        patch=patch,
+        variant=f"genimage:{generator}",
+    )
+
+
+def mask_random_patches(data: AIGIData, *, frac: float = 0.25, seed: int = 0) -> AIGIData:
+    """A masked test set: in each fake a random ``round(frac·P)`` of the patches come from its ``real``
+    (``replaced`` marks them; the planted world's ``variant="masked"`` also removes the strong patch)."""
+    if not isinstance(data, AIGIData):
+        raise InputError(f"`data` must be an AIGIData; got {type(data).__name__}")
+    frac = check_float(frac, "frac", low=0.0, high=1.0)
+    gen = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
+    n, n_p = len(data), data.n_patches
+    k = round(frac * n_p)
+    rep = torch.rand(n, n_p, generator=gen).argsort(1).argsort(1) < k
+    grid = patch_grid(data.real.shape[-1], data.patch)
+    fake = torch.where(rep[:, grid][:, None].to(data.real.device), data.real, data.fake)
+    return dataclasses.replace(data, fake=fake, replaced=rep | data.replaced, variant=f"{data.variant}+masked")
 
 
 # ---------------------------------------------------------------------------------------------
