@@ -284,7 +284,11 @@ def test_shipped_base_model_matches_its_recipe_config():
 # ------------------------------------------------------------------------------ full-scale folders (a written stand-in)
 
 
-def _write_imagenet_like(root, *, classes=("n01", "n02"), n_train=3, n_val=2, n_masked=2, ood=False):
+def _write_imagenet_like(
+    root, *, classes=("n01", "n02"), n_train=3, n_val=2, n_masked=2, ood=False, objects=False, size=32
+):
+    """Flat-colour images; concept masks (8x8 squares) on masked train images and every val image (none with
+    ``ood``); with ``objects``, a 16x16 object mask around each concept mask."""
     import numpy as np
     from PIL import Image
 
@@ -293,14 +297,19 @@ def _write_imagenet_like(root, *, classes=("n01", "n02"), n_train=3, n_val=2, n_
             d = root / split / c
             d.mkdir(parents=True)
             for i in range(n):
-                px = np.full((32, 32, 3), 40 * ci + 10 * i, dtype=np.uint8)
+                px = np.full((size, size, 3), 40 * ci + 10 * i, dtype=np.uint8)
                 Image.fromarray(px).save(d / f"{c}_{split}_{i}.JPEG", format="PNG")  # lossless, any suffix
                 if ood or (split == "train" and i >= n_masked):
                     continue
-                m = np.zeros((32, 32), dtype=np.uint8)
+                m = np.zeros((size, size), dtype=np.uint8)
                 m[8:16, 4 + 4 * i : 12 + 4 * i] = 255  # an 8x8 concept square
                 (root / "masks" / c).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(m).save(root / "masks" / c / f"{c}_{split}_{i}.png")
+                if objects:
+                    o = np.zeros((size, size), dtype=np.uint8)
+                    o[4:20, 4 * i : 16 + 4 * i] = 255  # the object holds its concept
+                    (root / "objects" / c).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(o).save(root / "objects" / c / f"{c}_{split}_{i}.png")
 
 
 def test_load_folders_reads_images_labels_and_concept_masks(tmp_path):
@@ -349,3 +358,62 @@ def test_folder_data_runs_finetuning_and_evaluation(tmp_path):
     assert "ood.bg" not in r and r["ood.acc"] == pytest.approx((r["ood.acc_held"] + r["ood.acc_trained"]) / 2)
     pred = model(d["ood"].images).argmax(-1)
     assert res["ERM"]["ood.acc"] == pytest.approx(float((pred == d["ood"].labels).float().mean()))
+
+
+def test_label_order_reads_id2label_and_ignores_default_names(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    kw = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+              intermediate_size=32)  # fmt: skip
+    names = ("n03", "n01", "n04", "n02")
+    cfg = ViTConfig(**kw, num_labels=4, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "named")
+    ViTForImageClassification(ViTConfig(**kw, num_labels=3)).save_pretrained(tmp_path / "plain")
+    assert cft.label_order(load_image_model("full", small="cft_vit_erm", full=str(tmp_path / "named"))) == names
+    assert cft.label_order(load_image_model("full", small="cft_vit_erm", full=str(tmp_path / "plain"))) is None
+    assert cft.label_order(_tiny_vit()) is None
+
+
+def test_full_scale_end_to_end_on_a_saved_vit_and_written_folders(tmp_path):
+    """The notebook's full-scale path: a pretrained-style ViT with its own label order, folders with concept
+    and object masks, an OOD folder with neither; four arms fine-tuned and evaluated."""
+    import shutil
+
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    names = ("n03", "n01", "n04", "n02", "n09")  # the model's order; n09 has no folder
+    cfg = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        num_labels=5, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+    )  # fmt: skip
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "vit")
+    model = load_image_model("full", small="cft_vit_erm", full=str(tmp_path / "vit"))
+    folders = ("n01", "n02", "n03", "n04")
+    _write_imagenet_like(tmp_path / "in", classes=folders, n_train=4, n_masked=3, objects=True)
+    _write_imagenet_like(tmp_path / "ood", classes=folders, ood=True)
+    d = cft.load_folders(tmp_path / "in", ood_root=tmp_path / "ood", classes=cft.label_order(model), image_size=32)
+    tr, pool, idd, ood = d["train"], d["pool"], d["id"], d["ood"]
+    assert tr.classes == names and tr.labels.tolist() == [1] * 4 + [3] * 4 + [0] * 4 + [2] * 4  # model's indices
+    assert pool.has_objects and idd.has_objects and not ood.has_objects and ood.part_masks is None
+    assert cft.has_object_masks(pool) and not cft.has_object_masks(ood)
+    assert torch.equal(pool.masks & pool.part_masks, pool.part_masks)  # foreground = object ∪ concept
+    assert int(pool.masks.sum()) == 3 * 4 * 16 * 16 and int(pool.part_masks.sum()) == 3 * 4 * 64
+    ft, trained, held = cft.finetune_set(pool, per_class=3, seed=0)
+    assert len(trained) == len(held) == 2 and set(trained) | set(held) == {0, 1, 2, 3}  # n09 has no image
+    arms, hist = {"ERM": model}, {}
+    for name, mode in (("CFT", "concept"), ("fg mask", "fg"), ("cls only", "cls")):
+        arms[name], hist[name] = cft.finetune(model, ft, mode=mode, steps=2, batch_size=4, seed=0, show_progress=False)
+    assert hist["CFT"]["ctx"] != hist["fg mask"]["ctx"]  # different masks: the fg arm is not CFT again
+    res = cft.evaluate_arms(arms, {"id": idd, "ood": ood, "ft": ft}, held_out=held)
+    for r in res.values():
+        assert abs(r["id.bg"] + r["id.body"] + r["id.concept"] - 1) < 1e-5 and r["id.body"] > 0  # objects: a body
+        assert "ood.bg" not in r and 0 <= r["ood.acc"] <= 1 and 0 <= r["ft.acc"] <= 1
+    with torch.no_grad():
+        pred = model(ood.images).argmax(-1)
+    assert res["ERM"]["ood.acc"] == pytest.approx(float((pred == ood.labels).float().mean()))
+    shutil.rmtree(tmp_path / "in" / "objects")  # no object masks: the fg arm is refused, not a copy of CFT
+    pool2 = cft.load_folders(tmp_path / "in", classes=names, image_size=32)["pool"]
+    assert not pool2.has_objects and not cft.has_object_masks(pool2)
+    with pytest.raises(InputError, match="object masks"):
+        cft.finetune(model, pool2, mode="fg", steps=1, show_progress=False)

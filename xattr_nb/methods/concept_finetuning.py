@@ -25,8 +25,10 @@ The steps, in the order the notebook shows them:
 - :func:`explain`: the relevance of any ViT as an :class:`~xattr_nb.attribution.Attribution`.
 
 At full scale, :func:`load_folders` reads ImageNet-style folders (``<root>/{train,val}/<class>/*``,
-optional concept masks ``<root>/masks/<class>/<stem>.png``, an OOD root in the same layout) into
-:class:`FolderData` splits with the fields fine-tuning and evaluation use.
+optional concept masks ``<root>/masks/<class>/<stem>.png`` and object masks
+``<root>/objects/<class>/<stem>.png``, an OOD root in the same layout) into :class:`FolderData` splits
+with the fields fine-tuning and evaluation use; :func:`label_order` gives a pretrained model's own
+class order (its config's ``id2label``), :func:`has_object_masks` whether the ``"fg"`` arm can run.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ __all__ = [
     "explain",
     "finetune",
     "finetune_set",
+    "has_object_masks",
+    "label_order",
     "load_folders",
     "load_image_folder",
     "make_data",
@@ -134,14 +138,21 @@ def make_data(
 def finetune_set(pool: ShapesData, *, per_class: int = 16, n_classes_ft: int | None = None, seed: int = 0):
     """``per_class`` images of each of half the classes (chosen by ``seed``, the official
     ``--class_seed``), from ``pool``. Returns ``(data, trained_classes, held_out_classes)`` with
-    class indices as sorted tuples."""
+    class indices as sorted tuples.
+
+    The classes are those that occur in ``pool`` (all of ``pool.classes`` in ShapesWorld; at full
+    scale a pretrained model's label order can name more classes than the folders hold).
+    """
     per_class = check_int(per_class, "per_class", low=1)
-    k = len(pool.classes)
+    labels = pool.labels.cpu().numpy()
+    present = np.unique(labels)
+    k = len(present)
+    if k == 0:
+        raise InputError("`pool` holds no image")
     n_ft = k // 2 if n_classes_ft is None else check_int(n_classes_ft, "n_classes_ft", low=1, high=k)
     rng = np.random.default_rng(check_int(seed, "seed", low=0))
-    trained = tuple(sorted(int(c) for c in rng.permutation(k)[:n_ft]))
-    held = tuple(c for c in range(k) if c not in trained)
-    labels = pool.labels.numpy()
+    trained = tuple(sorted(int(present[c]) for c in rng.permutation(k)[:n_ft]))
+    held = tuple(int(c) for c in present if int(c) not in trained)
     idx = []
     for c in trained:
         rows = np.flatnonzero(labels == c)
@@ -163,8 +174,9 @@ class FolderData(WorldData):
     """Images read from class folders, with the fields :func:`finetune_set`, :func:`finetune` and
     :func:`evaluate` use: ``images`` ``[N, 3, S, S]`` in [0, 1], ``labels`` ``[N]`` (index into
     ``classes``), ``part_masks`` ``[N, S, S]`` bool concept masks or ``None``, ``masks`` the same
-    tensor (the foreground is the concept here: no separate object masks, so the ``"fg"`` arm equals
-    ``"concept"`` and ``body`` relevance is 0), ``paths`` the files read."""
+    object masks ∪ concept masks when every image has an object mask (``has_objects``), else the concept
+    masks themselves (no object masks: ``body`` relevance is 0 and the ``"fg"`` arm would equal
+    ``"concept"``, so :func:`finetune` refuses it), ``paths`` the files read."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -172,7 +184,31 @@ class FolderData(WorldData):
     masks: torch.Tensor | None
     part_masks: torch.Tensor | None
     paths: list[str]
+    has_objects: bool = False
     _items: ClassVar[tuple[str, ...]] = ("images", "labels", "masks", "part_masks", "paths")
+
+
+def has_object_masks(data: Any) -> bool:
+    """Whether ``data.masks`` is a foreground distinct from the concept masks (ShapesWorld: body ∪ crest;
+    folders: only with ``<root>/objects`` masks for every image), i.e. whether the ``"fg"`` arm means
+    something other than CFT."""
+    if getattr(data, "masks", None) is None or getattr(data, "part_masks", None) is None:
+        return False
+    return bool(getattr(data, "has_objects", True))
+
+
+def label_order(model: nn.Module) -> tuple[str, ...] | None:
+    """A Hugging Face classifier's own class names in logit order (``config.id2label``), for
+    :func:`load_folders`'s ``classes``; ``None`` for a model without one (a TinyViT) or with the
+    default names ``LABEL_0, LABEL_1, ...`` (then the sorted folder names are the order)."""
+    cfg = getattr(getattr(model, "hf", model), "config", None)
+    id2label = getattr(cfg, "id2label", None)
+    if not id2label:
+        return None
+    names = tuple(str(id2label[i]) for i in sorted(int(k) for k in id2label))
+    if all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return names
 
 
 def resize_center_crop(img: Any, size: int, resample: Any = None) -> Any:
@@ -198,6 +234,7 @@ def load_image_folder(
     split: str = "train",
     *,
     masks_dir: str | Path | None = None,
+    objects_dir: str | Path | None = None,
     classes: tuple[str, ...] | None = None,
     image_size: int = 224,
     max_per_class: int | None = None,
@@ -211,6 +248,9 @@ def load_image_folder(
     error. With ``masks_dir``, ``<masks_dir>/<class>/<stem>.png`` (any non-zero pixel = concept) is
     read through the same resize and crop (nearest); ``require_masks`` keeps only the images that
     have one (the fine-tuning pool), otherwise ``part_masks`` is set only if every image has one.
+    With ``objects_dir``, object masks ``<objects_dir>/<class>/<stem>.png`` are read the same way; if
+    every image has both, ``masks`` = object ∪ concept and ``has_objects`` is set (else ``masks`` is
+    the concept mask). Object masks never decide which images are kept.
     """
     from PIL import Image
 
@@ -230,11 +270,14 @@ def load_image_folder(
     mdir = None if masks_dir is None else Path(masks_dir)
     if mdir is not None and not mdir.is_dir():
         raise InputError(f"`masks_dir` must be a folder of <class>/<stem>.png masks; {mdir} does not exist")
+    odir = None if objects_dir is None else Path(objects_dir)
+    if odir is not None and not odir.is_dir():
+        raise InputError(f"`objects_dir` must be a folder of <class>/<stem>.png masks; {odir} does not exist")
 
     def prep(img: Any, interp: Any) -> torch.Tensor:
         return torch.from_numpy(np.array(resize_center_crop(img, image_size, interp)))
 
-    images, labels, masks, paths = [], [], [], []
+    images, labels, masks, objects, paths = [], [], [], [], []
     for name in found:
         files = _image_files(base / name)
         if not files:
@@ -253,19 +296,26 @@ def load_image_folder(
             if has:
                 with Image.open(mf) as mk:
                     masks[-1] = prep(mk.convert("L"), Image.Resampling.NEAREST) > 0
+            of = None if odir is None else odir / name / f"{f.stem}.png"
+            objects.append(None)
+            if of is not None and of.is_file():
+                with Image.open(of) as ok:
+                    objects[-1] = prep(ok.convert("L"), Image.Resampling.NEAREST) > 0
             labels.append(classes.index(name))
             paths.append(str(f))
             kept += 1
     if not images:
         raise InputError(f"no image under {base} has a mask in {mdir} (expected <class>/<stem>.png)")
     part = torch.stack(masks) if all(m is not None for m in masks) else None
+    has_obj = part is not None and all(o is not None for o in objects)
     return FolderData(
         images=torch.stack(images).float() / 255.0,
         labels=torch.tensor(labels, dtype=torch.long),
         classes=classes,
-        masks=part,
+        masks=(torch.stack(objects) | part) if has_obj else part,
         part_masks=part,
         paths=paths,
+        has_objects=has_obj,
     )
 
 
@@ -285,22 +335,32 @@ def load_folders(
     ``<ood_root>/<ood_split>`` (same class names; masks from ``<ood_root>/masks`` if present), or
     absent without ``ood_root``. Masks in the ``id`` / ``ood`` splits are used only where every
     image has one (else ``part_masks`` is ``None`` and :func:`evaluate` gives accuracy only).
+    Object masks (the ``"fg"`` arm's foreground) come from an optional ``<root>/objects`` (and
+    ``<ood_root>/objects``) in the masks' layout; see :func:`load_image_folder`.
     """
     root = Path(root)
     mdir = root / "masks"
     if not mdir.is_dir():
         raise InputError(f"`root` must hold masks/<class>/<stem>.png (the concept masks); {mdir} does not exist")
     kw = dict(image_size=image_size, max_per_class=max_per_class)
+    odir = root / "objects" if (root / "objects").is_dir() else None
     train = load_image_folder(root, "train", classes=classes, **kw)
     out = {
         "train": train,
-        "id": load_image_folder(root, "val", masks_dir=mdir, classes=train.classes, **kw),
-        "pool": load_image_folder(root, "train", masks_dir=mdir, classes=train.classes, require_masks=True, **kw),
+        "id": load_image_folder(root, "val", masks_dir=mdir, objects_dir=odir, classes=train.classes, **kw),
+        "pool": load_image_folder(
+            root, "train", masks_dir=mdir, objects_dir=odir, classes=train.classes, require_masks=True, **kw
+        ),
     }
     if ood_root is not None:
-        om = Path(ood_root) / "masks"
+        om, oo = Path(ood_root) / "masks", Path(ood_root) / "objects"
         out["ood"] = load_image_folder(
-            ood_root, ood_split, masks_dir=om if om.is_dir() else None, classes=train.classes, **kw
+            ood_root,
+            ood_split,
+            masks_dir=om if om.is_dir() else None,
+            objects_dir=oo if oo.is_dir() else None,
+            classes=train.classes,
+            **kw,
         )
     return out
 
@@ -492,11 +552,17 @@ def finetune(
         raise InputError(f"`lambdas` has unknown keys {sorted(unknown)}; known: {sorted(LAMBDAS)}")
     if mode == "concept" and data.part_masks is None:
         raise InputError("`data` has no part_masks: make it with parts=True (see make_data)")
+    if mode == "fg" and not has_object_masks(data):
+        raise InputError(
+            "`data` has no object masks distinct from its concept masks, so mode='fg' would repeat 'concept': "
+            "give <root>/objects/<class>/<stem>.png masks (see load_folders)"
+        )
     model = copy.deepcopy(model)
     masks = None if mode == "cls" else (data.part_masks if mode == "concept" else data.masks)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(check_int(seed, "seed", low=0))
     hist: dict[str, list[float]] = {"total": [], "ctx": [], "concept": [], "cls": []}
+    mdev = next(model.parameters()).device  # batches go to the model's device (folders stay on the CPU)
     n = len(data.labels)
     order = torch.randperm(n, generator=gen)
     pos = 0
@@ -507,13 +573,13 @@ def finetune(
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos : pos + batch_size]
         pos += batch_size
-        x = data.images[idx]
+        x = data.images[idx].to(mdev)
         if masks is None:
             logits = model(x) if isinstance(model, TinyViT) else attention_maps(model, x)[0]
             terms = cft_loss(None, None, logits, **lam)  # type: ignore[arg-type]
         else:
             rel, logits = relevance(model, x)
-            terms = cft_loss(rel, masks[idx], logits, **lam)
+            terms = cft_loss(rel, masks[idx].to(mdev), logits, **lam)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
@@ -555,13 +621,14 @@ def evaluate(
     """
     batch_size = check_int(batch_size, "batch_size", low=1)
     model.eval()
+    mdev = next(model.parameters()).device
     if data.part_masks is None or data.masks is None:  # folder data without masks: accuracy only
         return _accuracy_only(model, data, held_out, batch_size)
     per: dict[str, list[torch.Tensor]] = {k: [] for k in ("correct", "bg", "body", "concept", "pointing")}
     for s in range(0, len(data.labels), batch_size):
-        x = data.images[s : s + batch_size]
+        x = data.images[s : s + batch_size].to(mdev)
         rel, logits = relevance(model, x)
-        rel, logits = rel.detach(), logits.detach()
+        rel, logits = rel.detach().cpu(), logits.detach().cpu()
         fg, part = data.masks[s : s + batch_size], data.part_masks[s : s + batch_size]
         fr = relevance_fractions(rel, {"bg": ~fg, "body": fg & ~part, "concept": part})
         per["correct"].append((logits.argmax(-1) == data.labels[s : s + batch_size]).float())
@@ -580,11 +647,12 @@ def evaluate(
 
 
 def _accuracy_only(model: nn.Module, data: Any, held_out: tuple[int, ...], batch_size: int) -> dict[str, float]:
+    mdev = next(model.parameters()).device
     with torch.no_grad():
         pred = torch.cat(
             [
-                (model(x) if isinstance(model, TinyViT) else attention_maps(model, x)[0]).argmax(-1)
-                for x in data.images.split(batch_size)
+                (model(x) if isinstance(model, TinyViT) else attention_maps(model, x)[0]).argmax(-1).cpu()
+                for x in (b.to(mdev) for b in data.images.split(batch_size))
             ]
         )
     correct = (pred.cpu() == data.labels.cpu()).float()
