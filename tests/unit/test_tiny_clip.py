@@ -1,0 +1,164 @@
+"""TinyCLIP: features, prompt hooks, loader round-trip, world_version refusal, the shipped checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xattr_nb.checks import InputError
+from xattr_nb.models import clip as C
+from xattr_nb.models import zoo
+from xattr_nb.worlds import captions as W
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return C.tiny_clip(), C.clip_tokenizer()
+
+
+def _hf(out):
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def test_features_match_hf_without_prompts(small):
+    model, tok = small
+    x = torch.rand(3, 3, 32, 32)
+    ids, mask = C.tokenize(tok, ["a photo of a circle", "a red star", "there is a striped heart in the top left"])
+    assert ids[:, 0].eq(tok.convert_tokens_to_ids("[SOS]")).all()
+    img, txt = C.encode_image(model, x), C.encode_text(model, ids, mask)
+    assert img.shape == (3, 64) and txt.shape == (3, 64)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(3), atol=1e-5)
+    ref_img = F.normalize(_hf(model.get_image_features(pixel_values=C._preprocess(model, x))), dim=-1)
+    ref_txt = F.normalize(_hf(model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
+    assert torch.allclose(img, ref_img, atol=1e-5)
+    assert torch.allclose(txt, ref_txt, atol=1e-5)
+    # padding does not change a caption's features
+    alone = C.encode_text(model, *C.tokenize(tok, ["a red star"]))
+    assert torch.allclose(alone[0], txt[1], atol=1e-5)
+    assert torch.equal(C.encode_image(model, x, prompts={}), img)
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        C.tokenize(tok, ["a photo of a unicorn"])
+
+
+def test_prompt_hooks_change_features_and_get_gradients(small):
+    model, tok = small
+    x = torch.rand(2, 3, 32, 32)
+    ids, mask = C.tokenize(tok, ["circle", "star"])
+    d = 64
+    vis = {i: torch.randn(4, d, requires_grad=True) for i in range(3)}
+    txt = {i: torch.randn(4, d, requires_grad=True) for i in range(3)}
+    f_img = C.encode_image(model, x, prompts=vis)
+    f_txt = C.encode_text(model, ids, mask, prompts=txt)
+    assert not torch.allclose(f_img, C.encode_image(model, x), atol=1e-4)
+    assert not torch.allclose(f_txt, C.encode_text(model, ids, mask), atol=1e-4)
+    (f_img.sum() + f_txt.sum()).backward()
+    for p in (*vis.values(), *txt.values()):  # every depth's tokens reach the output
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0
+    # k = 0 tokens are no prompt at all
+    empty = {0: torch.zeros(0, d)}
+    assert torch.allclose(C.encode_image(model, x, prompts=empty), C.encode_image(model, x), atol=1e-6)
+    assert torch.allclose(C.encode_text(model, ids, mask, prompts=empty), C.encode_text(model, ids, mask), atol=1e-6)
+
+
+def test_text_prompt_at_layer0_is_coop_context(small):
+    """Inserting the word embeddings of "a photo of a" at layer 0 reproduces the caption "a photo of a circle"."""
+    model, tok = small
+    ctx_ids, _ = C.tokenize(tok, ["a photo of a"])
+    ctx = model.text_model.embeddings.token_embedding(ctx_ids[0, 1:-1])  # the 4 words, no SOS/EOS
+    got = C.encode_text(model, *C.tokenize(tok, ["circle"]), prompts={0: ctx})
+    want = C.encode_text(model, *C.tokenize(tok, ["a photo of a circle"]))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_deep_replacement_only_matters_where_values_differ(small):
+    """Replacing the slots at layer 2 with what they already hold there changes nothing; other values do."""
+    model, _ = small
+    x = torch.rand(2, 3, 32, 32)
+    p0 = torch.randn(3, 64)
+    vm = model.vision_model
+    h = vm.pre_layrnorm(torch.cat([vm.embeddings(C._preprocess(model, x)), p0.expand(2, -1, -1)], 1))
+    for layer in vm.encoder.layers[:2]:
+        h = layer(h, None)
+    same = C.encode_image(model, x, prompts={0: p0, 2: h[:, -3:]})
+    assert torch.allclose(same, C.encode_image(model, x, prompts={0: p0}), atol=1e-5)
+    other = C.encode_image(model, x, prompts={0: p0, 2: torch.randn(3, 64)})
+    assert not torch.allclose(other, same, atol=1e-4)
+
+
+def test_prompt_checks(small):
+    model, _ = small
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(InputError, match="layer"):
+        C.encode_image(model, x, prompts={7: torch.zeros(2, 64)})
+    with pytest.raises(InputError, match="same number"):
+        C.encode_image(model, x, prompts={0: torch.zeros(2, 64), 1: torch.zeros(3, 64)})
+    with pytest.raises(InputError, match=r"\[k, 64\]"):
+        C.encode_image(model, x, prompts={0: torch.zeros(2, 32)})
+    with pytest.raises(InputError, match="EOS"):
+        C.encode_text(model, torch.tensor([[2, 6, 7]]))
+
+
+def test_clip_loss_prefers_matched_pairs():
+    torch.manual_seed(0)
+    a = F.normalize(torch.randn(8, 16), dim=-1)
+    matched = C.clip_loss(a, a, torch.tensor(2.0))
+    shuffled = C.clip_loss(a, a[torch.randperm(8)], torch.tensor(2.0))
+    assert float(matched) < float(shuffled)
+
+
+def test_save_pretrained_round_trip_through_full_loader(small, tmp_path):
+    model, tok = small
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded = C.load_clip("full", full=tmp_path)
+    x = torch.rand(2, 3, 32, 32)
+    ids, mask = C.tokenize(loaded.tokenizer, ["a photo of a star"])
+    assert torch.equal(ids, C.tokenize(tok, ["a photo of a star"])[0])
+    assert torch.allclose(C.encode_image(loaded.model, x), C.encode_image(model, x), atol=1e-6)
+    assert torch.allclose(C.encode_text(loaded.model, ids, mask), C.encode_text(model, ids, mask), atol=1e-6)
+
+
+def _shipped():
+    names = {e.name for e in zoo.entries()}
+    if "tiny_clip" not in names:
+        pytest.fail("tiny_clip is not in data/manifest.json: run `xattr-nb zoo train tiny_clip`")
+    return C.load_clip()
+
+
+def test_world_version_refusal(tmp_path):
+    _shipped()
+    root = zoo.default_root()
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(root / "checkpoints" / "tiny_clip.safetensors", tmp_path / "checkpoints")
+    manifest = json.loads((root / "manifest.json").read_text())
+    entry = manifest["checkpoints"]["tiny_clip"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"checkpoints": {"tiny_clip": entry}}))
+    assert isinstance(C.load_clip(root=tmp_path).model, torch.nn.Module)
+    entry["metrics"]["world_version"] = "0000000000000000"
+    (tmp_path / "manifest.json").write_text(json.dumps({"checkpoints": {"tiny_clip": entry}}))
+    with pytest.raises(InputError, match="world_version"):
+        C.load_clip(root=tmp_path)
+
+
+def test_shipped_checkpoint_zero_shot_above_chance():
+    model, tok = _shipped()
+    entry = {e.name: e for e in zoo.entries()}["tiny_clip"]
+    assert entry.metrics["world_version"] == W.world_version()
+    data = W.labelled(W.SHAPES, 320, seed=424242)  # a fresh draw, never trained on
+    acc = float(
+        (C.zeroshot_logits(model, data.images, C.zeroshot_weights(model, tok, W.SHAPES)).argmax(1) == data.labels)
+        .float()
+        .mean()
+    )
+    assert acc >= 3 * (1 / 16), f"16-way zero-shot shape accuracy {acc:.3f} is not clearly above chance 0.0625"
+    # colour is read zero-shot on the held-out (shape, colour) pairs (8-way; a composite never seen in training)
+    held = W.holdout_set(10, seed=424243)
+    pairs = [(s, c) for c in W.COLORS for s in W.SHAPES]
+    wp = C.zeroshot_weights(model, tok, [f"{c} {s}" for s, c in pairs], ("an image showing a {x}",), slot="x")
+    pred = C.zeroshot_logits(model, held.images, wp).argmax(1) // len(W.SHAPES)
+    assert float((pred == held.color_ids).float().mean()) >= 0.5
