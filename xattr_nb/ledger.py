@@ -193,17 +193,32 @@ class Ledger:
         """The ledger as a Markdown table (the notebook's "Results at a glance")."""
         return glance_table(list(self.rows.values()))
 
-    def check(self) -> None:
-        """Show the ledger and assert every asserted claim and sanity check against its own row."""
+    def show(self) -> None:
+        """Display the ledger (the notebook's closing table)."""
         from IPython.display import Markdown, display
 
         display(Markdown(self.table()))
+
+    def failures(self) -> list[str]:
+        """The asserted rows that did not hold, one line each (none while calibrating: nothing is asserted)."""
         if self.calibrating:
-            return  # development seeds: the values are collected, nothing is asserted
-        failed = [r for r in self.rows.values() if r.holds is False]
+            return []
+        return [
+            f"{r.name} = {_fmt(r.observed)}, asserted {r.op} {_fmt(r.bound)}"
+            for r in self.rows.values()
+            if r.holds is False
+        ]
+
+    def check(self) -> None:
+        """Show the ledger and assert every asserted claim and sanity check against its own row.
+
+        A notebook writes the same as ``led.show()`` then ``assert not led.failures()``, so the
+        reader sees the assert.
+        """
+        self.show()
+        failed = self.failures()
         if failed:
-            lines = "; ".join(f"{r.name} = {_fmt(r.observed)}, asserted {r.op} {_fmt(r.bound)}" for r in failed)
-            raise AssertionError(f"claims that did not hold: {lines}")
+            raise AssertionError(f"claims that did not hold: {'; '.join(failed)}")
 
 
 def glance_table(rows: Sequence[Claim | dict[str, Any]]) -> str:

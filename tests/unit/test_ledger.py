@@ -174,3 +174,12 @@ def test_glance_names_the_development_seeds_of_the_calibration():
     led.claim("gain", 0.31, text="x", spec=0.25, null=0.0, display=False)
     assert "development seeds 100–107 " in glance_markdown(list(led.rows.values()), seeds=range(100, 108))
     assert "development seeds 100–104 " in glance_markdown(list(led.rows.values()))
+
+
+def test_failures_lists_exactly_the_rows_check_would_raise_on(monkeypatch):
+    led = _ledger()
+    led.claim("gain", 0.2, text="x", spec=0.25, null=0.0, display=False)
+    led.sanity("identity", True, text="cost identity", display=False)
+    assert led.failures() == ["gain = 0.2, asserted >= 0.25"]
+    monkeypatch.setenv("XATTR_NB_CALIBRATING", "1")
+    assert _ledger().failures() == []
