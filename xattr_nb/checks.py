@@ -186,6 +186,20 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
     return v
 
 
+def check_int_range(value: Any, name: str, *, low: int, high: int) -> tuple[int, int]:
+    """A ``(lo, hi)`` pair of ints with ``low <= lo <= hi <= high`` (a range of counts a world draws from)."""
+    if (
+        not isinstance(value, Sequence)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in value)
+        or not low <= value[0] <= value[1] <= high
+    ):
+        raise InputError(
+            f"`{name}` must be a (low, high) pair of ints with {low} <= low <= high <= {high}; got {value!r}"
+        )
+    return int(value[0]), int(value[1])
+
+
 def check_float(value: Any, name: str, *, low: float | None = None, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InputError(f"`{name}` must be a number; got {type(value).__name__}")

@@ -24,13 +24,12 @@ twin (the same texts, only the tag swapped), from disjoint seeds. Seeded and det
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_float, check_int
+from xattr_nb.checks import InputError, check_float, check_int, check_int_range
 from xattr_nb.worlds.base import check_n, check_names, check_seed
 from xattr_nb.worlds.text import (
     TOPIC_CLASSES,
@@ -83,17 +82,6 @@ class ShortcutTopicData(TopicData):
     _items: ClassVar[tuple[str, ...]] = (*TopicData._items, "tag_pos", "tag_class")
 
 
-def _check_range(value: object, name: str) -> tuple[int, int]:
-    if (
-        not isinstance(value, Sequence)
-        or len(value) != 2
-        or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in value)
-        or not 1 <= value[0] <= value[1] <= 4
-    ):
-        raise InputError(f"`{name}` must be a (low, high) pair of ints with 1 <= low <= high <= 4; got {value!r}")
-    return int(value[0]), int(value[1])
-
-
 def shortcut_topics(
     n: int,
     *,
@@ -111,7 +99,10 @@ def shortcut_topics(
     n = check_n(n)
     rho = check_float(agree, "agree", low=0.0, high=1.0)
     n_words = check_int(n_words, "n_words", low=4, high=64)
-    nd_range, ns_range = _check_range(n_disc, "n_disc"), _check_range(n_shared, "n_shared")
+    nd_range, ns_range = (
+        check_int_range(n_disc, "n_disc", low=1, high=4),
+        check_int_range(n_shared, "n_shared", low=1, high=4),
+    )
     if nd_range[1] + ns_range[1] + 1 > n_words:
         raise InputError(f"`n_words`={n_words} is too small for n_disc={n_disc}, n_shared={n_shared} and the tag")
     classes = check_names(TOPIC_CLASSES, TOPIC_CLASSES, "classes")

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_float, check_int, check_tensor
+from xattr_nb.checks import InputError, check_float, check_int, check_int_range, check_tensor
 from xattr_nb.worlds.base import WorldData, check_n, check_names, check_seed
 
 __all__ = [
@@ -523,13 +523,7 @@ def topics(
     classes = check_names(classes, TOPIC_CLASSES, "classes")
     n_words = check_int(n_words, "n_words", low=2, high=64)
     for name, rng_ in (("n_disc", n_disc), ("n_shared", n_shared)):
-        if (
-            not isinstance(rng_, Sequence)
-            or len(rng_) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in rng_)
-            or not 0 <= rng_[0] <= rng_[1] <= 4
-        ):
-            raise InputError(f"`{name}` must be a (low, high) pair of ints with 0 <= low <= high <= 4; got {rng_!r}")
+        check_int_range(rng_, name, low=0, high=4)
     if n_disc[0] < 1:
         raise InputError(f"`n_disc` must have low >= 1 so every text holds evidence; got {n_disc!r}")
     rho = None if spurious is None else check_float(spurious, "spurious", low=0.0, high=1.0)
