@@ -107,3 +107,28 @@ def test_far_ood_has_no_shape():
     # grey level times a mild tint, so channels stay within a factor 0.7 of each other)
     ratio = t.amin(1) / t.amax(1).clamp_min(1e-6)
     assert float(ratio.min()) >= 0.69
+
+
+def test_spurious_corpus_plants_the_prior_and_keeps_holdouts_out() -> None:
+    data = W.corpus(1600, seed=2, spurious_color=0.8)
+    held = set(W.HOLDOUT_PAIRS)
+    assert not any((a["shape"], a["color"]) in held for a in data.attrs)
+    # 0.8 exactly prior + 0.2 uniform over the 7 allowed colours (one of which is the prior)
+    frac = float(W.prior_mask(data).float().mean())
+    assert abs(frac - (0.8 + 0.2 / 7)) < 0.04
+    assert torch.bincount(data.shape_ids, minlength=16).tolist() == [100] * 16
+    assert all((s, c) not in held for s, c in W.PRIOR_COLOR.items())
+    bg = W.corpus(800, seed=2, spurious_bg=1.0)
+    assert all(a["bg"] == W.PRIOR_BACKGROUND[a["shape"]] for a in bg.attrs)
+
+
+def test_unbiased_corpus_has_no_prior_beyond_chance() -> None:
+    frac = float(W.prior_mask(W.corpus(1600, seed=2)).float().mean())
+    assert abs(frac - 1 / 7) < 0.04
+
+
+def test_spurious_rates_out_of_range_are_refused() -> None:
+    with pytest.raises(InputError, match="spurious_color"):
+        W.corpus(10, spurious_color=1.5)
+    with pytest.raises(InputError, match="spurious_bg"):
+        W.corpus(10, spurious_bg=-0.1)

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_int
+from xattr_nb.checks import InputError, check_float, check_int
 from xattr_nb.worlds import shapes as _sw
 from xattr_nb.worlds.base import WorldData, check_n, check_names, check_seed, config_hash
 
@@ -51,6 +51,8 @@ __all__ = [
     "NEGATIVE_WORDS",
     "NOVEL_CLASSES",
     "POSITIONS",
+    "PRIOR_BACKGROUND",
+    "PRIOR_COLOR",
     "SHAPES",
     "SIZES",
     "SPECIALS",
@@ -64,6 +66,7 @@ __all__ = [
     "fewshot",
     "holdout_set",
     "labelled",
+    "prior_mask",
     "vocabulary",
     "world_version",
 ]
@@ -106,6 +109,25 @@ DOWNSTREAM_DOMAIN: dict[str, tuple[str, ...]] = {
     "backgrounds": ("noise", "grid"),
     "sizes": ("small", "medium"),
 }
+
+
+def _prior_colors() -> dict[str, str]:
+    held = set(HOLDOUT_PAIRS)
+    out = {}
+    for s, c in _sw.PRIOR_COLOR.items():
+        i = COLORS.index(c)
+        while (s, COLORS[i]) in held:  # the prior must be a colour the shape is seen with
+            i = (i + 1) % len(COLORS)
+        out[s] = COLORS[i]
+    return out
+
+
+#: The planted shape → colour prior of the biased corpora (``corpus(..., spurious_color=rho)``):
+#: :data:`xattr_nb.worlds.shapes.PRIOR_COLOR`, moved to the next palette colour where that colour is
+#: one of the shape's :data:`HOLDOUT_PAIRS` (circle, star, plus).
+PRIOR_COLOR: dict[str, str] = _prior_colors()
+#: The shape → background tie of ``corpus(..., spurious_bg=rho)``: shape ``i`` → ``BACKGROUNDS[i % 5]``.
+PRIOR_BACKGROUND: dict[str, str] = {s: BACKGROUNDS[i % len(BACKGROUNDS)] for i, s in enumerate(SHAPES)}
 
 #: Far-OoD set names (never shapes).
 FAR_OOD_NAMES: tuple[str, ...] = ("digits", "textures")
@@ -222,16 +244,61 @@ def _domain(domain: dict[str, Sequence[str]] | None) -> dict[str, tuple[str, ...
     return {**full, **{k: check_names(v, allowed[k], f"domain[{k!r}]") for k, v in domain.items()}}
 
 
-def corpus(n: int, *, seed: int = 0, size: int = 32, holdout: Sequence[tuple[str, str]] = HOLDOUT_PAIRS) -> CaptionData:
+def corpus(
+    n: int,
+    *,
+    seed: int = 0,
+    size: int = 32,
+    holdout: Sequence[tuple[str, str]] = HOLDOUT_PAIRS,
+    spurious_color: float = 0.0,
+    spurious_bg: float = 0.0,
+) -> CaptionData:
     """The pretraining corpus: ``n`` captioned images over all shapes and colours but the ``holdout`` pairs.
 
-    Drawn colour by colour (each colour gets ``n / 8`` images, balanced over the shapes it is
-    allowed with), then shuffled; captions draw a template uniformly.
+    Unbiased (the default): drawn colour by colour (each colour gets ``n / 8`` images, balanced over
+    the shapes it is allowed with), then shuffled; captions draw a template uniformly.
+
+    Biased (the corpora of TinyT2I and TinyVLM, whose planted prior is the object of study): shapes are
+    balanced; with probability ``spurious_color`` an image takes its shape's :data:`PRIOR_COLOR`,
+    otherwise a colour drawn uniformly among those allowed with the shape; likewise ``spurious_bg``
+    ties the background to :data:`PRIOR_BACKGROUND`. Held-out pairs never appear either way.
+    :func:`prior_mask` tells which images follow the colour prior.
     """
     n = check_n(n)
     seed = check_seed(seed)
+    rho_c = check_float(spurious_color, "spurious_color", low=0.0, high=1.0)
+    rho_b = check_float(spurious_bg, "spurious_bg", low=0.0, high=1.0)
     held = {tuple(p) for p in holdout}
     rng = np.random.default_rng(seed)
+    if rho_c == 0.0 and rho_b == 0.0:
+        return _uniform_corpus(n, seed, size, held, rng)
+    allowed = {s: [c for c in COLORS if (s, c) not in held] for s in SHAPES}
+    if any(not v for v in allowed.values()) or any((s, PRIOR_COLOR[s]) in held for s in SHAPES):
+        raise InputError("`holdout` must leave every shape its PRIOR_COLOR and at least one colour")
+    shapes = np.arange(n) % len(SHAPES)
+    rng.shuffle(shapes)
+    groups: dict[tuple[str, str, str], int] = {}
+    for k in shapes:
+        s = SHAPES[k]
+        col = PRIOR_COLOR[s] if rng.random() < rho_c else allowed[s][int(rng.integers(len(allowed[s])))]
+        bg = PRIOR_BACKGROUND[s] if rng.random() < rho_b else BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+        groups[(s, col, bg)] = groups.get((s, col, bg), 0) + 1
+    parts = [
+        _sw.make_shapes(
+            m,
+            classes=(s,),
+            colors=(col,),
+            styles=STYLES,
+            backgrounds=(bg,),
+            size=size,
+            seed=int(seed * 7919 + i) % 2**32,
+        )
+        for i, ((s, col, bg), m) in enumerate(sorted(groups.items()))
+    ]
+    return _from_parts(parts, SHAPES, rng, seed)
+
+
+def _uniform_corpus(n: int, seed: int, size: int, held: set, rng: np.random.Generator) -> CaptionData:
     parts = []
     counts = np.full(len(COLORS), n // len(COLORS))
     counts[: n % len(COLORS)] += 1
@@ -251,6 +318,12 @@ def corpus(n: int, *, seed: int = 0, size: int = 32, holdout: Sequence[tuple[str
             )
         )
     return _from_parts(parts, SHAPES, rng, seed)
+
+
+def prior_mask(data: CaptionData) -> torch.Tensor:
+    """``[N]`` bool: which images of ``data`` show their shape in its :data:`PRIOR_COLOR`."""
+    prior = torch.as_tensor([COLORS.index(PRIOR_COLOR[s]) for s in SHAPES])
+    return prior[data.shape_ids] == data.color_ids
 
 
 def holdout_set(n_per_pair: int, *, seed: int = 0, size: int = 32) -> CaptionData:
