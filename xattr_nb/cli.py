@@ -8,6 +8,7 @@ every figure the notebook ``record``-ed, and exits non-zero naming any notebook 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -20,7 +21,8 @@ from xattr_nb.papers import NOTEBOOKS_DIR, PAPERS, Paper, find
 
 
 def parse_value(text: str) -> Any:
-    """A ``-p NAME VALUE`` value as papermill would read it: int, float, bool, None, else the string."""
+    """A ``-p NAME VALUE`` value as papermill would read it: int, float, bool, None, a tuple or list
+    literal (``"(1, 2)"``), else the string."""
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -31,7 +33,67 @@ def parse_value(text: str) -> Any:
             return cast(text)
         except ValueError:
             pass
+    if text.strip()[:1] in ("(", "["):
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(value, (tuple, list)):
+            return value
     return text
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The names of a notebook's ``parameters`` cell with their default values (``...`` where the
+    default is an expression, e.g. ``1 / 3``, whose type is not checked)."""
+    import papermill as pm
+
+    out = {}
+    for name, info in pm.inspect_notebook(str(path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = ...
+    return out
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None or default is ... or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, type(default))
+
+
+def check_parameters(papers: list[Paper], parameters: dict[str, Any]) -> list[str]:
+    """Problems with ``-p`` values for these notebooks: names a notebook does not declare (with the
+    names it does) and values whose type differs from the default's. Empty when all is well; papermill
+    itself would inject an unknown name silently and let a wrong type fail deep in a cell."""
+    problems = []
+    for paper in papers:
+        path = NOTEBOOKS_DIR / paper.notebook_name
+        if not path.exists():
+            continue
+        declared = notebook_parameters(path)
+        unknown = [n for n in parameters if n not in declared]
+        if unknown:
+            problems.append(
+                f"{paper.notebook_name} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters: {', '.join(declared)}"
+            )
+        for name, value in parameters.items():
+            if name in declared and not _type_ok(declared[name], value):
+                problems.append(
+                    f"{paper.notebook_name}: `{name}` expects {type(declared[name]).__name__} "
+                    f"(default {declared[name]!r}); got {type(value).__name__} {value!r}"
+                )
+    return problems
 
 
 @dataclass
@@ -39,7 +101,7 @@ class RunResult:
     number: int
     slug: str
     notebook: str
-    status: str  # "ok" | "failed" | "missing"
+    status: str  # "ok" | "failed" | "missing" | "interrupted" | "not run"
     wall_s: float = 0.0
     output: str | None = None
     records: dict[str, Any] = field(default_factory=dict)
@@ -244,13 +306,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"xattr-nb run: {exc}", file=sys.stderr)
         return 2
     parameters = {name: parse_value(value) for name, value in args.parameter or []}
+    problems = check_parameters(papers, parameters)
+    if problems:
+        print("xattr-nb run: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     out_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"xattr-nb run: --out {out_dir} is a file, not a folder", file=sys.stderr)
+        return 2
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[RunResult] = []
     bar = progress(papers, desc="notebooks", unit="nb", disable=False)
-    for paper in bar:
-        bar.set_postfix_str(paper.notebook_name)
-        results.append(run_notebook(paper, out_dir, parameters, timeout=args.timeout))
+    try:
+        for paper in bar:
+            bar.set_postfix_str(paper.notebook_name)
+            results.append(run_notebook(paper, out_dir, parameters, timeout=args.timeout))
+    except KeyboardInterrupt:
+        done = len(results)
+        for i, paper in enumerate(papers[done:]):
+            status = "interrupted" if i == 0 else "not run"
+            results.append(RunResult(paper.number, paper.slug, paper.notebook_name, status, error=status))
+        write_summary(results, out_dir, parameters)
+        print(
+            f"interrupted: {', '.join(r.notebook for r in results if r.error in ('interrupted', 'not run'))} "
+            f"did not finish; summary: {out_dir / 'summary.md'}",
+            file=sys.stderr,
+        )
+        return 130
     write_summary(results, out_dir, parameters)
     index = write_html(results, out_dir)
     for r in results:

@@ -43,6 +43,9 @@ def test_parameters_cell_and_no_injected_parameters(nb):
     for name in ("seed", "device", "scale"):
         assert re.search(rf"^{name}\s*=", params[0].source, re.M), f"parameters cell does not set {name}"
     assert not [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+    # papermill skips (with a warning) any line holding two "=", so `-p NAME` could not reach it
+    unparsed = [line for line in params[0].source.splitlines() if line.count("=") > 1]
+    assert not unparsed, f"papermill cannot read these parameter lines (an '=' in the comment?): {unparsed}"
 
 
 def test_glance_table_is_under_the_title_and_current(nb):

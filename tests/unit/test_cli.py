@@ -158,3 +158,74 @@ def test_zoo_broken_manifest_is_one_line(local_zoo, capsys, sub):
     assert cli.main(["zoo", sub]) == 2
     line = _one_line_error(capsys.readouterr().err)
     assert line.startswith(f"xattr-nb zoo {sub}: ") and "not valid JSON" in line
+
+
+@pytest.mark.parametrize(("text", "value"), [("(1, 2)", (1, 2)), ("[0.5]", [0.5]), ("(oops", "(oops")])
+def test_parse_value_reads_tuple_and_list_literals(text, value):
+    assert cli.parse_value(text) == value
+
+
+def _params_notebook(tmp_path, monkeypatch) -> Paper:
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    paper = Paper(92, "params", "params")
+    nb = _notebook("pass")
+    nb.cells[1].source = 'seed = 0\nscale = "small"  # "full" at paper scale\nlr = 1e-3\nks = (1, 2)\nfrac = 1 / 3'
+    nbformat.write(nb, nbdir / paper.notebook_name)
+    monkeypatch.setattr(cli, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(cli, "PAPERS", (paper,))
+    monkeypatch.setattr(cli, "find", lambda key: find(key, (paper,)))
+    return paper
+
+
+def test_unknown_parameter_is_refused_with_the_notebooks_names(tmp_path, monkeypatch, capsys):
+    _params_notebook(tmp_path, monkeypatch)
+    assert cli.main(["run", "92", "-p", "sed", "3", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no parameter 'sed'" in err and "seed, scale, lr, ks, frac" in err
+    assert not (tmp_path / "o").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "ok"),
+    [("seed", "abc", False), ("seed", "1.5", False), ("seed", "true", False), ("lr", "2", True),
+     ("scale", "full", True), ("scale", "3", False), ("ks", "(1, 2, 4)", True), ("ks", "4", False),
+     ("frac", "0.5", True)],
+)  # fmt: skip
+def test_parameter_types_are_checked_against_the_defaults(tmp_path, monkeypatch, name, value, ok):
+    paper = _params_notebook(tmp_path, monkeypatch)
+    problems = cli.check_parameters([paper], {name: cli.parse_value(value)})
+    assert (problems == []) == ok
+    if not ok:
+        assert f"`{name}` expects" in problems[0]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
+    _params_notebook(tmp_path, monkeypatch)
+    (tmp_path / "f").write_text("")
+    assert cli.main(["run", "92", "--out", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_interrupted_run_summary_names_what_did_not_finish(tmp_path, monkeypatch):
+    papers = tuple(Paper(93 + i, f"n{i}", f"n{i}") for i in range(3))
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    for p in papers:
+        nbformat.write(_notebook("pass"), nbdir / p.notebook_name)
+    monkeypatch.setattr(cli, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(cli, "PAPERS", papers)
+    calls = []
+
+    def fake_run(paper, out_dir, parameters, *, timeout):
+        calls.append(paper.slug)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return cli.RunResult(paper.number, paper.slug, paper.notebook_name, "ok")
+
+    monkeypatch.setattr(cli, "run_notebook", fake_run)
+    monkeypatch.setattr(cli, "write_html", lambda results, out: out / "index.html")
+    out = tmp_path / "out"
+    assert cli.main(["run", "--all", "--out", str(out)]) == 130
+    by = {r["slug"]: r["status"] for r in json.loads((out / "summary.json").read_text())["notebooks"]}
+    assert by == {"n0": "ok", "n1": "interrupted", "n2": "not run"}
