@@ -192,3 +192,36 @@ def test_load_classifier_rejects_one_label(clf_folder):
 def test_load_classifier_unknown_name_offline():
     with pytest.raises(InputError, match="hub cannot be reached"):
         load_classifier("no-such-model-xyz", local_files_only=True)
+
+
+def test_pickled_weights_are_refused_safetensors_load(tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from xattr_nb.checks import InputError
+    from xattr_nb.models.hub import from_pretrained_offline
+
+    cfg = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    model = BertModel(cfg)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    model.save_pretrained(good)
+    assert (good / "model.safetensors").is_file()
+    loaded = from_pretrained_offline(BertModel.from_pretrained, good, "encoder", True)
+    assert torch.equal(loaded.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
+    cfg.save_pretrained(bad)
+    torch.save(model.state_dict(), bad / "pytorch_model.bin")  # a pickle: must never be loaded
+    with pytest.raises(InputError, match=r"no \*\.safetensors weights"):
+        from_pretrained_offline(BertModel.from_pretrained, bad, "encoder", True)
+
+
+def test_minilm_weights_are_pinned(tmp_path):
+    from xattr_nb.checks import InputError
+    from xattr_nb.models.hub import check_minilm_weights, minilm_path
+
+    folder = minilm_path()  # the installed file matches the pin
+    assert (folder / "model.safetensors").is_file()
+    with pytest.raises(InputError, match="has no model.safetensors"):
+        check_minilm_weights(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not the weights")
+    with pytest.raises(InputError, match="not the pinned"):
+        check_minilm_weights(tmp_path)

@@ -928,7 +928,9 @@ def full_scale_models(
         name = os.fspath(name)
         try:
             if pretrained:
-                return auto.from_pretrained(name, local_files_only=offline, ignore_mismatched_sizes=True, **kw)
+                return auto.from_pretrained(
+                    name, local_files_only=offline, ignore_mismatched_sizes=True, use_safetensors=True, **kw
+                )
             return auto.from_config(AutoConfig.from_pretrained(name, local_files_only=offline, **kw))
         except OSError as exc:
             raise InputError(f"cannot load {what} {name!r} (offline={offline}): {exc}") from exc

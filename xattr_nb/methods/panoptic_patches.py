@@ -143,7 +143,7 @@ def load_clip_backbone(path: str, *, device: Any = "cpu") -> nn.Module:
 
     if not isinstance(path, (str, Path)):
         raise InputError(f"`path` must be a folder or model name for CLIPVisionModel; got {type(path).__name__}")
-    vision = CLIPVisionModel.from_pretrained(str(path)).to(device).eval()
+    vision = CLIPVisionModel.from_pretrained(str(path), use_safetensors=True).to(device).eval()
     for prm in vision.parameters():
         prm.requires_grad_(False)
     return vision

