@@ -11,7 +11,7 @@
 | :mod:`~xattr_nb.metrics.label_noise` | learning under label noise: memorisation of corrupted labels, noisy-label detection (precision, recall, AUROC) |
 | :mod:`~xattr_nb.metrics.robustness` | max-sensitivity, rank stability under noise, class recall under channel ablation |
 | :mod:`~xattr_nb.metrics.ranking` | top-k ranking: Recall@k (Mult-VAE's ``min(k, #relevant)`` normaliser), NDCG@k, MRR, hit rate |
-| :mod:`~xattr_nb.metrics.ood` | OoD detection (higher score = more in-distribution): AUROC, FPR95, AUPR-in/out; MCM, NegLabel, energy, max-logit scores |
+| :mod:`~xattr_nb.metrics.ood` | OoD detection (higher score = more in-distribution): AUROC, FPR95, AUPR-in/out; MCM, NegLabel, energy, max-logit scores; NegMining, modality gap |
 | :mod:`~xattr_nb.metrics.confidence` | calibration of probabilities (not the ledger's calibration rule): ECE (equal-width / equal-mass bins), reliability-diagram data, Brier score |
 
 Every function takes raw tensors or an :class:`~xattr_nb.attribution.Attribution`, validates its
@@ -58,6 +58,8 @@ from xattr_nb.metrics.ood import (
     fpr_at_tpr,
     max_logit_score,
     mcm_score,
+    mine_negatives,
+    modality_gap,
     neglabel_score,
     ood_metrics,
 )
@@ -111,6 +113,8 @@ __all__ = [
     "mcc",
     "mcm_score",
     "memorization_stats",
+    "mine_negatives",
+    "modality_gap",
     "mrr",
     "ndcg_at_k",
     "neglabel_score",

@@ -28,6 +28,13 @@ Scores (written here, a few lines of torch each; inputs ``[N, ...]`` batches, ou
 - :func:`energy_score`: the negative free energy ``T · logsumexp(logits / T)`` (Liu et al. 2020),
   i.e. ``-E(x)``, so that higher = ID.
 - :func:`max_logit_score`: ``max_c logits_c`` (Hendrycks et al. 2022, MaxLogit).
+
+Vision-language helpers (CMA, paper 21):
+
+- :func:`mine_negatives`: NegMining (Jiang et al. 2024): the ``m`` candidate labels whose
+  ``percentile``-quantile cosine to the ID labels is lowest (the farthest from every ID label).
+- :func:`modality_gap`: ``‖mean_i u_i − mean_c v_c‖`` of unit image and class-text features, and the
+  mean own-class cosine ``cos(u_i, v_{y_i})`` when labels are given.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_float, check_tensor
+from xattr_nb.checks import InputError, check_float, check_int, check_tensor
 
 __all__ = [
     "aupr_in",
@@ -47,6 +54,8 @@ __all__ = [
     "fpr_at_tpr",
     "max_logit_score",
     "mcm_score",
+    "mine_negatives",
+    "modality_gap",
     "neglabel_score",
     "ood_metrics",
 ]
@@ -205,3 +214,54 @@ def energy_score(logits: Any, *, temperature: float = 1.0) -> torch.Tensor:
 def max_logit_score(logits: Any) -> torch.Tensor:
     """The largest logit, ``[N]`` (MaxLogit). ``logits`` ``[N, C]``. Higher = more in-distribution."""
     return _logits(logits).max(dim=1).values
+
+
+def mine_negatives(candidate_features: Any, id_features: Any, m: int, *, percentile: float = 0.95) -> torch.Tensor:
+    """NegMining (NegLabel, Jiang et al. 2024): indices ``[m]`` of the candidate labels farthest from the ID labels.
+
+    Each candidate's closeness to the ID label set is the ``percentile``-quantile of its cosines to the
+    ``C`` ID labels (``torch.quantile``, linear interpolation; 0.95 as in the NegLabel code, i.e. the
+    paper's η = 0.05 percentile of the negative cosines: a robust maximum). The ``m`` candidates with the
+    lowest closeness are returned, least ID-like first (ties by index). ``candidate_features`` ``[K, D]``,
+    ``id_features`` ``[C, D]``; both are L2-normalised here.
+    """
+    c = _features(candidate_features, "candidate_features")
+    v = _features(id_features, "id_features").to(c.device)
+    if v.shape[1] != c.shape[1]:
+        raise InputError(f"`id_features` must have {c.shape[1]} features like `candidate_features`; got {v.shape[1]}")
+    m = check_int(m, "m", low=1, high=c.shape[0])
+    q = check_float(percentile, "percentile", low=0.0, high=1.0)
+    norm = torch.nn.functional.normalize
+    cos = norm(c.double(), dim=1) @ norm(v.double(), dim=1).T
+    close = torch.quantile(cos, q, dim=1)
+    return torch.sort(close, stable=True).indices[:m].cpu()
+
+
+def modality_gap(image_features: Any, text_features: Any, labels: Any = None) -> dict[str, float]:
+    """The modality gap between unit image features ``[N, D]`` and class text features ``[C, D]``.
+
+    ``gap`` = ``‖mean_i u_i − mean_c v_c‖`` (both sets L2-normalised first, each class counted once), and,
+    with ``labels`` ``[N]`` indexing the ``C`` classes, ``own_cos`` = mean ``cos(u_i, v_{y_i})`` and
+    ``other_cos`` = mean over images of the mean ``cos(u_i, v_c)`` over the other classes ``c ≠ y_i``
+    (``own_cos − other_cos`` separates alignment from a collapse that raises every cosine; without
+    labels both are NaN).
+    """
+    u = _features(image_features, "image_features")
+    v = _features(text_features, "text_features", u.shape[1]).to(u.device)
+    u = torch.nn.functional.normalize(u.double(), dim=1)
+    v = torch.nn.functional.normalize(v.double(), dim=1)
+    out = {"gap": float((u.mean(0) - v.mean(0)).norm()), "own_cos": float("nan"), "other_cos": float("nan")}
+    if labels is not None:
+        if isinstance(labels, np.ndarray):
+            labels = torch.from_numpy(labels)
+        y = check_tensor(labels, "labels", ndim=1, dtype="int", layout="[N] class indices")
+        if len(y) != len(u):
+            raise InputError(f"`labels` must have one entry per image ({len(u)}); got {len(y)}")
+        if int(y.min()) < 0 or int(y.max()) >= len(v):
+            raise InputError(f"`labels` must index the {len(v)} rows of `text_features`")
+        cos = u @ v.T
+        own = cos.gather(1, y.to(u.device)[:, None])[:, 0]
+        out["own_cos"] = float(own.mean())
+        if len(v) > 1:
+            out["other_cos"] = float(((cos.sum(1) - own) / (len(v) - 1)).mean())
+    return out
