@@ -339,3 +339,28 @@ def test_train_unknown_recipe_lists_known_and_suggests(tmp_path):
     zoo.register("shapes_cnn", config=small_cnn().arch_config, train=lambda s: (small_cnn(s), {}), description="")
     with pytest.raises(InputError, match=r"no recipe named 'shape_cnn'; known: \['shapes_cnn'\]; did you mean"):
         zoo.train("shape_cnn", root=tmp_path)
+
+
+def test_checkpoint_trained_for_another_config_than_the_code_is_refused_naming_the_field(tmp_path):
+    zoo.save("cnn", small_cnn(), metrics={}, root=tmp_path)
+    saved = zoo.entries(tmp_path)[0].config
+    zoo.register("cnn", config=saved, train=lambda seed: (small_cnn(seed), {}), description="probe")
+    zoo.load("cnn", root=tmp_path)  # the code's recipe agrees: loads
+    changed = {"arch": "TinyCNN", "kwargs": {**saved["kwargs"], "widths": [4, 16]}}
+    zoo.register("cnn", config=changed, train=lambda seed: (small_cnn(seed), {}), description="probe", replace=True)
+    with pytest.raises(
+        InputError, match=r"another config than the code's recipe: kwargs\.widths\[1\]: the manifest has 8, the code 16"
+    ):
+        zoo.load("cnn", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("saved", "code", "found"),
+    [({"a": 1}, {"a": 1}, None), ({"a": {"b": [1, 2]}}, {"a": {"b": [1, 3]}}, "a.b[1]"), ({"a": 1}, {}, "a: only the manifest"),
+     # inside a Hugging Face config only the structural keys count (versions and new defaults may differ)
+     ({"model_type": "gpt2", "transformers_version": "4.0", "use_cache": True}, {"model_type": "gpt2", "transformers_version": "5.0"}, None),
+     ({"model_type": "gpt2", "n_layer": 2}, {"model_type": "gpt2", "n_layer": 4}, "n_layer")],
+)  # fmt: skip
+def test_config_mismatch(saved, code, found):
+    got = zoo.config_mismatch(saved, code)
+    assert (got is None) if found is None else got.startswith(found)

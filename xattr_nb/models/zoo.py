@@ -29,6 +29,7 @@ import os
 import pkgutil
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -344,10 +345,61 @@ def load(name: str, *, root: str | os.PathLike | None = None, device: str = "cpu
     return _load_entry(_entry(name, root), root).to(dev).eval()
 
 
+#: Keys of a Hugging Face config that fix the architecture (the rest, e.g. ``transformers_version`` or
+#: defaults a newer transformers adds, may differ between installs without changing the weights' shapes).
+_HF_STRUCTURAL = frozenset({
+    "model_type", "model_class", "vocab_size", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer",
+    "num_attention_heads", "n_head", "intermediate_size", "n_inner", "max_position_embeddings", "n_positions",
+    "image_size", "patch_size", "num_channels", "projection_dim", "num_labels", "type_vocab_size",
+})  # fmt: skip
+
+
+def config_mismatch(saved: Any, code: Any, path: str = "") -> str | None:
+    """The first field where a checkpoint's recorded config and the code's recipe config differ, as
+    ``"a.b.c: ... "``, or ``None``. Inside Hugging Face configs only :data:`_HF_STRUCTURAL` keys count."""
+    if isinstance(saved, dict) and isinstance(code, dict):
+        hf = "transformers_version" in saved or "model_type" in saved
+        for key in sorted(saved.keys() & code.keys(), key=str):
+            if hf and key not in _HF_STRUCTURAL and not isinstance(saved[key], dict):
+                continue
+            found = config_mismatch(saved[key], code[key], f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        extra = sorted(saved.keys() ^ code.keys(), key=str)
+        if extra and not hf:
+            side = "the manifest" if extra[0] in saved else "the code"
+            return f"{path + '.' if path else ''}{extra[0]}: only {side} has it"
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(code, (list, tuple)) and len(saved) == len(code):
+        for i, (a, b) in enumerate(zip(saved, code, strict=True)):
+            found = config_mismatch(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if saved == code else f"{path}: the manifest has {saved!r}, the code {code!r}"
+
+
+def _check_recipe_config(entry: ZooEntry, root: Path, fix: str) -> None:
+    try:
+        _builtin_recipes()
+    except Exception as exc:  # a broken recipe module must not stop every other checkpoint from loading
+        warnings.warn(f"zoo: the recipe modules could not be imported ({exc!r}); configs not checked", stacklevel=3)
+    recipe = _RECIPES.get(entry.name)
+    if recipe is None:
+        return
+    found = config_mismatch(entry.config, json.loads(json.dumps(recipe.config)))
+    if found:
+        raise InputError(
+            f"checkpoint {entry.name!r} ({root / MANIFEST}) was trained for another config than the code's "
+            f"recipe: {found}; {fix}"
+        )
+
+
 def _load_entry(entry: ZooEntry, root: Path) -> nn.Module:
     """Check ``entry``'s file (present, checksum, a whole safetensors file, saved config) and load it on CPU."""
     path = entry.path(root)
     fix = f"retrain it with `{entry.command or f'xattr-nb zoo train {entry.name}'}` or restore the file"
+    _check_recipe_config(entry, root, fix)
     if not path.exists():
         raise InputError(f"checkpoint file {path} is missing; {fix}")
     if not path.is_file():
