@@ -3,6 +3,7 @@ NegMining on a constructed case, input errors, and the ``scale="full"`` path on 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -49,7 +50,9 @@ def test_cma_term_hand_case_and_total():
     assert parts["cma"] == pytest.approx(float(M.cma_term(ss)), abs=1e-5)
     # the logit scale is clamped at 100, as open_clip does
     big = M.flyp_cma_loss(u, v, torch.tensor(10.0), lam=1.0)[0]
-    assert float(big) == pytest.approx(float(M.flyp_cma_loss(u, v, torch.tensor(math.log(100.0)), lam=1.0)[0]), abs=1e-4)
+    assert float(big) == pytest.approx(
+        float(M.flyp_cma_loss(u, v, torch.tensor(math.log(100.0)), lam=1.0)[0]), abs=1e-4
+    )
 
 
 def _toward(u: torch.Tensor, c: torch.Tensor, t: float) -> torch.Tensor:
@@ -73,7 +76,7 @@ def test_cma_term_decreases_as_images_move_to_the_text_centroid_analytic():
         got = float(M.cma_term(s * u @ v.T))
         assert got == pytest.approx(closed, abs=1e-5)
         values.append(got)
-    assert all(x > y for x, y in zip(values, values[1:], strict=False))
+    assert all(x > y for x, y in itertools.pairwise(values))
     assert values[-1] == pytest.approx(-0.5 * (2 * s + 2 * math.log(b)), abs=1e-5)  # all at c: S = s everywhere
 
 
@@ -84,7 +87,7 @@ def test_cma_term_decreases_for_a_text_cluster():
     c = F.normalize(v.mean(0), dim=0)
     u0 = F.normalize(torch.randn(5, 4), dim=1)
     vals = [float(M.cma_term(10.0 * _toward(u0, c, float(t)) @ v.T)) for t in np.linspace(0, 1, 9)]
-    assert all(x > y for x, y in zip(vals, vals[1:], strict=False))
+    assert all(x > y for x, y in itertools.pairwise(vals))
 
 
 # ----------------------------------------------------------------------------------------------- metrics

@@ -327,7 +327,9 @@ def finetune(
         sched.step()
         with torch.no_grad():
             net.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
-        rows.append({"step": step, "loss": float(loss.detach()), **parts, "logit_scale": float(net.logit_scale.detach().exp())})
+        rows.append(
+            {"step": step, "loss": float(loss.detach()), **parts, "logit_scale": float(net.logit_scale.detach().exp())}
+        )
     return FineTuned(net.eval(), pd.DataFrame(rows), lam)
 
 
