@@ -356,6 +356,11 @@ class Evaluation:
         }
 
 
+def _check_data(data: Any) -> None:
+    if not isinstance(data, OODData):
+        raise InputError(f"`data` must be an OODData (make_data / load_folder_data); got {type(data).__name__}")
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -373,8 +378,7 @@ def evaluate(
     OoD set the AUROC and FPR95 of MCM (τ = ``tau_mcm``) and NegLabel (τ = ``tau_neg``, the ``n_neg``
     negatives mined from ``pool`` with *this* model's text encoder, :func:`xattr_nb.metrics.mine_negatives`).
     """
-    if not isinstance(data, OODData):
-        raise InputError(f"`data` must be an OODData (make_data / load_folder_data); got {type(data).__name__}")
+    _check_data(data)
     pool = candidate_pool() if pool is None else list(pool)
     n_neg = check_int(n_neg, "n_neg", low=1, high=len(pool))
     v_id = class_features(model, tokenizer, _prompts(data.classes, template))
@@ -421,6 +425,7 @@ def ood_table(scores: Mapping[str, torch.Tensor], *, keep: torch.Tensor | None =
 def explain(model: Any, tokenizer: Any, data: OODData, *, lam: float, **kwargs: Any) -> tuple[FineTuned, Evaluation]:
     """CMA end to end: fine-tune ``model`` with FLYP + ``lam`` · CMA on ``data``'s ID training images, then
     :func:`evaluate`. ``kwargs`` go to :func:`finetune` or :func:`evaluate` by name."""
+    _check_data(data)
     ev_keys = {"pool", "n_neg", "percentile", "tau_neg", "tau_mcm"}
     ft = finetune(
         model,
@@ -442,6 +447,7 @@ def compare(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The three arms on the same data and batch order: zero-shot (``model`` as it is), FLYP (λ = 0) and
     FLYP + CMA (λ = ``lam``). Returns ``(table: one row per arm, {arm: (FineTuned | None, Evaluation)})``."""
+    _check_data(data)
     ev_keys = {"pool", "n_neg", "percentile", "tau_neg", "tau_mcm", "template"}
     arms: dict[str, Any] = {
         "zero-shot": (None, evaluate(model, tokenizer, data, **{k: v for k, v in kwargs.items() if k in ev_keys}))

@@ -65,7 +65,10 @@ def _scores(v: Any, name: str) -> np.ndarray:
     if isinstance(v, torch.Tensor):
         v = v.detach().cpu()
     elif isinstance(v, (list, tuple)):
-        v = np.asarray(v, dtype=np.float64)
+        try:
+            v = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"`{name}` must be a 1-D array of numbers [N]; got a list that is not: {exc}") from None
     if isinstance(v, np.ndarray) and v.dtype == object:
         raise InputError(f"`{name}` must be a 1-D array of numbers [N]; got an object array")
     t = check_tensor(v, name, ndim=1, layout="[N] (one score per example, higher = more in-distribution)")
