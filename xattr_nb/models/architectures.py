@@ -35,6 +35,7 @@ _BUILTIN: dict[str, str] = {
     # checkpoint loads without its method module having been imported first.
     "TinySelector": "xattr_nb.methods.comet:TinySelector",
     "CometModel": "xattr_nb.methods.comet:comet_model",
+    "TinyVLM": "xattr_nb.models.vlm:TinyVLM",
 }
 
 
