@@ -163,11 +163,17 @@ def test_prompts_change_outputs_only_where_expected(clip):
         deep = P.PromptLearner(model, tok, n_ctx=4, text_depth=3, vis_depth=3, seed=1)
         t0, i0 = deep.encode_text(model, ids, mask), deep.encode_image(model, x)
         assert not torch.allclose(i0, encode_image(model, x), atol=1e-4)  # visual prompts move image features
-        deep.vision["2"].data += torch.randn(4, 64, generator=torch.Generator().manual_seed(1))  # a vision prompt leaves the text features alone...
+        deep.vision["2"].data += torch.randn(
+            4, 64, generator=torch.Generator().manual_seed(1)
+        )  # a vision prompt leaves the text features alone...
         assert torch.equal(deep.encode_text(model, ids, mask), t0)
-        assert float((deep.encode_image(model, x) - i0).abs().max()) > 1e-5  # (random, not constant: LayerNorm removes a constant shift)
+        assert (
+            float((deep.encode_image(model, x) - i0).abs().max()) > 1e-5
+        )  # (random, not constant: LayerNorm removes a constant shift)
         i1 = deep.encode_image(model, x)
-        deep.text["1"].data += torch.randn(4, 64, generator=torch.Generator().manual_seed(2))  # ...and a text prompt the image features
+        deep.text["1"].data += torch.randn(
+            4, 64, generator=torch.Generator().manual_seed(2)
+        )  # ...and a text prompt the image features
         assert torch.equal(deep.encode_image(model, x), i1)
         assert float((deep.encode_text(model, ids, mask) - t0).abs().max()) > 1e-5
     assert set(deep.prompt_state()) == {"text.0", "text.1", "text.2", "vision.0", "vision.1", "vision.2"}
@@ -182,13 +188,18 @@ def test_train_prompts_frozen_clip_gpa_and_determinism(clip, task):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # CLIP never moves
     assert list(run.history["epoch"]) == [1, 2, 3] and {"ce", "scl_img", "scl_txt", "scl_kl"} <= set(run.history)
     again = P.train_prompts(model, tok, task, arm="promptsrc", **kw)
-    assert all(torch.equal(a, b) for a, b in zip(run.learner.prompt_state().values(), again.learner.prompt_state().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(run.learner.prompt_state().values(), again.learner.prompt_state().values(), strict=True)
+    )
     no_gpa = P.train_prompts(model, tok, task, arm="no_gpa", **kw)  # same batches: the last epoch equals PromptSRC's
     assert all(torch.equal(no_gpa.last_state[k], run.last_state[k]) for k in run.last_state)
     assert all(torch.equal(no_gpa.learner.prompt_state()[k], no_gpa.last_state[k]) for k in run.last_state)
     assert any(not torch.allclose(run.learner.prompt_state()[k], run.last_state[k]) for k in run.last_state)
     res = P.evaluate_base_novel(model, tok, task, learner=run.learner)
-    assert set(res) == {"base", "novel", "hm"} and res["hm"] == pytest.approx(P.harmonic_mean(res["base"], res["novel"]))
+    assert set(res) == {"base", "novel", "hm"} and res["hm"] == pytest.approx(
+        P.harmonic_mean(res["base"], res["novel"])
+    )
     coop = P.train_prompts(model, tok, task, arm="coop", epochs=1, batch_size=8)
     assert set(coop.history.columns) == {"epoch", "lr", "loss", "ce"} and len(coop.learner.vision) == 0
 
@@ -249,7 +260,7 @@ def test_full_scale_path_on_a_saved_stand_in(tmp_path, clip):
     ids, mask = tokenize(t, ["a photo of a star"])
     with torch.no_grad():
         assert torch.allclose(encode_text(m, ids, mask), encode_text(model, ids, mask), atol=1e-5)
-    table, runs = P.compare(m, t, task, arms=["coop", "ivlp", "promptsrc"], epochs=2, batch_size=2, depth=2)
+    table, _ = P.compare(m, t, task, arms=["coop", "ivlp", "promptsrc"], epochs=2, batch_size=2, depth=2)
     assert list(table.index)[-3:] == ["coop", "ivlp", "promptsrc"] and table.loc["promptsrc", "novel"] == 1.0
     with pytest.raises(InputError, match="data_dir"):
         P.load_full(tmp_path / "nowhere", model=saved)

@@ -45,16 +45,13 @@ from xattr_nb.runtime import progress
 
 __all__ = [
     "ARMS",
+    "GPAAverager",
     "PromptLearner",
     "PromptRun",
-    "GPAAverager",
     "Task",
     "arm_config",
     "compare",
     "compare_runs",
-    "paired_means",
-    "plot_base_novel",
-    "plot_training",
     "diverse_prompts",
     "evaluate_base_novel",
     "explain",
@@ -62,6 +59,9 @@ __all__ = [
     "harmonic_mean",
     "load_full",
     "make_task",
+    "paired_means",
+    "plot_base_novel",
+    "plot_training",
     "promptsrc_loss",
     "text_targets",
     "train_prompts",
@@ -307,7 +307,12 @@ class Task:
 
 
 def make_task(
-    *, shots: int = 16, n_test: int = 400, seed: int = 0, n_fill: int = 4, domain: Mapping[str, Sequence[str]] | None = None
+    *,
+    shots: int = 16,
+    n_test: int = 400,
+    seed: int = 0,
+    n_fill: int = 4,
+    domain: Mapping[str, Sequence[str]] | None = None,
 ) -> Task:
     """The small-world task: ShapesWorld base / novel shapes (:mod:`xattr_nb.worlds.captions`) in the
     shifted downstream domain, ``shots`` images per base class, ``n_test`` test images per split, and
@@ -435,9 +440,7 @@ def train_prompts(
                 with torch.no_grad():
                     f0 = encode_image(model, x)
                     z0 = scale * f0 @ g_zs.T
-                loss, parts = promptsrc_loss(
-                    zp, y, fp, f0, gp, g_zs, z0, lam_img=lam_img, lam_txt=lam_txt, scl=True
-                )
+                loss, parts = promptsrc_loss(zp, y, fp, f0, gp, g_zs, z0, lam_img=lam_img, lam_txt=lam_txt, scl=True)
             else:
                 loss, parts = promptsrc_loss(zp, y, fp, fp, gp, gp, zp, scl=False)
             opt.zero_grad(set_to_none=True)
@@ -483,12 +486,19 @@ def accuracy(
         ids, mask = tokenize(tokenizer, list(classnames), device=dev)
         w = learner.encode_text(model, ids, mask)
         enc = lambda b: learner.encode_image(model, b)  # noqa: E731
-    preds = torch.cat([(enc(x[i : i + batch_size].to(dev)) @ w.T).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    preds = torch.cat(
+        [(enc(x[i : i + batch_size].to(dev)) @ w.T).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    )
     return float((preds == y.cpu()).float().mean())
 
 
 def evaluate_base_novel(
-    model: Any, tokenizer: Any, task: Task, *, learner: PromptLearner | None = None, templates: Sequence[str] | None = None
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    *,
+    learner: PromptLearner | None = None,
+    templates: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """``{"base", "novel", "hm"}``: base accuracy among the base classes, novel among the novel ones
     (the paper's protocol), and their harmonic mean."""
@@ -618,7 +628,9 @@ def plot_training(runs: Mapping[str, PromptRun], weights: np.ndarray | None = No
     return plots.show(fig)
 
 
-def explain(model: Any, tokenizer: Any, task: Task, *, arm: str = "promptsrc", seed: int = 0, **train_kw: Any) -> PromptRun:
+def explain(
+    model: Any, tokenizer: Any, task: Task, *, arm: str = "promptsrc", seed: int = 0, **train_kw: Any
+) -> PromptRun:
     """PromptSRC end to end (a training method: no attribution): train ``arm``'s prompts on the
     task, then evaluate base / novel / HM; the scores are in ``run.config["eval"]``."""
     run = train_prompts(model, tokenizer, task, arm=arm, seed=seed, **train_kw)
