@@ -48,8 +48,8 @@ from transformers import (
 )
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
-from xattr_nb.models.clip import CLIP_MEAN, CLIP_STD
-from xattr_nb.models.text import word_tokenizer
+from xattr_nb.models.clip import CLIP_MEAN, CLIP_STD, tiny_clip_config
+from xattr_nb.models.text import tiny_gpt2, word_tokenizer
 from xattr_nb.worlds import captions as world
 from xattr_nb.worlds import vqa
 
@@ -474,25 +474,13 @@ def tiny_vlm(
     *, vocab_size: int | None = None, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_positions: int = 40, **kw
 ) -> TinyVLM:
     """A randomly initialised TinyVLM: TinyCLIP's vision config (:func:`xattr_nb.models.clip.tiny_clip_config`)
-    and a GPT-2 of ``n_layer`` × ``n_embd`` over :func:`vlm_tokenizer`'s vocabulary."""
-    from xattr_nb.models.clip import tiny_clip_config
-
+    and a GPT-2 of ``n_layer`` × ``n_embd`` (:func:`xattr_nb.models.text.tiny_gpt2`) over
+    :func:`vlm_tokenizer`'s vocabulary."""
     tok = vlm_tokenizer()
     vision = tiny_clip_config().vision_config.to_dict()
-    lm = GPT2Config(
-        vocab_size=vocab_size or len(tok),
-        n_positions=n_positions,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    ).to_dict()
-    return TinyVLM(vision, lm, **kw).eval()
+    ids = {f"{k}_token_id": getattr(tok, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    lm = tiny_gpt2(vocab_size or len(tok), n_layer=n_layer, d_model=n_embd, n_head=n_head, n_ctx=n_positions, **ids)
+    return TinyVLM(vision, lm.config.to_dict(), **kw).eval()
 
 
 def check_world_version(metrics: dict[str, Any], name: str) -> None:
