@@ -23,6 +23,14 @@ Label-noise losses (ELR, paper 18):
   ``CE + λ · mean log(1 − ⟨p_i, t_i⟩)`` with per-example targets ``t_i`` that are a running
   average of the model's own past predictions (``t_i ← β t_i + (1 − β) p̂_i``, once per visit).
 
+Preference training (CREAM, paper 25):
+
+- :func:`dpo_loss`: DPO per pair with an optional soft label ``C``:
+  ``C · (−log σ(βh)) + (1 − C) · (−log σ(−βh))`` (``C = 1``: DPO);
+- :func:`implicit_reward`: ``log π(y|x) − log π_ref(y|x)`` of ``N`` responses per prompt;
+- :func:`kendall_consistency`: ``(τ + 1) / 2`` between two reward rankings of the same responses;
+- :func:`best_worst_pairs`: the highest- and lowest-reward response per prompt.
+
 Used by CAP (paper 09); written generally for the later papers that align attributions (CFT,
 COMET): any model with ``get_input_embeddings()`` whose forward takes ``(input_ids,
 attention_mask)`` and returns logits ``[B, C]`` (or an HF output with ``.logits``).
@@ -43,8 +51,12 @@ __all__ = [
     "GCELoss",
     "PriorAlignment",
     "alignment_loss",
+    "best_worst_pairs",
+    "dpo_loss",
     "elr_regularizer",
     "gce_loss",
+    "implicit_reward",
+    "kendall_consistency",
     "normalize_scores",
     "token_grad_x_input",
 ]
@@ -338,3 +350,128 @@ class ELRLoss(nn.Module):
         reg = elr_regularizer(z, t)
         self.last_reg = float(reg.detach())
         return torch.nn.functional.cross_entropy(z, y) + self.lam * reg
+
+
+# --------------------------------------------------------------------------------------------
+# Preference training: DPO with soft labels, implicit rewards, ranking consistency (CREAM, paper 25)
+# --------------------------------------------------------------------------------------------
+
+
+def dpo_loss(
+    pi_chosen: torch.Tensor,
+    pi_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    soft_label: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Per-pair DPO loss with an optional soft label ``C`` (CREAM's consistency-regularised DPO).
+
+    With ``h = [log π(y⁺) − log π_ref(y⁺)] − [log π(y⁻) − log π_ref(y⁻)]`` (summed sequence
+    log-probabilities, ``[B]`` each): ``L = C · (−log σ(β h)) + (1 − C) · (−log σ(−β h))``.
+    ``C = 1`` (``None``) is standard DPO (Rafailov et al. 2023); its optimum is ``σ(β h) = C``, so
+    ``C = 0.5`` is minimised at ``h = 0`` (label-smoothed / conservative DPO with ``ε = 1 − C``).
+    ``soft_label`` is a number or a ``[B]`` tensor in ``[0, 1]``. Returns ``[B]`` (take the mean).
+    """
+    xs = [
+        check_tensor(t, n, ndim=1, dtype="float", layout="[B]")
+        for t, n in ((pi_chosen, "pi_chosen"), (pi_rejected, "pi_rejected"), (ref_chosen, "ref_chosen"),
+                     (ref_rejected, "ref_rejected"))
+    ]  # fmt: skip
+    if len({x.shape[0] for x in xs}) != 1:
+        raise InputError(f"the four log-probability tensors must have the same length; got {[x.shape[0] for x in xs]}")
+    b = check_float(beta, "beta", low=0.0)
+    h = (xs[0] - xs[2].to(xs[0].device)) - (xs[1] - xs[3].to(xs[0].device))
+    if soft_label is None:
+        return -torch.nn.functional.logsigmoid(b * h)
+    if isinstance(soft_label, torch.Tensor):
+        c = check_tensor(soft_label, "soft_label", shape=(h.shape[0],), dtype="float", layout="[B]").to(h)
+    else:
+        c = torch.full_like(h, check_float(soft_label, "soft_label"))
+    if bool((c < 0).any() or (c > 1).any()):
+        raise InputError("`soft_label` must lie in [0, 1]")
+    return -c * torch.nn.functional.logsigmoid(b * h) - (1 - c) * torch.nn.functional.logsigmoid(-b * h)
+
+
+@torch.no_grad()
+def implicit_reward(
+    model: nn.Module,
+    ref_model: nn.Module | None,
+    prompt_ids: torch.Tensor,
+    resp_ids: torch.Tensor,
+    *,
+    length_norm: bool = False,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """DPO's implicit reward ``r(x, y) = log π(y|x) − log π_ref(y|x)`` of ``N`` responses per prompt.
+
+    ``prompt_ids [P, Tp]``, ``resp_ids [P, N, Tr]`` → ``[P, N]`` (summed log-probabilities, so the
+    ``β`` of DPO is left out: it does not change a ranking). ``ref_model=None`` gives ``log π(y|x)``
+    alone, divided by the response length with ``length_norm=True`` (CREAM's reward of the base
+    model at iteration 1).
+    """
+    from xattr_nb.models.policy import sequence_logprob
+
+    p = check_tensor(prompt_ids, "prompt_ids", ndim=2, layout="[P, Tp]")
+    r = check_tensor(resp_ids, "resp_ids", ndim=3, layout="[P, N, Tr]")
+    if r.shape[0] != p.shape[0]:
+        raise InputError(f"`resp_ids` must have one row per prompt ({p.shape[0]}); got {r.shape[0]}")
+    n = r.shape[1]
+    pp = p.repeat_interleave(n, 0)
+    rr = r.reshape(-1, r.shape[2])
+    bs = check_int(batch_size, "batch_size", low=1)
+
+    def score(m: nn.Module) -> torch.Tensor:
+        was = m.training
+        m.eval()
+        out = torch.cat(
+            [sequence_logprob(m, pp[i : i + bs], rr[i : i + bs], length_norm=length_norm).cpu()
+             for i in range(0, len(pp), bs)]
+        )  # fmt: skip
+        m.train(was)
+        return out
+
+    out = score(model)
+    if ref_model is not None:
+        out = out - score(ref_model)
+    return out.reshape(p.shape[0], n)
+
+
+def _ordinal_ranks(r: torch.Tensor) -> torch.Tensor:
+    """Ordinal ranks along the last axis (ties broken by position, as ``scipy.stats.rankdata(method='ordinal')``)."""
+    order = torch.argsort(r, dim=-1, stable=True)
+    return torch.argsort(order, dim=-1, stable=True).to(torch.float64)
+
+
+def kendall_consistency(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
+    """CREAM's consistency ``C = (τ + 1) / 2`` per row between two reward rankings, ``[P]``.
+
+    ``r_a``, ``r_b``: ``[P, N]`` rewards of the same ``N`` responses under two reward models. Both
+    are turned into ordinal ranks (ties broken by position, the official code's convention) and
+    Kendall's τ is computed over the ``N(N−1)/2`` pairs; with untied ranks this is τ-a = τ-b
+    (``scipy.stats.kendalltau``). Identical rankings give 1, reversed ones 0.
+    """
+    a = check_tensor(r_a, "r_a", ndim=2, layout="[P, N]")
+    b = check_tensor(r_b, "r_b", ndim=2, layout="[P, N]")
+    if a.shape != b.shape:
+        raise InputError(f"`r_a` and `r_b` must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+    n = a.shape[1]
+    if n < 2:
+        raise InputError(f"`r_a` needs at least 2 responses per row to rank; got {n}")
+    ra, rb = _ordinal_ranks(a.cpu()), _ordinal_ranks(b.cpu())
+    i, j = torch.triu_indices(n, n, 1)
+    agree = torch.sign(ra[:, i] - ra[:, j]) * torch.sign(rb[:, i] - rb[:, j])
+    tau = agree.mean(1)
+    return ((tau + 1) / 2).float()
+
+
+def best_worst_pairs(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row the index of the highest and of the lowest reward, and whether they differ.
+
+    ``rewards [P, N]`` → ``(best [P], worst [P], valid [P] bool)``; a row whose rewards are all
+    equal has ``best == worst`` (both the first index) and is not valid (CREAM skips it).
+    """
+    r = check_tensor(rewards, "rewards", ndim=2, layout="[P, N]")
+    best, worst = r.argmax(1), r.argmin(1)
+    return best, worst, best != worst
