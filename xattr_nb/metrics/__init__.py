@@ -12,6 +12,7 @@
 | :mod:`~xattr_nb.metrics.robustness` | max-sensitivity, rank stability under noise, class recall under channel ablation |
 | :mod:`~xattr_nb.metrics.ranking` | top-k ranking: Recall@k (Mult-VAE's ``min(k, #relevant)`` normaliser), NDCG@k, MRR, hit rate |
 | :mod:`~xattr_nb.metrics.ood` | OoD detection (higher score = more in-distribution): AUROC, FPR95, AUPR-in/out; MCM, NegLabel, energy, max-logit scores; NegMining, modality gap |
+| :mod:`~xattr_nb.metrics.generation` | generated images: ``fid_proxy`` (Fréchet distance of features after PCA), ``template_judge`` (non-neural shape/colour judge of 32×32 ShapesWorld images) |
 | :mod:`~xattr_nb.metrics.confidence` | calibration of probabilities (not the ledger's calibration rule): ECE (equal-width / equal-mass bins), reliability-diagram data, Brier score |
 
 Every function takes raw tensors or an :class:`~xattr_nb.attribution.Attribution`, validates its
@@ -39,6 +40,7 @@ from xattr_nb.metrics.curves import (
     order_from_scores,
     region_scores,
 )
+from xattr_nb.metrics.generation import JUDGE_NONE, Judgement, fid_proxy, frechet_distance, template_judge
 from xattr_nb.metrics.label_noise import detection_scores, memorization_stats
 from xattr_nb.metrics.localization import (
     energy_pointing_game,
@@ -79,8 +81,10 @@ from xattr_nb.metrics.text import (
 
 __all__ = [
     "ERASER_BINS",
+    "JUDGE_NONE",
     "CurveSet",
     "Curves",
+    "Judgement",
     "aopc",
     "auc",
     "aupr_in",
@@ -95,7 +99,9 @@ __all__ = [
     "ece",
     "energy_pointing_game",
     "energy_score",
+    "fid_proxy",
     "fpr_at_tpr",
+    "frechet_distance",
     "grid_accuracy",
     "grid_cell_mass",
     "grid_localization",
@@ -129,6 +135,7 @@ __all__ = [
     "soft_sufficiency",
     "spearman",
     "sufficiency",
+    "template_judge",
     "token_curves",
     "token_deletion_curve",
     "topk_overlap",
