@@ -366,8 +366,9 @@ def train_embedder(
     """Fine-tune ``encoder`` in place (AdamW, linear warm-up over the first 10 % of steps) and return it with
     its loss per step. Batches are training queries without replacement (so each batch holds distinct
     facts); a column that is another row's negative *and* this row's labelled positive document is masked
-    (batch deduplication). ``seed`` fixes the batches and the mixing draws: arms trained with the same seed
-    see the same batches (a paired comparison)."""
+    (batch deduplication). ``seed`` fixes the batches, the mixing draws and the dropout masks (drawn in a
+    forked RNG, so the caller's global RNG is untouched): arms trained with the same seed see the same
+    batches (a paired comparison)."""
     if not isinstance(recipe, Recipe):
         raise InputError(f"`recipe` must be a Recipe; got {type(recipe).__name__}")
     steps = check_int(steps, "steps", low=1)
@@ -381,9 +382,22 @@ def train_embedder(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    gen = torch.Generator().manual_seed(seed)
-    perm, cursor, losses = torch.randperm(n_q, generator=gen), 0, []
+    gen = torch.Generator().manual_seed(seed)  # batch order (the same for every arm)
+    mix_gen = torch.Generator().manual_seed(seed + 1)  # mixing draws, apart: arms without mixing keep the batches
+    perm, losses = torch.randperm(n_q, generator=gen), []
     encoder.train()
+    with torch.random.fork_rng(devices=[]):  # dropout masks from `seed` too; the global RNG is left as it was
+        torch.manual_seed(seed)
+        _train_loop(encoder, table, positive, negatives, recipe, opt, sched, (gen, mix_gen), perm, steps,
+                    batch_size, n_q, losses, show_progress)  # fmt: skip
+    encoder.eval()
+    return encoder, losses
+
+
+def _train_loop(encoder, table, positive, negatives, recipe, opt, sched, gens, perm, steps, batch_size, n_q, losses,
+                show_progress):  # fmt: skip
+    gen, mix_gen = gens
+    cursor = 0
     for _ in progress(range(steps), desc="fine-tune", unit="step", disable=not show_progress):
         if cursor + batch_size > n_q:
             perm, cursor = torch.randperm(n_q, generator=gen), 0
@@ -405,15 +419,13 @@ def train_embedder(
             keep[torch.arange(b), torch.arange(b)] = False  # a row's own positive is not a negative
             idx = torch.stack([torch.nonzero(k).flatten()[: int(keep.sum(1).min())] for k in keep])
             own = mix_hard_negatives(q, cols[idx], top_k=recipe.top_k, n_mix=recipe.n_mix,
-                                     n_qmix=recipe.n_qmix, generator=gen)  # fmt: skip
+                                     n_qmix=recipe.n_qmix, generator=mix_gen)  # fmt: skip
         loss = focal_info_nce(q, p, neg, tau=recipe.tau, gamma=recipe.gamma, own_negatives=own, valid=valid)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-    encoder.eval()
-    return encoder, losses
 
 
 # --------------------------------------------------------------------------------------------
