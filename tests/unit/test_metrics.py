@@ -19,6 +19,7 @@ MODULES = (
     "concepts",
     "confidence",
     "curves",
+    "generation",
     "label_noise",
     "localization",
     "ood",

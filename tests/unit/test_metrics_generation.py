@@ -8,7 +8,8 @@ import torch
 from scipy import linalg
 
 from xattr_nb.checks import InputError
-from xattr_nb.metrics import JUDGE_NONE, fid_proxy, frechet_distance, template_judge
+from xattr_nb.metrics import fid_proxy, frechet_distance, template_judge
+from xattr_nb.metrics.generation import JUDGE_NONE
 from xattr_nb.worlds import captions as W
 from xattr_nb.worlds import shapes as S
 

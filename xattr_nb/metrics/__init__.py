@@ -40,7 +40,7 @@ from xattr_nb.metrics.curves import (
     order_from_scores,
     region_scores,
 )
-from xattr_nb.metrics.generation import JUDGE_NONE, Judgement, fid_proxy, frechet_distance, template_judge
+from xattr_nb.metrics.generation import Judgement, fid_proxy, frechet_distance, template_judge
 from xattr_nb.metrics.label_noise import detection_scores, memorization_stats
 from xattr_nb.metrics.localization import (
     energy_pointing_game,
@@ -81,7 +81,6 @@ from xattr_nb.metrics.text import (
 
 __all__ = [
     "ERASER_BINS",
-    "JUDGE_NONE",
     "CurveSet",
     "Curves",
     "Judgement",
