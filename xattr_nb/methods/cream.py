@@ -342,7 +342,10 @@ def self_rewarding(
                       top_p=top_p, seed=seed * 1000 + t)  # fmt: skip
             rows_, ch, rej, c = _pairs_for(a, j)
             rt = j.r_true
-            lab = rt[rows_.numpy(), _idx(j, a, "best")[rows_].numpy()] - rt[rows_.numpy(), _idx(j, a, "worst")[rows_].numpy()]
+            lab = (
+                rt[rows_.numpy(), _idx(j, a, "best")[rows_].numpy()]
+                - rt[rows_.numpy(), _idx(j, a, "worst")[rows_].numpy()]
+            )
             new = dpo_train(pol, j.prompt_ids[rows_], ch, rej, soft_label=c, beta=beta, lr=lr, epochs=epochs,
                             batch_size=batch_size, seed=seed * 1000 + t)  # fmt: skip
             ev = evaluate(new, tokenizer, task, test_prompts, n_samples=eval_samples, seed=seed + 77)
@@ -429,6 +432,7 @@ def plot_iterations(history: pd.DataFrame, *, title: str = "") -> Any:
             d = d.dropna(subset=[col])
             ax.plot(d["t"], d[col], marker="o", label=arm, linestyle="--" if arm == "oracle" else "-")
         ax.set_xlabel("iteration t")
+        ax.set_xticks(sorted(history["t"].unique()))
         ax.set_title(lab, fontsize=10)
     axes[0].legend(fontsize=8)
     if title:
