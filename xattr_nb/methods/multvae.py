@@ -478,65 +478,29 @@ def compare(
                 vbest, vlam, vb = v, lam, b
         rows.append(_row("EASE", np.asarray(data.test_fold_in @ vb), data, val_ndcg=vbest, lam=vlam))
     names = {"multinomial": "Mult-VAE", "gaussian": "Gaussian-VAE", "logistic": "Logistic-VAE"}
+
+    def add(name: str, res: TrainResult, seconds: float, **extra: Any) -> None:
+        runs[name] = res
+        test = score(res.model, data.test_fold_in)
+        rows.append(
+            _row(name, test, data, val_ndcg=res.best_val_ndcg, best_epoch=res.best_epoch, seconds=seconds, **extra)
+        )
+
     for lik in likelihoods:
         ann = train(*args, likelihood=lik, anneal_cap=1.0, desc=f"{names[lik]} anneal", **common)
         beta_star = ann.best_beta
         fin = train(*args, likelihood=lik, anneal_cap=beta_star, desc=f"{names[lik]} β*={beta_star:.2f}", **common)
-        runs[f"{names[lik]} anneal"], runs[names[lik]] = ann, fin
-        rows.append(
-            _row(
-                names[lik],
-                score(fin.model, data.test_fold_in),
-                data,
-                val_ndcg=fin.best_val_ndcg,
-                beta=beta_star,
-                best_epoch=fin.best_epoch,
-                seconds=ann.seconds + fin.seconds,
-            )
-        )
+        runs[f"{names[lik]} anneal"] = ann
+        add(names[lik], fin, ann.seconds + fin.seconds, beta=beta_star)
     if beta_one:
         one = train(
-            *args, likelihood="multinomial", anneal_cap=1.0, **{**common, "total_anneal_steps": 0}, desc="Mult-VAE β=1"
+            *args, likelihood="multinomial", anneal_cap=1.0, desc="Mult-VAE β=1", **{**common, "total_anneal_steps": 0}
         )
-        runs["Mult-VAE β=1"] = one
-        rows.append(
-            _row(
-                "Mult-VAE β=1",
-                score(one.model, data.test_fold_in),
-                data,
-                val_ndcg=one.best_val_ndcg,
-                beta=1.0,
-                best_epoch=one.best_epoch,
-                seconds=one.seconds,
-            )
-        )
+        add("Mult-VAE β=1", one, one.seconds, beta=1.0)
     if dae:
-        d = train(
-            *args,
-            likelihood="multinomial",
-            variational=False,
-            hidden=(),
-            latent=dae_latent,
-            lam=0.01 / batch_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            device=device,
-            show_progress=show_progress,
-            desc="Mult-DAE",
-        )
-        runs["Mult-DAE"] = d
-        rows.append(
-            _row(
-                "Mult-DAE",
-                score(d.model, data.test_fold_in),
-                data,
-                val_ndcg=d.best_val_ndcg,
-                best_epoch=d.best_epoch,
-                seconds=d.seconds,
-            )
-        )
+        dae_cfg = {**common, "hidden": (), "latent": dae_latent, "total_anneal_steps": None}
+        d = train(*args, likelihood="multinomial", variational=False, lam=0.01 / batch_size, desc="Mult-DAE", **dae_cfg)
+        add("Mult-DAE", d, d.seconds)
     if data.truth is not None:  # the generator's own logits: a ceiling, not a baseline
         rows.append(_row("oracle (true logits)", data.truth.logits(data.test_users).numpy(), data))
     return pd.DataFrame(rows), runs
