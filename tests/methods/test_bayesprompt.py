@@ -137,3 +137,9 @@ def test_full_path_end_to_end_on_a_tiny_saved_bert(tiny, world):
 def test_backbone_rejects_unknown_scale():
     with pytest.raises(InputError, match="`scale`"):
         B.backbone("huge")
+
+
+def test_toy_check_covers_the_three_components():
+    toy = B.toy_check(0)
+    assert toy["mass_error"] < 0.1 and toy["mean_error"] < 0.1  # the spec's check 1 at seed 0
+    assert toy["x0"].std() < 0.15 < toy["x"].std()  # started narrow, ended spread over the mixture

@@ -52,11 +52,14 @@ __all__ = [
     "build_prompts",
     "evaluate",
     "explain",
+    "gmm_loglik",
     "injection_draws",
     "mask_features",
-    "particles",
+    "mean_pairwise_distance",
+    "plot_transport",
     "random_like",
     "reduced_reps",
+    "toy_check",
     "train_answer_head",
     "type_token_init",
 ]
@@ -221,22 +224,6 @@ def mask_features(
     return torch.cat(out)
 
 
-def particles(
-    pool_reps: torch.Tensor,
-    few_reps: torch.Tensor,
-    *,
-    k: int,
-    reg_covar: float = 0.1,
-    n_iter: int = 1000,
-    step: float = 0.01,
-    seed: int = 0,
-) -> tuple[torch.Tensor, Any]:
-    """Fit the mixture to the pool's φ and transport the few-shot φ by SVGD; returns (particles, gmm)."""
-    gmm = fit_gmm(pool_reps, k, reg_covar=reg_covar, seed=seed)
-    x = svgd(few_reps.double(), gmm_score_fn(gmm), n_iter=n_iter, step=step)
-    return x.float(), gmm
-
-
 def injection_draws(parts: torch.Tensor, n_draws: int, m: int, generator: torch.Generator) -> torch.Tensor:
     """``n_draws`` averages of ``m`` particles each, drawn without replacement ``[n_draws, d]``."""
     p = check_tensor(parts, "parts", ndim=2, dtype="float", layout="[n, d]")
@@ -322,6 +309,7 @@ class BayesPromptResult:
     particles_after: torch.Tensor
     draws: dict[str, torch.Tensor]  # injected arm -> the training draws [D, d]
     gmm: Any
+    trace: list[torch.Tensor]  # SVGD snapshots every ``trace_every`` iterations (empty unless asked)
 
 
 def _per_batch(draws: torch.Tensor, n: int, batch: int) -> torch.Tensor:
@@ -349,6 +337,7 @@ def explain(
     epochs: int = 15,
     batch_size: int = 8,
     lr: float = 1e-3,
+    trace_every: int = 0,
 ) -> BayesPromptResult:
     """Train every arm on the same K-shot draw (``world.few_shot(k, run)``) and score it on ``world.test``.
 
@@ -356,7 +345,8 @@ def explain(
     ``cache``: a dict this call fills with the test features of the arms that do not depend on the
     draw (``plain``, ``manual``, ``probe``), so repeated runs on one world encode the test set once.
     Training and test injections use separate fixed generators seeded by ``run`` (test draws: one per
-    batch of ``eval_batch`` examples). Returns a :class:`BayesPromptResult`.
+    batch of ``eval_batch`` examples). SVGD runs in float32 (the score in closed form, 1000 steps on
+    ``[n, d]`` particles). Returns a :class:`BayesPromptResult`.
     """
     if not isinstance(world, RelationWorld):
         raise InputError(f"`world` must be a RelationWorld (xattr_nb.worlds.relations); got {type(world).__name__}")
@@ -399,13 +389,14 @@ def explain(
         ftr = embed(list(few.texts), tokenizer, encoder, show_progress=False)
         score("probe", train_answer_head(ftr, y, w0, **train_kw), cache["probe"])
     few_reps = reduced_reps(list(few.texts), tokenizer, encoder)
-    after = few_reps
+    after, trace = few_reps, []
     if pool_reps is None:
         pool_reps = reduced_reps(list(world.unlabeled.texts), tokenizer, encoder)
     if any(a in arms for a in ("bayes", "random")):
         if gmm is None:
             gmm = fit_gmm(pool_reps, r, reg_covar=reg_covar, seed=world.seed)
-        after = svgd(few_reps.double(), gmm_score_fn(gmm), n_iter=svgd_iter, step=svgd_step).float()
+        out = svgd(few_reps, gmm_score_fn(gmm), n_iter=svgd_iter, step=svgd_step, trace_every=trace_every)
+        after, trace = out if trace_every else (out, [])
     m = min(len(few_reps), r)
     g_train = torch.Generator().manual_seed(1000 + run)
     g_test = torch.Generator().manual_seed(2000 + run)
@@ -425,7 +416,8 @@ def explain(
         rows = _per_batch(te, len(world.test), eval_batch)
         fte = mask_features(encoder, kp_test, sub=rows, obj=rows)
         score(arm, train_answer_head(ftr, y, w0, plain=plain_train, **train_kw), fte)
-    return BayesPromptResult(table, heads, few_reps, after, {a: draws[a][0] for a in INJECTED if a in arms}, gmm)
+    drawn = {a: draws[a][0] for a in INJECTED if a in arms}
+    return BayesPromptResult(table, heads, few_reps, after, drawn, gmm, trace)
 
 
 def gmm_loglik(gmm: Any, x: torch.Tensor) -> float:
@@ -441,3 +433,53 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
     d = torch.cdist(x.double(), x.double())
     n = x.shape[0]
     return float(d.sum() / (n * (n - 1)))
+
+
+def toy_check(seed: int = 0, *, n_particles: int = 200, n_iter: int = 1000, step: float = 0.01) -> dict[str, Any]:
+    """The spec's SVGD check on a 2-D, 3-component mixture: particles from a narrow Gaussian at the
+    origin, transported by SVGD; returns the error of their mean against the mixture's mean and the
+    largest error of a component's mass (mean responsibility) against its weight ``π_k``."""
+    seed = check_int(seed, "seed", low=0)
+    rng = np.random.default_rng([seed, 26])
+    centers = np.array([[-1.5, 0.0], [1.5, 0.5], [0.0, 2.0]])
+    counts = (np.array([0.5, 0.3, 0.2]) * 900).astype(int)
+    X = np.concatenate([rng.normal(c, 0.6, (n, 2)) for c, n in zip(centers, counts, strict=True)])
+    gmm = fit_gmm(X, 3, reg_covar=1e-3, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    x0 = 0.1 * torch.randn(n_particles, 2, generator=g, dtype=torch.float64)
+    x = svgd(x0, gmm_score_fn(gmm), n_iter=n_iter, step=step)
+    mass = gmm.predict_proba(x.numpy()).mean(0)
+    target_mean = gmm.weights_ @ gmm.means_
+    return {
+        "mean_error": float(np.linalg.norm(x.numpy().mean(0) - target_mean)),
+        "mass_error": float(np.abs(mass - gmm.weights_).max()),
+        "mass": mass,
+        "weights": gmm.weights_,
+        "x0": x0,
+        "x": x,
+        "data": X,
+    }
+
+
+def plot_transport(toy: dict[str, Any], curves: dict[str, tuple[Any, Any]], *, title: str | None = None) -> Any:
+    """Left: the toy mixture's data, the start and the SVGD particles; right: the mean mixture
+    log-likelihood of the few-shot particles over SVGD iterations, one line per entry of ``curves``."""
+    from xattr_nb import plots
+
+    with plots.style():
+        fig = plots.figure(8.0, 3.3)
+        a, b = fig.subplots(1, 2)
+        a.scatter(*toy["data"].T, s=3, c="0.8", label="mixture samples")
+        a.scatter(*toy["x0"].numpy().T, s=6, c="tab:orange", label="start")
+        a.scatter(*toy["x"].numpy().T, s=6, c="tab:blue", label="after SVGD")
+        a.set_title("toy: 2-D, 3 components")
+        a.legend(fontsize=7, loc="lower left")
+        for name, (it, ll) in curves.items():
+            b.plot(it, ll, label=name)
+        b.set_xlabel("SVGD iteration")
+        b.set_ylabel("mean GMM log-likelihood")
+        b.set_title("few-shot particles under the target mixture")
+        b.legend(fontsize=7)
+        if title:
+            fig.suptitle(title, fontsize=9)
+    return plots.show(fig)
