@@ -203,7 +203,9 @@ def test_shipped_checkpoint_reads_colour_and_carries_the_prior():
 
 def test_shipped_checkpoint_yes_ratio_on_balanced_pope():
     """The spec's load check: the planted prior shows as a yes-ratio in [0.6, 0.75] on balanced
-    Tiny-POPE (fresh images, the training fraction of hard images), and image-free it is higher."""
+    Tiny-POPE (fresh images, the training fraction of hard images), and image-free it is higher.
+    A property of the shipped (training seed 0) checkpoint: seed 1 of the same recipe gives 0.55
+    (see :mod:`xattr_nb.models.vlm_recipes`); a retrained checkpoint must be checked again."""
     model, entry = _shipped()
     k = entry.metrics["train"]
     ev = V.images(300, seed=454545, hard=k["hard"], visibility=k["visibility"])

@@ -16,6 +16,20 @@ Recipe (spec §1.5 of ``22_lvlm_debias.md``, with the planted bias the object of
 - cross-entropy on the answer tokens and ``[EOS]``; AdamW, warm-up then cosine decay. The projector
   and the GPT-2 train; the tower never does.
 
+Quality (shipped checkpoint, training seed 0; 590 s wall but 125 s CPU on the 2-core machine under
+load ~15; fresh images at eval seed 20 000, the same figures within 0.03 at eval seeds 30 001-30 002):
+shape 0.14 (chance 0.06: TinyCLIP's frozen patches carry little shape, its own zero-shot shape
+accuracy is 0.30), colour 0.78 (0.99 without hard images in an earlier run), Tiny-POPE accuracy
+0.68 / 0.67 / 0.70 and yes-ratio 0.66 / 0.68 / 0.62 (random / popular / adversarial; the spec's
+load check [0.6, 0.75] holds), on the hard images adversarial accuracy 0.56 with yes-ratio 0.78;
+``color_named`` 0.99 on prior images vs 0.68 on counter-prior ones. Image-free (``"none"``): POPE
+yes-ratio 0.81 / 0.91 / 0.89, ``color_named`` 1.00 on prior vs 0.00 on counter-prior images (a pure
+prior). **The yes-ratio is not stable across training seeds**: training seed 1 (same recipe) gives
+POPE accuracy 0.83 / 0.80 / 0.84 and yes-ratio 0.55 / 0.58 / 0.53 (outside [0.6, 0.75]): it learnt the
+yes/no comparison on the easy images (adversarial 0.98 there vs 0.77 at seed 0), and its prior shows
+only on the hard images (adversarial accuracy 0.49) and image-free (yes-ratio 0.81). A notebook
+that needs the yes-bias should measure it on the hard images or image-free, not rely on the mean.
+
 The manifest records on fresh draws (seed ``20_000 + seed``, decorrelated colours unless said, the same
 fraction of hard images as in training):
 answer accuracy per question type (``acc_<type>``, argmax over the closed answer set), Tiny-POPE
