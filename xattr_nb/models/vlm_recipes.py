@@ -16,7 +16,7 @@ Recipe (spec §1.5 of ``22_lvlm_debias.md``, with the planted bias the object of
 - cross-entropy on the answer tokens and ``[EOS]``; AdamW, warm-up then cosine decay. The projector
   and the GPT-2 train; the tower never does.
 
-Quality (shipped checkpoint, training seed 0; 590 s wall but 125 s CPU on the 2-core machine under
+Quality (shipped checkpoint, training seed 0; 590 s wall, 125 s user + 9 s sys CPU, on the 2-core machine under
 load ~15; fresh images at eval seed 20 000, the same figures within 0.03 at eval seeds 30 001-30 002):
 shape 0.14 (chance 0.06: TinyCLIP's frozen patches carry little shape, its own zero-shot shape
 accuracy is 0.30), colour 0.78 (0.99 without hard images in an earlier run), Tiny-POPE accuracy
