@@ -209,3 +209,20 @@ def check_float(value: Any, name: str, *, low: float | None = None, high: float 
     if (low is not None and v < low) or (high is not None and v > high):
         raise InputError(f"`{name}` must lie in [{low}, {high}]; got {v}")
     return v
+
+
+def check_numeric(x: Any, name: str, **kwargs: Any):
+    """``x`` (a tensor, a NumPy array, or a (nested) list of numbers) as a checked tensor: the
+    conversion itself raises :class:`InputError` naming ``name``; ``kwargs`` go to :func:`check_tensor`."""
+    import torch
+
+    if not isinstance(x, (torch.Tensor, np.ndarray)):
+        if isinstance(x, (str, bytes, dict)) or x is None or not hasattr(x, "__len__"):
+            raise InputError(f"`{name}` must be a tensor, an array or a list of numbers; got {type(x).__name__}")
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"`{name}` must be a tensor, an array or a list of numbers: {exc}") from None
+    elif isinstance(x, np.ndarray) and x.dtype == object:
+        raise InputError(f"`{name}` must hold numbers; got an array of Python objects")
+    return check_tensor(x, name, **kwargs)

@@ -107,6 +107,7 @@ def count_passes(model: nn.Module) -> Iterator[PassCounter]:
 
 def chunk_size(example_bytes: int, *, batch_size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
     """Examples per chunk: ``batch_size`` if given, else as many as fit in ``max_bytes``."""
+    example_bytes = check_int(example_bytes, "example_bytes", low=0)
     if batch_size is not None:
         return check_int(batch_size, "batch_size", low=1)
     check_int(max_bytes, "max_bytes", low=1)
@@ -123,9 +124,13 @@ def batched_forward(
     show_progress: bool = False,
 ) -> torch.Tensor:
     """Run ``model`` over ``inputs`` ``[N, ...]`` in chunks without gradients; outputs stay on the model's device."""
+    if not callable(model):
+        raise InputError(f"`model` must be callable (a torch.nn.Module); got {type(model).__name__}")
     inputs = check_tensor(
         inputs, "inputs", finite=inputs.is_floating_point() if isinstance(inputs, torch.Tensor) else True
     )
+    if inputs.ndim == 0:
+        raise InputError("`inputs` must have a batch dimension [N, ...]; got a 0-d tensor")
     per = inputs[0].numel() * inputs.element_size()
     step = chunk_size(per, batch_size=batch_size, max_bytes=max_bytes)
     starts = range(0, inputs.shape[0], step)
@@ -319,6 +324,10 @@ def check_token_ids(model: Callable[..., object], ids: torch.Tensor, name: str) 
 def target_scores(logits: torch.Tensor, target: int, position: int, output: str) -> torch.Tensor:
     """The ``target`` column ``[B]`` of ``logits`` ``[B, C]``, or of ``[B, T, V]`` read at ``position``,
     as ``output`` ``"logit"``, ``"prob"`` (softmax) or ``"logprob"`` (log-softmax)."""
+    logits = check_tensor(logits, "logits", ndim=(2, 3), dtype="float", finite=False, layout="[B, C] or [B, T, V]")
+    target = check_int(target, "target")
+    position = check_int(position, "position")
+    output = check_choice(output, ("logit", "prob", "logprob"), "output")
     if logits.ndim == 3:  # [B, T, V]: a language model, read the prediction at `position`
         if not -logits.shape[1] <= position < logits.shape[1]:
             raise InputError(f"`position` must lie in [-{logits.shape[1]}, {logits.shape[1]}); got {position}")

@@ -472,6 +472,6 @@ def best_worst_pairs(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     ``rewards [P, N]`` → ``(best [P], worst [P], valid [P] bool)``; a row whose rewards are all
     equal has ``best == worst`` (both the first index) and is not valid (CREAM skips it).
     """
-    r = check_tensor(rewards, "rewards", ndim=2, layout="[P, N]")
+    r = check_tensor(rewards, "rewards", ndim=2, dtype="float", layout="[P, N]")
     best, worst = r.argmax(1), r.argmin(1)
     return best, worst, best != worst

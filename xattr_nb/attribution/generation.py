@@ -26,7 +26,7 @@ from torch import nn
 from xattr_nb.attribution.methods import attribute, lookup_method
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.attribution.text import encode_texts
-from xattr_nb.checks import InputError, check_int, check_tensor
+from xattr_nb.checks import InputError, check_int, check_tensor, check_text
 from xattr_nb.models.io import device_of, eval_mode, logits_of
 from xattr_nb.models.text import check_position_limit
 from xattr_nb.runtime import Cost
@@ -157,7 +157,7 @@ def attribute_generation(
     ``baseline``: ``"pad"``, ``"mask"`` or a token id, for the methods that take one; special
     tokens keep their ids. Returns :func:`attribute_steps`' stacked :class:`Attribution`.
     """
-    enc = encode_texts(model, tokenizer, prompt)
+    enc = encode_texts(model, tokenizer, check_text(prompt, "prompt"))
     ids = enc["input_ids"][0]
     specials = ids[enc["special"][0]].tolist()
     if continuation is None:

@@ -25,15 +25,34 @@ import torch
 from torch import nn
 
 from xattr_nb.attribution.methods import find_layer, register_method
-from xattr_nb.checks import InputError
-from xattr_nb.models.io import logits_of
+from xattr_nb.checks import InputError, check_choice, check_int, check_tensor
+from xattr_nb.models.io import check_model, logits_of
 
 __all__ = ["guided_backprop", "layer_cam", "layer_grad", "layer_grad_and_act", "layer_grad_x_act", "upsample"]
+
+
+_MODES = ("bilinear", "nearest", "bicubic", "area")
+
+
+def _check_call(model: Any, inputs: Any, target: Any) -> None:
+    """The checks :func:`~xattr_nb.attribution.attribute` makes, for direct calls of a layer method."""
+    check_model(model)
+    x = check_tensor(inputs, "inputs", ndim=4, dtype="float", layout="[B, C, H, W]")
+    if isinstance(target, bool) or not isinstance(target, (int, torch.Tensor)):
+        raise InputError(f"`target` must be a class index or a [B] tensor of them; got {type(target).__name__}")
+    if isinstance(target, torch.Tensor):
+        check_tensor(target, "target", shape=(x.shape[0],), dtype="int", layout="[B]")
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """Maps ``[B, h, w]`` resized to ``size`` with captum's ``LayerAttribution.interpolate`` (unchanged when equal)."""
     from captum.attr import LayerAttribution
+
+    maps = check_tensor(maps, "maps", ndim=3, dtype="float", finite=False, layout="[B, h, w]")
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise InputError(f"`size` must be (height, width); got {size!r}")
+    size = (check_int(size[0], "size[0]", low=1), check_int(size[1], "size[1]", low=1))
+    mode = check_choice(mode, _MODES, "mode")
 
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
@@ -62,6 +81,7 @@ def layer_grad_and_act(
     layer's name (captum: one backward and one more forward)."""
     from captum.attr import LayerActivation
 
+    _check_call(model, inputs, target)
     mod = find_layer(model, layer)
     grad = _grad_at(model, inputs, target, mod, times_act=False)
     act = LayerActivation(lambda x: logits_of(model(x)), mod).attribute(inputs)
@@ -81,6 +101,7 @@ def layer_grad(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Gradient at a layer, Σ_ch |∂y/∂a| (``abs=False``: Σ_ch ∂y/∂a), upsampled to the input: the
     layer version of Saliency."""
+    _check_call(model, inputs, target)
     g = _grad_at(model, inputs, target, find_layer(model, layer), times_act=False)
     m = (g.abs() if abs else g).sum(1)
     return upsample(m, tuple(inputs.shape[-2:]), interpolate_mode), {"layer_size": tuple(m.shape[-2:])}
@@ -95,6 +116,7 @@ def layer_grad_x_act(
     interpolate_mode: str = "bilinear",
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Input × gradient at a layer, Σ_ch a ⊙ ∂y/∂a, upsampled to the input."""
+    _check_call(model, inputs, target)
     m = _grad_at(model, inputs, target, find_layer(model, layer), times_act=True).sum(1)
     return upsample(m, tuple(inputs.shape[-2:]), interpolate_mode), {"layer_size": tuple(m.shape[-2:])}
 
@@ -113,6 +135,7 @@ def layer_cam(
     position whose gradient is zero (a cell cut off from the head) gets nothing. Not in captum:
     written from captum's layer gradient and activation.
     """
+    _check_call(model, inputs, target)
     grad, act, _ = layer_grad_and_act(model, inputs, target, layer)
     m = (grad.clamp_min(0) * act).sum(1).clamp_min(0)
     return upsample(m, tuple(inputs.shape[-2:]), interpolate_mode), {"layer_size": tuple(m.shape[-2:])}
@@ -123,6 +146,7 @@ def guided_backprop(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor
     each ``nn.ReLU`` module), channel-summed; ``abs=True`` takes |·| first."""
     from captum.attr import GuidedBackprop
 
+    _check_call(model, inputs, target)
     with warnings.catch_warnings():  # captum announces its (temporary) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         g = GuidedBackprop(model).attribute(inputs.detach().clone().requires_grad_(True), target=target)

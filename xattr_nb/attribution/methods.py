@@ -59,7 +59,6 @@ __all__ = [
     "is_class_names",
     "list_methods",
     "lookup_method",
-    "probe_logits",
     "register_method",
 ]
 
@@ -130,6 +129,7 @@ def default_cam_layer(model: nn.Module) -> nn.Module:
 
     Anything else (a block output that these rules miss, an earlier layer): pass ``layer=``.
     """
+    check_model(model)
     named = dict(model.named_modules())
     last = getattr(model, "last_conv", None)
     if isinstance(last, nn.Module) and any(m is last for m in named.values()):
@@ -159,6 +159,7 @@ def find_layer(model: nn.Module, layer: nn.Module | str | None, *, default: type
     last conv *block* (after its normalisation and activation), the layer Grad-CAM users mean.
     ``None`` with another ``default`` type is the last submodule of that type (in registration
     order, which is forward order for the usual ``nn.Sequential`` style CNN)."""
+    check_model(model)
     if layer is None and default is nn.Conv2d:
         return default_cam_layer(model)
     if layer is None:
@@ -518,7 +519,10 @@ def class_index(
     guards against an ``id2label`` that does not describe the head (an encoder's default config
     under a head of another size). Errors quote the name as typed and list the classes when few.
     """
+    check_model(model)
     one = isinstance(names, str)
+    if not one and not isinstance(names, (list, tuple)):
+        raise InputError(f"`{name}` must be a class name or a list of them; got {type(names).__name__}")
     items = [names] if one else list(names)
     if not items or any(not isinstance(t, str) for t in items):
         raise InputError(f"`{name}` mixes class names and other values {items!r}; give all names or all ints")

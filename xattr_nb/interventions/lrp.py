@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xattr_nb.checks import InputError, check_choice, check_float
+from xattr_nb.checks import InputError, check_choice, check_float, check_tensor
 from xattr_nb.interventions.hooks import hooks
 from xattr_nb.models.io import check_model
 
@@ -47,6 +47,8 @@ _ACT_NAMES = ("act", "act_fn", "activation_fn", "activation")
 
 def stabilize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """``x + (1[x = 0] + sign(x)) * eps``: moves ``x`` away from zero, keeping its sign (RelP's ``stabilize``)."""
+    x = check_tensor(x, "x", dtype="float", finite=False, nonempty=False)
+    eps = check_float(eps, "eps", low=0.0)
     return x + ((x == 0).to(x.dtype) + torch.sign(x)) * eps
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from xattr_nb.attribution.result import Attribution
-from xattr_nb.checks import InputError, check_choice, check_int, check_tensor
+from xattr_nb.checks import InputError, check_choice, check_int, check_numeric, check_tensor
 from xattr_nb.interventions.circuit import node_name
 from xattr_nb.interventions.hooks import block_names, first_tensor, hooks
 from xattr_nb.interventions.lrp import LRP_RULES, lrp_mode
@@ -711,8 +711,8 @@ def compare(est: Any, truth: Any, k: int = 10) -> dict[str, float]:
     Accepts tensors, arrays or :class:`PatchingResult` (all kinds, same order)."""
     from scipy.stats import pearsonr, spearmanr
 
-    a = (est.flat() if isinstance(est, PatchingResult) else torch.as_tensor(np.asarray(est))).reshape(-1)
-    t = (truth.flat() if isinstance(truth, PatchingResult) else torch.as_tensor(np.asarray(truth))).reshape(-1)
+    a = (est.flat() if isinstance(est, PatchingResult) else check_numeric(est, "est", finite=False)).reshape(-1)
+    t = (truth.flat() if isinstance(truth, PatchingResult) else check_numeric(truth, "truth", finite=False)).reshape(-1)
     a = check_tensor(a.double(), "est")
     t = check_tensor(t.double(), "truth")
     if a.shape != t.shape:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
+from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_numeric, check_tensor
 from xattr_nb.interventions.hooks import block_names, run_with_cache
 from xattr_nb.models.io import device_of
 
@@ -99,7 +99,7 @@ def hidden_states(
 
 
 def _labels(y: Any, n: int) -> np.ndarray:
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    arr = check_numeric(y, "y", finite=False).detach().cpu().numpy()
     if arr.ndim != 1 or len(arr) != n:
         raise InputError(f"`y` must be a vector with one label per row ({n}); got shape {arr.shape}")
     if len(np.unique(arr)) != 2:
@@ -108,7 +108,7 @@ def _labels(y: Any, n: int) -> np.ndarray:
 
 
 def _features(x: Any, name: str) -> np.ndarray:
-    arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    arr = check_numeric(x, name, finite=False).detach().cpu().double().numpy()
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2 or len(arr) < 2:
@@ -212,7 +212,7 @@ def regress_r2(
 
 def diff_of_means(acts: Any, y: Any) -> torch.Tensor:
     """``mean(acts[y == 1]) - mean(acts[y == 0])`` over rows: the difference-of-means direction ``[D]``."""
-    x = check_tensor(torch.as_tensor(acts), "acts", ndim=2, layout="[N, D]").float()
+    x = check_numeric(acts, "acts", ndim=2, layout="[N, D]").float()
     labels = torch.as_tensor(_labels(y, len(x)))
     if set(labels.unique().tolist()) != {0, 1}:
         raise InputError(f"`y` must hold the labels 0 and 1; got {sorted(labels.unique().tolist())}")

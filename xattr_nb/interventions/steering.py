@@ -238,7 +238,11 @@ def sweep_alpha(
     ``score_fn`` returns a number (column ``score``) or a dict of numbers (one column each).
     Returns a ``DataFrame`` with columns ``alpha``, the scores and ``ppl`` (if asked), one row per alpha.
     """
-    if isinstance(alphas, (str, bytes)) or not isinstance(alphas, (Sequence, np.ndarray, torch.Tensor)):
+    if (
+        isinstance(alphas, (str, bytes))
+        or not isinstance(alphas, (Sequence, np.ndarray, torch.Tensor))
+        or (isinstance(alphas, (np.ndarray, torch.Tensor)) and alphas.ndim != 1)
+    ):
         raise InputError(f"`alphas` must be a non-empty list of numbers; got {alphas!r}")
     alphas = [check_float(a, f"alphas[{i}]") for i, a in enumerate(list(alphas))]
     if not alphas:

@@ -748,8 +748,12 @@ def train_variants(
     then fine-tuned ``steps`` more per variant (CE alone, or CE + ``lam`` · alignment to the
     variant's prior, ramped over ``warmup`` steps) and scored by :func:`evaluate` on each split
     (``auprc`` passed on). Variants are :data:`VARIANTS` and :data:`CONTROLS`. Returns ``results[variant][split]`` = one metric dict per seed."""
+    if not isinstance(train, TopicData):
+        raise InputError(f"`train` must be the TopicData of topics(); got {type(train).__name__}")
     for v in variants:
         check_choice(v, VARIANTS + CONTROLS, "variants")
+    if not isinstance(tests, Mapping) or not all(isinstance(t, TopicData) for t in tests.values()):
+        raise InputError("`tests` must be a dict {name: TopicData}")
     tokenizer, make_student = _student(train, tokenizer, make_student)
     enc = encode_student(tokenizer, train.words)
     test_enc = {k: encode_student(tokenizer, d.words) for k, d in tests.items()}
@@ -796,8 +800,12 @@ def explain(
     :func:`tiny_student` over the world's vocab, with :func:`student_tokenizer`); pass both
     ``tokenizer`` and ``make_student`` for a pretrained one (e.g. ``roberta-base`` through
     :func:`xattr_nb.models.load_classifier`)."""
+    if not isinstance(train, TopicData):
+        raise InputError(f"`train` must be the TopicData of topics(); got {type(train).__name__}")
     for v in variants:
         check_choice(v, VARIANTS + CONTROLS, "variants")
+    if not isinstance(tests, Mapping) or not all(isinstance(t, TopicData) for t in tests.values()):
+        raise InputError("`tests` must be a dict {name: TopicData}")
     tokenizer, make_student = _student(train, tokenizer, make_student)
     if priors is None:
         if not isinstance(teacher, Teacher):

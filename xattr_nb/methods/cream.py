@@ -42,6 +42,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from xattr_nb import plots
 from xattr_nb.checks import InputError, check_choice, check_float, check_int
+from xattr_nb.models.io import check_model
 from xattr_nb.models.policy import (
     _response_mask,
     decode_responses,
@@ -329,8 +330,22 @@ def self_rewarding(
     """
     for a in arms:
         check_choice(a, ARMS, "arms")
-    if not pools:
+    check_model(base, "base")
+    check_model(sft, "sft")
+    if not isinstance(task, SortTask):
+        raise InputError(f"`task` must be a SortTask; got {type(task).__name__}")
+    if (
+        not isinstance(pools, (list, tuple))
+        or not pools
+        or not all(isinstance(p, (list, tuple)) and all(isinstance(q, str) for q in p) for p in pools)
+    ):
         raise InputError("`pools` must hold at least one list of prompts (one per iteration)")
+    if (
+        not isinstance(test_prompts, (list, tuple))
+        or not test_prompts
+        or not all(isinstance(q, str) for q in test_prompts)
+    ):
+        raise InputError("`test_prompts` must be a non-empty list of prompt strings")
     m1_eval = evaluate(sft, tokenizer, task, test_prompts, n_samples=eval_samples, seed=seed + 77)
     rows = [{"arm": a, "t": 0, **m1_eval} for a in arms]
     state = {a: (sft, base) for a in arms}  # (π_t, π_{t−1})

@@ -812,6 +812,10 @@ def explain(
     replaces it for the settings it names, e.g. ``{"DiPart": methods without occlusion}`` to skip a
     costly method where it is not needed.
     """
+    if not isinstance(grids, grid_world.GridData):
+        raise InputError(f"`grids` must be the GridData of worlds.grids; got {type(grids).__name__}")
+    if not isinstance(model, (nn.Module, Stages)):
+        raise InputError(f"`model` must be a torch.nn.Module or Stages; got {type(model).__name__}")
     if isinstance(settings, str) or not settings:
         raise InputError(f"`settings` must be a non-empty list from {list(SETTINGS)}")
     setting_methods = {} if setting_methods is None else setting_methods

@@ -479,7 +479,9 @@ def explain(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train one arm of :data:`ARMS` and measure it: ``(model, measures)`` (the per-patch TDE under
     ``"tde"``, on ``tde_on`` or the first test set)."""
-    if not tests:
+    if not isinstance(train, AIGIData):
+        raise InputError(f"`train` must be AIGIData (make_aigi_pairs); got {type(train).__name__}")
+    if not isinstance(tests, Mapping) or not tests or not all(isinstance(t, AIGIData) for t in tests.values()):
         raise InputError("`tests` must name at least one test set, e.g. {'id': make_aigi_pairs(...)}")
     model, info = train_detector(train, **arm_config(arm), **train_kw)
     res = evaluate(model, tests, tde_on=tde_on if tde_on is not None else next(iter(tests.values())), n_tde=n_tde)

@@ -57,7 +57,7 @@ from xattr_nb.interventions.patching import (
     ig_patching,
     normalized_logit_diff,
 )
-from xattr_nb.models.io import device_of, logits_of
+from xattr_nb.models.io import check_model, device_of, logits_of
 from xattr_nb.runtime import Cost
 from xattr_nb.worlds.text import IOI_NAMES, IOIData
 
@@ -326,8 +326,14 @@ def explain(
     ``to_attribution()``."""
     from xattr_nb.runtime import progress
 
-    if isinstance(batches, ContrastPairs) or not batches:
+    if (
+        isinstance(batches, (ContrastPairs, str))
+        or not isinstance(batches, Sequence)
+        or not batches
+        or not all(isinstance(b, ContrastPairs) for b in batches)
+    ):
         raise InputError("`batches` must be a non-empty list of ContrastPairs (see ioi_pairs(..., n_batches=3))")
+    check_model(model)
     frames, results = [], []
     if len(precomputed) > len(batches):
         raise InputError(f"`precomputed` has {len(precomputed)} entries for {len(batches)} batches")

@@ -65,7 +65,7 @@ from xattr_nb.metrics.ood import (
     neglabel_score,
     ood_metrics,
 )
-from xattr_nb.metrics.ranking import hit_rate_at_k, mrr, ndcg_at_k, recall_at_k
+from xattr_nb.metrics.ranking import hit_rate_at_k, mrr, ndcg_at_k, ndcg_at_k_batch, recall_at_k, recall_at_k_batch
 from xattr_nb.metrics.robustness import class_recall, max_sensitivity, noise_spearman
 from xattr_nb.metrics.stats import bootstrap_ci, bootstrap_delta
 from xattr_nb.metrics.text import (
@@ -122,12 +122,14 @@ __all__ = [
     "modality_gap",
     "mrr",
     "ndcg_at_k",
+    "ndcg_at_k_batch",
     "neglabel_score",
     "noise_spearman",
     "ood_metrics",
     "order_from_scores",
     "pointing_game",
     "recall_at_k",
+    "recall_at_k_batch",
     "region_scores",
     "reliability_diagram",
     "soft_comprehensiveness",

@@ -6,13 +6,11 @@ from typing import Any
 
 import torch
 
-from xattr_nb.checks import check_tensor
+from xattr_nb.checks import check_numeric
 
 
 def _vector(v: Any, name: str) -> torch.Tensor:
-    if isinstance(v, (list, tuple)):
-        v = torch.as_tensor(v, dtype=torch.float64)
-    v = check_tensor(v, name, ndim=1, layout="[S]")
+    v = check_numeric(v, name, ndim=1, layout="[S]")
     if not v.is_floating_point():
         v = v.double()
     return v

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-from xattr_nb.checks import InputError
+from xattr_nb.checks import InputError, check_numeric
 
 __all__ = ["matched_correlations", "mcc"]
 
 
 def _matrix(x: Any, name: str) -> np.ndarray:
-    arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    arr = check_numeric(x, name, finite=False).detach().cpu().double().numpy()
     if arr.ndim != 2 or arr.shape[0] < 2 or arr.shape[1] < 1:
         raise InputError(f"`{name}` must be a matrix [N samples, K factors] with N >= 2; got shape {arr.shape}")
     if not np.isfinite(arr).all():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xattr_nb.checks import InputError, check_float, check_int, check_tensor
+from xattr_nb.checks import InputError, check_float, check_int, check_numeric, check_tensor
 from xattr_nb.worlds import shapes as _sw
 
 __all__ = ["JUDGE_NONE", "Judgement", "fid_proxy", "frechet_distance", "template_judge"]
@@ -55,6 +55,10 @@ def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_
     between two Gaussians (FID's formula; ``scipy.linalg.sqrtm``, imaginary round-off dropped)."""
     from scipy import linalg
 
+    mu_a, mu_b = (check_numeric(m, n, dtype="float").double().numpy() for m, n in ((mu_a, "mu_a"), (mu_b, "mu_b")))
+    cov_a, cov_b = (
+        check_numeric(c, n, dtype="float").double().numpy() for c, n in ((cov_a, "cov_a"), (cov_b, "cov_b"))
+    )
     mu_a, mu_b = np.atleast_1d(mu_a), np.atleast_1d(mu_b)
     cov_a, cov_b = np.atleast_2d(cov_a), np.atleast_2d(cov_b)
     if mu_a.shape != mu_b.shape or cov_a.shape != cov_b.shape or cov_a.shape != (len(mu_a), len(mu_a)):

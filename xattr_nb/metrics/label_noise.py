@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_tensor
+from xattr_nb.checks import InputError, check_numeric, check_tensor
 
 __all__ = ["detection_scores", "memorization_stats"]
 
 
 def _ints(v: Any, name: str, n: int | None = None) -> np.ndarray:
-    t = check_tensor(torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v, name, ndim=1,
-                     dtype="int", layout="[N]")  # fmt: skip
+    t = check_numeric(v, name, ndim=1, dtype="int", layout="[N]")
     if n is not None and t.shape[0] != n:
         raise InputError(f"`{name}` must have {n} entries like the first argument; got {t.shape[0]}")
     return t.detach().cpu().long().numpy()

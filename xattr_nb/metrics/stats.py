@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_float, check_int, check_tensor
+from xattr_nb.checks import InputError, check_float, check_int, check_numeric, check_tensor
 
 __all__ = ["STATISTICS", "bootstrap_ci", "bootstrap_delta"]
 
@@ -35,9 +35,7 @@ def bootstrap_ci(values: Any, *, n: int = 1000, alpha: float = 0.05, seed: int =
     a third of cases (measured on random data), and it refuses a single value. Written here, the
     numbers are those ``methods.qa_circuits`` reported. Non-finite values are refused.
     """
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().double().numpy()
-    v = np.asarray(values, dtype=float).ravel()
+    v = check_numeric(values, "values", finite=False, nonempty=False).detach().cpu().double().numpy().ravel()
     if v.size == 0:
         raise InputError("`values` must not be empty")
     if not np.isfinite(v).all():

@@ -278,10 +278,12 @@ def token_deletion_curve(
     input_ids: Any,
     attr: Attribution | torch.Tensor,
     target: Any = None,
+    *,
+    replace_id: int | torch.Tensor,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(fraction erased [n+1], score [n+1])`` as the top tokens are erased one by one (see :func:`token_curves`)."""
-    c = token_curves(model, input_ids, attr, target, **kwargs)
+    c = token_curves(model, input_ids, attr, target, replace_id=replace_id, **kwargs)
     return c.area, c.deletion
 
 

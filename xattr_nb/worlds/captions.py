@@ -181,6 +181,8 @@ def vocabulary() -> list[str]:
 def caption(attr: dict[str, str], template: int) -> str:
     """``TEMPLATES[template]`` filled from ``attr`` (keys shape, color, size, style, bg, pos)."""
     template = check_int(template, "template", low=0, high=len(TEMPLATES) - 1)
+    if not isinstance(attr, dict):
+        raise InputError(f"`attr` must be a dict with keys {list(_SLOTS)}; got {type(attr).__name__}")
     missing = [k for k in _SLOTS if k not in attr]
     if missing:
         raise InputError(f"`attr` must hold {list(_SLOTS)}; missing {missing}")
@@ -322,6 +324,8 @@ def _uniform_corpus(n: int, seed: int, size: int, held: set, rng: np.random.Gene
 
 def prior_mask(data: CaptionData) -> torch.Tensor:
     """``[N]`` bool: which images of ``data`` show their shape in its :data:`PRIOR_COLOR`."""
+    if not isinstance(data, CaptionData):
+        raise InputError(f"`data` must be a CaptionData (e.g. from corpus()); got {type(data).__name__}")
     prior = torch.as_tensor([COLORS.index(PRIOR_COLOR[s]) for s in SHAPES])
     return prior[data.shape_ids] == data.color_ids
 

@@ -82,14 +82,14 @@ def patch_grid(size: int, patch: int) -> torch.Tensor:
 
 def weak_pattern(size: int) -> torch.Tensor:
     """The weak artifact's shape ``[size, size]``: a ±1 checkerboard (period 2), same on every channel."""
-    i = torch.arange(size)
+    i = torch.arange(check_int(size, "size", low=1))
     return 1.0 - 2.0 * ((i[:, None] + i[None, :]) % 2).float()
 
 
 def strong_pattern(size: int) -> torch.Tensor:
     """The strong artifact's shape ``[size, size]``: a ±1 high-frequency grid (lines every 4 pixels,
     zero mean over each 4×4 cell) so it differs from the checkerboard."""
-    i = torch.arange(size)
+    i = torch.arange(check_int(size, "size", low=1))
     on = ((i[:, None] % 4) == 0) | ((i[None, :] % 4) == 0)
     g = torch.where(on, torch.tensor(1.0), torch.tensor(-7.0 / 9.0))
     return g / g.abs().max()

@@ -221,11 +221,11 @@ def _item_features(item_topic: np.ndarray, n_topics: int, rng: np.random.Generat
 # --------------------------------------------------------------------------------------------
 
 
-def _interactions(df: Any) -> pd.DataFrame:
+def _interactions(df: Any, name: str = "interactions") -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame) or not {"user", "item"} <= set(df.columns):
-        raise InputError("`interactions` must be a pandas DataFrame with columns 'user' and 'item'")
+        raise InputError(f"`{name}` must be a pandas DataFrame with columns 'user' and 'item'")
     if len(df) == 0:
-        raise InputError("`interactions` is empty")
+        raise InputError(f"`{name}` is empty")
     return df[["user", "item"]].drop_duplicates()
 
 
@@ -239,7 +239,7 @@ def split_fold_in(
     if not 0.0 < holdout < 1.0:
         raise InputError(f"`holdout` must lie strictly between 0 and 1; got {holdout}")
     min_items = check_int(min_items, "min_items", low=2)
-    df = _interactions(df)
+    df = _interactions(df, "df")
     rng = rng if rng is not None else np.random.RandomState(OFFICIAL_SEED)
     fold, held = [], []
     for _, g in df.sort_values(["user", "item"]).groupby("user", sort=True):

@@ -272,12 +272,30 @@ def render_masks(
     ``radius`` in pixels; ``angle`` in radians, counter-clockwise on screen. Useful on its own
     for template matching and glyph-shaped holes.
     """
-    names = [SHAPES[int(s)] if not isinstance(s, str) else s for s in np.asarray(shapes, dtype=object).ravel()]
-    for s in names:
-        if s not in SHAPES:
-            raise InputError(f"`shapes` contains unknown shape {s!r}; choose from {list(SHAPES)}")
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else size
-    u, v = _local(cx, cy, radius, angle, int(h), int(w))
+    if isinstance(shapes, str) or shapes is None:
+        raise InputError(f"`shapes` must be a list of shape names or indices; got {shapes!r}")
+    names = []
+    for s in np.asarray(shapes, dtype=object).ravel():
+        if isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= int(s) < len(SHAPES):
+            s = SHAPES[int(s)]
+        if not isinstance(s, str) or s not in SHAPES:
+            raise InputError(f"`shapes` contains unknown shape {s!r}; choose from {list(SHAPES)} or their indices")
+        names.append(s)
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        h, w = check_int(size[0], "size[0]", low=1), check_int(size[1], "size[1]", low=1)
+    else:
+        h = w = check_int(size, "size", low=1)
+    m = len(names)
+    geom = {}
+    for name, val in (("cx", cx), ("cy", cy), ("radius", radius), ("angle", angle)):
+        try:
+            flat = np.asarray(val, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            flat = np.empty(0)
+        if flat.size not in (1, m) or not np.isfinite(flat).all() or isinstance(val, (bool, str)):
+            raise InputError(f"`{name}` must be a finite number or one per shape ({m}); got {val!r}")
+        geom[name] = np.full(m, flat[0]) if flat.size == 1 else flat
+    u, v = _local(geom["cx"], geom["cy"], geom["radius"], geom["angle"], int(h), int(w))
     out = np.zeros(u.shape, dtype=bool)
     arr = np.asarray(names)
     for s in set(names):

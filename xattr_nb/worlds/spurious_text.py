@@ -138,6 +138,9 @@ _TWIN.update({b: a for a, b in list(_TWIN.items())})
 
 def swap_topic(words: list[str], roles: list[str]) -> list[str]:
     """``words`` with every word whose role is ``"topic"`` replaced by its twin in the other topic."""
+    for arg, name in ((words, "words"), (roles, "roles")):
+        if not isinstance(arg, (list, tuple)) or not all(isinstance(w, str) for w in arg):
+            raise InputError(f"`{name}` must be a list of strings; got {type(arg).__name__}")
     if len(words) != len(roles):
         raise InputError(f"`words` and `roles` must have the same length; got {len(words)} and {len(roles)}")
     out = []

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_float, check_int, check_int_range, check_tensor
+from xattr_nb.checks import InputError, check_float, check_int, check_int_range, check_numeric
 from xattr_nb.worlds.base import WorldData, check_n, check_names, check_seed
 
 __all__ = [
@@ -63,6 +63,8 @@ SPECIALS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]")
 
 def word_char_spans(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` character span of each single-space-separated word of ``text``."""
+    if not isinstance(text, str):
+        raise InputError(f"`text` must be a str; got {type(text).__name__}")
     spans, pos = [], 0
     for w in text.split(" "):
         spans.append((pos, pos + len(w)))
@@ -79,8 +81,7 @@ def gold_token_mask(offsets: Any, char_spans: Any) -> torch.Tensor:
     character range is non-empty and intersects a span; special and padding tokens have empty
     ranges ``(0, 0)`` and are never gold. Returns a bool tensor ``[T]`` or ``[B, T]``.
     """
-    off = torch.as_tensor(np.asarray(offsets)) if not isinstance(offsets, torch.Tensor) else offsets
-    off = check_tensor(off, "offsets", ndim=(2, 3), dtype="int", layout="[T, 2] or [B, T, 2]")
+    off = check_numeric(offsets, "offsets", ndim=(2, 3), dtype="int", layout="[T, 2] or [B, T, 2]")
     if off.shape[-1] != 2:
         raise InputError(f"`offsets` must end in a dimension of 2 (start, end); got shape {tuple(off.shape)}")
     single = off.ndim == 2
@@ -107,6 +108,10 @@ def encode_words(
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
         raise InputError("`texts` must be a non-empty list of strings")
+    if not all(isinstance(t, str) for t in texts):
+        raise InputError("`texts` must be a non-empty list of strings")
+    if isinstance(vocab, str) or not isinstance(vocab, Sequence) or not all(isinstance(w, str) for w in vocab):
+        raise InputError(f"`vocab` must be a list of words; got {type(vocab).__name__}")
     index = {w: i for i, w in enumerate(vocab)}
     if pad not in index:
         raise InputError(f"`pad` token {pad!r} is not in `vocab`")
@@ -157,6 +162,12 @@ class TextData(WorldData):
 
 def join_words(words: list[list[str]], gold: list[list[int]]) -> tuple[list[str], list[list[tuple[int, int]]]]:
     """Texts (each row's ``words`` joined by spaces) and the character spans of the gold word indices ``gold``."""
+    if not isinstance(words, (list, tuple)) or not all(
+        isinstance(w, (list, tuple)) and all(isinstance(x, str) for x in w) for w in words
+    ):
+        raise InputError("`words` must be a list of word lists (strings)")
+    if not isinstance(gold, (list, tuple)) or len(gold) != len(words):
+        raise InputError(f"`gold` must hold one list of word indices per row of `words` ({len(words)})")
     texts = [" ".join(w) for w in words]
     chars = []
     for t, g in zip(texts, gold, strict=True):
