@@ -100,7 +100,7 @@ def test_focal_info_nce_by_hand_and_the_detach_flag():
     q = torch.randn(4, 5, generator=g, requires_grad=True)
     p = torch.randn(4, 5, generator=g)
     log_p = -info_nce(q, p, tau=0.2, reduction="none")
-    want = (-(1 - log_p.exp()) ** 1.5 * log_p).mean()
+    want = (-((1 - log_p.exp()) ** 1.5) * log_p).mean()
     got = focal_info_nce(q, p, tau=0.2, gamma=1.5)
     assert float(got) == pytest.approx(float(want), abs=1e-6)
     assert float(got) < float(info_nce(q, p, tau=0.2))  # weights < 1 shrink the loss

@@ -28,7 +28,9 @@ def test_each_eval_query_has_exactly_its_positive_relevant(world):
     assert rel.shape == (30, 90)
     assert rel.sum(1).tolist() == [1] * 30
     assert all(bool(rel[i, world.eval_positive[i]]) for i in range(30))
-    assert not bool(rel[range(30), world.eval_hard[:, 0]].any()) and not bool(rel[range(30), world.eval_hard[:, 1]].any())
+    assert not bool(rel[range(30), world.eval_hard[:, 0]].any()) and not bool(
+        rel[range(30), world.eval_hard[:, 1]].any()
+    )
     assert {world.eval_doc_kind[j] for j in world.eval_hard[:, 0].tolist()} == {"slot"}
     assert {world.eval_doc_kind[j] for j in world.eval_hard[:, 1].tolist()} == {"role_swap"}
 
