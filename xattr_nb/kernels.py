@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
+from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_numeric, check_tensor
 from xattr_nb.models.io import check_model, input_embeddings, logits_of
 from xattr_nb.runtime import Cost, progress
 
@@ -236,9 +236,8 @@ def check_regions(regions: object, name: str = "regions", *, hw: tuple[int, int]
 
 def check_order(order: object, n: int, name: str = "order") -> torch.Tensor:
     """Check that ``order`` is a permutation of ``range(n)`` (a LongTensor ``[n]``)."""
-    if isinstance(order, (list, tuple)):
-        order = torch.as_tensor(order)
-    order = check_tensor(order, name, ndim=1, dtype="int", layout="[R]").long()
+    n = check_int(n, "n", low=1)
+    order = check_numeric(order, name, ndim=1, dtype="int", layout="[R]").long()
     if order.shape[0] != n or not torch.equal(order.sort().values.cpu(), torch.arange(n)):
         raise InputError(f"`{name}` must be a permutation of range({n}) (every region once); got {order.tolist()}")
     return order

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xattr_nb.checks import InputError, check_float, check_int, check_numeric, check_tensor
+from xattr_nb.checks import InputError, check_float, check_int, check_numeric
 
 __all__ = ["STATISTICS", "bootstrap_ci", "bootstrap_delta"]
 
@@ -71,9 +71,7 @@ STATISTICS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor
 
 def _examples(v: Any, name: str) -> torch.Tensor:
     """Per-example scores as a float64 CPU matrix ``[N, D]`` (everything after the first dimension flattened)."""
-    if isinstance(v, (list, tuple)):
-        v = torch.as_tensor(np.asarray(v, dtype=np.float64))
-    v = check_tensor(v, name, layout="[N, ...] (one row per example)")
+    v = check_numeric(v, name, layout="[N, ...] (one row per example)")
     if v.ndim == 0:
         raise InputError(f"`{name}` must have an example dimension first, [N, ...]; got a scalar")
     return v.detach().cpu().reshape(v.shape[0], -1).double()
