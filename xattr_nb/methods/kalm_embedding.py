@@ -556,12 +556,13 @@ def explain(
             "mining": None if negs is None else mining_stats(negs, world)}  # fmt: skip
 
 
-def plot_arms(table: pd.DataFrame, metric: str = "ndcg@10", *, reference: Mapping[str, float] | None = None,
+def plot_arms(table: pd.DataFrame, metric: str = "ndcg@10", *, baseline: float = 0.0, baseline_name: str = "",
               title: str | None = None):  # fmt: skip
-    """Bars: each arm's mean ``metric`` over runs (dots: runs); ``reference`` adds single-value rows (zero-shot, soup)."""
+    """Bars: each arm's mean ``metric`` over runs minus ``baseline`` (e.g. the zero-shot model's), dots: runs.
+    Differences, not levels, so gaps of a few hundredths are visible."""
     if metric not in table.columns:
         raise InputError(f"`metric` must be one of the table's columns {list(table.columns)}; got {metric!r}")
-    values: dict[str, Any] = {k: float(v) for k, v in (reference or {}).items()}
-    for arm in table["arm"].unique():
-        values[arm] = table.loc[table["arm"] == arm, metric].to_numpy()
-    return plots.comparison_bars(values, metric=metric, title=title, higher_is_better=True)
+    baseline = check_float(baseline, "baseline")
+    values = {arm: table.loc[table["arm"] == arm, metric].to_numpy() - baseline for arm in table["arm"].unique()}
+    label = f"{metric} − {baseline_name}" if baseline_name else metric
+    return plots.comparison_bars(values, metric=label, title=title, higher_is_better=True)
