@@ -104,7 +104,16 @@ Fact = tuple[int, int, int, int]  # (agent, verb group, patient, place)
 
 def render(fact: Fact, template: int, verb_syn: int, place_syn: int) -> str:
     """One surface form of ``fact`` (indices into NAMES, VERBS, NAMES, PLACES)."""
-    a, v, p, l = fact
+    if isinstance(fact, torch.Tensor):
+        fact = fact.tolist()
+    if not isinstance(fact, (tuple, list, np.ndarray)) or len(fact) != 4:
+        raise InputError(f"`fact` must be 4 indices (agent, verb group, patient, place); got {fact!r}")
+    highs = (len(NAMES), len(VERBS), len(NAMES), len(PLACES))
+    a, v, p, l = (
+        check_int(x, f"fact[{i}]", low=0, high=h - 1) for i, (x, h) in enumerate(zip(fact, highs, strict=True))
+    )
+    template = check_int(template, "template", low=0, high=len(TEMPLATES) - 1)
+    verb_syn, place_syn = check_int(verb_syn, "verb_syn", low=0), check_int(place_syn, "place_syn", low=0)
     group, places = VERBS[v], PLACES[l]
     past, pp = group[verb_syn % len(group)]
     return TEMPLATES[template].format(A=NAMES[a], P=NAMES[p], v=past, pp=pp, L=places[place_syn % len(places)])
