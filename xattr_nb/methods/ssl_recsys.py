@@ -228,7 +228,7 @@ def popularity_slices(train_pairs: Any, n_items: int, *, head_share: float = 0.1
     counts = np.bincount(pairs[:, 1], minlength=n_items)
     order = np.lexsort((np.arange(n_items), -counts))
     head = np.zeros(n_items, bool)
-    head[order[: int(round(head_share * n_items))]] = True
+    head[order[: round(head_share * n_items)]] = True
     return {"counts": counts, "head": head, "tail": (counts <= tail_max) & ~head}
 
 
@@ -335,10 +335,8 @@ class FeatureTower(nn.Module):
         parts = []
         for j, k in enumerate(self.order):
             x = batch[k]
-            if k in self.multi:
-                e = x @ self.emb[k].weight / x.sum(1, keepdim=True).clamp(min=1.0)
-            else:
-                e = self.emb[k](x)
+            multi = k in self.multi
+            e = x @ self.emb[k].weight / x.sum(1, keepdim=True).clamp(min=1.0) if multi else self.emb[k](x)
             if mask is not None:
                 fill = self.missing[j] if self.default == "learned" else torch.zeros_like(self.missing[j])
                 e = torch.where(mask[:, j : j + 1], fill.expand_as(e), e)
