@@ -192,3 +192,24 @@ def test_bad_inputs_name_the_argument():
         S.item_features({"a": torch.tensor([0.5, 1.0])})
     with pytest.raises(InputError, match="p"):
         S.multi_value_dropout(torch.ones(2, 2), 1.5)
+
+
+def test_full_scale_path_on_movielens_stand_in(tmp_path):
+    from xattr_nb.worlds.recsys import load_recsys
+
+    rng = np.random.default_rng(0)
+    lines = ["userId,movieId,rating,timestamp"]
+    for u in range(1, 61):
+        lines += [f"{u},{m},5.0,0" for m in rng.choice(np.arange(1, 31), 8, replace=False)]
+    (tmp_path / "ratings.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n"
+        + "".join(f"{m},Film {m} ({1960 + m}),{'Drama' if m % 2 else 'Comedy'}\n" for m in range(1, 31))
+    )
+    data = load_recsys("full", data_dir=tmp_path, n_heldout=10)
+    parts = S.build(data, n_train=200, features=S.movielens_item_features(tmp_path, data.item_ids))
+    assert parts["corpus"].order == ["item_id", "genres", "decade"]
+    table, _runs = S.compare(parts, steps=2, batch=8, ssl_batch=8)
+    assert list(table.index) == list(S.VARIANTS) and table["all recall@50"].between(0, 1).all()
+    with pytest.raises(InputError, match="features"):
+        S.build(data)  # MovieLens ratings carry no item features
