@@ -104,3 +104,19 @@ def test_image_free_spread_detects_image_information():
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(InputError, match=name):
         call()
+
+
+def test_caption_hallucination_known_rows():
+    from xattr_nb.worlds import captions as W
+
+    shape = W.SHAPES[0]
+    prior = W.PRIOR_COLOR[shape]
+    other = next(c for c in W.COLORS if c != prior)
+    third = next(c for c in W.COLORS if c not in (prior, other))
+    a = {"color": other, "shape": shape}
+    caps = [f"a {other} {shape}", f"a {prior} {shape}", f"a {third} {shape}", "a shape"]
+    t = M.caption_hallucination(caps, [a] * 4)
+    assert t.wrong_color.tolist() == [False, True, True, True]
+    assert t.prior_consistent.tolist() == [False, True, False, False]
+    with pytest.raises(InputError, match="attrs"):
+        M.caption_hallucination(caps, [a])

@@ -36,6 +36,7 @@ __all__ = [
     "ARMS",
     "affine_calibrate",
     "arm_table",
+    "caption_hallucination",
     "closed_scores",
     "contrastive_logits",
     "decide",
@@ -246,3 +247,25 @@ def image_free_spread(scores: dict[str, torch.Tensor], questions: Sequence[str],
         ref = torch.as_tensor([first.setdefault(q, i) for i, q in enumerate(questions)])
         worst = max(worst, float((p - p[ref]).abs().max()))
     return worst
+
+
+def caption_hallucination(captions: Sequence[str], attrs: Sequence[dict[str, str]]) -> pd.DataFrame:
+    """Per caption: the colour word it names (first word in the world's colours, ``None`` if none),
+    ``wrong_color`` (it contradicts the image; a missing colour counts as wrong) and
+    ``prior_consistent`` (wrong *and* equal to the shape's prior colour: the CHAIR-like rates of spec §1.5)."""
+    from xattr_nb.worlds import captions as world
+
+    if isinstance(captions, str) or not isinstance(captions, Sequence) or not captions:
+        raise InputError("`captions` must be a non-empty list of strings")
+    if not isinstance(attrs, Sequence) or len(attrs) != len(captions):
+        raise InputError(f"`attrs` must hold one attribute dict per caption ({len(captions)})")
+    rows = []
+    for c, a in zip(captions, attrs, strict=True):
+        if not isinstance(c, str) or not isinstance(a, dict) or not {"color", "shape"} <= set(a):
+            raise InputError("`captions` must be strings and `attrs` dicts with 'color' and 'shape'")
+        col = next((w for w in c.split() if w in world.COLORS), None)
+        wrong = col != a["color"]
+        rows.append(
+            {"color": col, "wrong_color": wrong, "prior_consistent": wrong and col == world.PRIOR_COLOR[a["shape"]]}
+        )
+    return pd.DataFrame(rows)
