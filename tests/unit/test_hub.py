@@ -220,7 +220,7 @@ def test_minilm_weights_are_pinned(tmp_path):
 
     folder = minilm_path()  # the installed file matches the pin
     assert (folder / "model.safetensors").is_file()
-    with pytest.raises(InputError, match="has no model.safetensors"):
+    with pytest.raises(InputError, match=r"has no model\.safetensors"):
         check_minilm_weights(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"not the weights")
     with pytest.raises(InputError, match="not the pinned"):
