@@ -231,9 +231,12 @@ def explain(
         raise InputError(f"`scale='full'` needs {TDM} (Stable Diffusion), which is not loadable offline")
     from xattr_nb.worlds import captions as W
 
-    if not combos:
+    if not isinstance(combos, (list, tuple)) or not combos:
         raise InputError("`combos` must be a non-empty list of (shape, colour) pairs")
-    for s, c in combos:
+    for pair in combos:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise InputError(f"`combos` must hold (shape, colour) pairs; got {pair!r}")
+        s, c = pair
         if s not in W.SHAPES or c not in W.COLORS:
             raise InputError(f"`combos` must hold (shape, colour) names of the captions world; got {(s, c)}")
     starts = check_int(starts, "starts", low=1)
