@@ -359,8 +359,8 @@ def image_heatmaps(
 def _xy(name: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise InputError(f"`data[{name!r}]` must be Curves, a CurveSet or an (x, y) pair")
-    x = check_tensor(torch.as_tensor(np.asarray(value[0], dtype=float)), f"data[{name!r}] x", ndim=1)
-    y = check_tensor(torch.as_tensor(np.asarray(value[1], dtype=float)), f"data[{name!r}] y", ndim=1)
+    x = check_tensor(torch.as_tensor(np.array(value[0], dtype=float)), f"data[{name!r}] x", ndim=1)
+    y = check_tensor(torch.as_tensor(np.array(value[1], dtype=float)), f"data[{name!r}] y", ndim=1)
     if x.shape != y.shape:
         raise InputError(f"`data[{name!r}]`: x has {x.shape[0]} points but y has {y.shape[0]}")
     return x.numpy(), y.numpy()
