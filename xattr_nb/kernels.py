@@ -2,6 +2,10 @@
 
 - :func:`count_passes` counts forward and backward passes (per example) through a model.
 - :func:`batched_forward` runs many inputs in chunks under ``no_grad``.
+- :func:`device_budget`, :func:`activation_row_bytes`, :func:`rows_per_chunk` and
+  :func:`length_groups` size chunks of transformer rows by a byte budget read from the device (the
+  per-core L2 cache on a CPU, a share of free memory on a GPU) and group texts by length, so
+  padding wastes little work.
 - :func:`compose_masked` and :func:`masked_scores` evaluate one input under many keep-masks,
   building each chunk of masked copies on the fly so memory stays bounded by ``max_bytes``.
 - :func:`grid_regions`, :func:`check_regions` and :func:`cumulative_keep` build the region
@@ -16,8 +20,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -29,8 +37,10 @@ from xattr_nb.models.io import check_model, input_embeddings, logits_of
 from xattr_nb.runtime import Cost, progress
 
 __all__ = [
+    "CHUNK_BYTES_ENV",
     "DEFAULT_MAX_BYTES",
     "PassCounter",
+    "activation_row_bytes",
     "batched_forward",
     "check_members",
     "check_order",
@@ -40,13 +50,17 @@ __all__ = [
     "compose_masked",
     "compose_token_masked",
     "count_passes",
+    "cpu_cache_bytes",
     "cumulative_keep",
+    "device_budget",
     "grid_regions",
     "labels_to_regions",
+    "length_groups",
     "masked_outputs",
     "masked_scores",
     "masked_token_scores",
     "real_positions",
+    "rows_per_chunk",
     "slic_regions",
     "subset_keep",
     "target_scores",
@@ -112,6 +126,190 @@ def chunk_size(example_bytes: int, *, batch_size: int | None = None, max_bytes: 
         return check_int(batch_size, "batch_size", low=1)
     check_int(max_bytes, "max_bytes", low=1)
     return max(1, max_bytes // max(1, example_bytes))
+
+
+# -------------------------------------------------------------------------------- chunk budgets
+
+#: Environment variable that overrides :func:`device_budget` (bytes, e.g. ``XATTR_NB_CHUNK_BYTES=4194304``).
+CHUNK_BYTES_ENV = "XATTR_NB_CHUNK_BYTES"
+_DEFAULT_CACHE_BYTES = 1 << 20  # when the cache size cannot be read: 1 MiB, a common per-core L2
+_DEFAULT_LLC_BYTES = 8 << 20  # one core's share of the last-level cache when it cannot be read
+_GPU_SHARE = 8  # a GPU chunk may use 1/8 of the free memory
+_OTHER_BUDGET = 256 << 20  # devices with neither (mps, xpu): 256 MiB
+
+
+def _parse_size(text: str) -> int | None:
+    """``"1024K"``, ``"2 MiB"``, ``"32768K"``, ``"1048576"`` -> bytes (``None`` if unreadable)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        return None
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2).upper()]
+
+
+def cpu_cache_bytes(level: int = 2) -> int | None:
+    """One core's share of the data (or unified) cache at ``level`` in bytes: from Linux sysfs
+    (``/sys/devices/system/cpu/cpu0/cache/index*/``: its size over the CPUs that share it), else
+    from ``lscpu -B`` (the total over the machine's CPUs), else ``None``. Read once per process."""
+    return _cpu_cache_bytes(check_int(level, "level", low=1, high=4))
+
+
+def _count_cpus(cpu_list: str) -> int:
+    n = 0
+    for part in cpu_list.strip().split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi) - int(lo) + 1 if hi else 1
+    return max(1, n)
+
+
+@functools.lru_cache(maxsize=8)
+def _cpu_cache_bytes(level: int) -> int | None:
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(root)):
+            d = os.path.join(root, entry)
+            with open(os.path.join(d, "level")) as f_level, open(os.path.join(d, "type")) as f_type:
+                if int(f_level.read()) != level or f_type.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(d, "size")) as f_size:
+                size = _parse_size(f_size.read())
+            try:
+                with open(os.path.join(d, "shared_cpu_list")) as f_shared:
+                    sharing = _count_cpus(f_shared.read())
+            except (OSError, ValueError):
+                sharing = 1
+            if size:
+                return size // sharing
+    except (OSError, ValueError):
+        pass
+    try:
+        out = subprocess.run(["lscpu", "-B"], capture_output=True, text=True, timeout=5, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name = {1: "L1d", 2: "L2", 3: "L3", 4: "L4"}[level]
+    m = re.search(rf"^{name} cache:\s*(\d+)", out, flags=re.MULTILINE)
+    return int(m.group(1)) // max(1, os.cpu_count() or 1) if m else None
+
+
+def device_budget(device: torch.device | str = "cpu", *, grad: bool = False) -> int:
+    """Bytes that the widest activation of one chunk may take on ``device``.
+
+    On a CPU, a forward-only chunk gets one core's L2 cache (:func:`cpu_cache_bytes`; 1 MiB if it
+    cannot be read), so that its largest intermediate (the MLP hidden layer, the attention scores,
+    the logits) stays in the cache the next op reads it from; a chunk that is also backpropagated
+    (``grad=True``) keeps every layer's activations for the backward, which no L2 holds, and gets
+    one core's share of the L3 instead (8 MiB if unknown). Measured on a 2-core AMD EPYC (1 MiB L2
+    per core, 32 MiB shared L3): forwards of the 4-layer IOI GPT-2 are fastest at 32-64 rows of 15
+    tokens (the L2 rule gives 64; 512 rows cost 1.4x), forward+backward of MiniLM at 16-32 rows of
+    32 tokens (the L3 rule gives 80, within 6%; 5 rows cost 1.2x, 256 rows 1.1x).
+    On a CUDA GPU: 1/8 of the free memory (``torch.cuda.mem_get_info``), since a GPU gains from the
+    widest batch that fits. Elsewhere 256 MiB. The environment variable ``XATTR_NB_CHUNK_BYTES``
+    overrides all of these.
+    """
+    if not isinstance(grad, bool):
+        raise InputError(f"`grad` must be a bool; got {type(grad).__name__}")
+    env = os.environ.get(CHUNK_BYTES_ENV)
+    if env is not None:
+        size = _parse_size(env)
+        if not size:
+            raise InputError(f"{CHUNK_BYTES_ENV} must be a positive byte count (e.g. 1048576 or 4M); got {env!r}")
+        return size
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"`device` must be a torch device or its name; got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"`device` {device!r} is not a torch device: {e}") from None
+    if dev.type == "cpu":
+        if grad:
+            return cpu_cache_bytes(3) or _DEFAULT_LLC_BYTES
+        return cpu_cache_bytes(2) or _DEFAULT_CACHE_BYTES
+    if dev.type == "cuda" and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info(dev)
+        return max(1, int(free) // _GPU_SHARE)
+    return _OTHER_BUDGET
+
+
+def _cfg(config: object, *names: str) -> int | None:
+    for n in names:
+        v = getattr(config, n, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def activation_row_bytes(model: nn.Module, seq_len: int) -> int:
+    """Bytes of the widest activation that one input row of ``seq_len`` tokens makes in a forward
+    through a Hugging Face transformer (read from ``model.config``): the largest of the MLP hidden
+    layer (``T·d_ff``), the fused q/k/v (``3·T·d``), the attention scores (``H·T·T``) and the output
+    (``T·V`` logits of an LM head, else one row of ``num_labels``), times the parameters' element size.
+    """
+    check_model(model)
+    seq_len = check_int(seq_len, "seq_len", low=1)
+    cfg = getattr(model, "config", None)
+    d = _cfg(cfg, "n_embd", "hidden_size", "d_model", "dim")
+    if cfg is None or d is None:
+        raise InputError(
+            f"`model` ({type(model).__name__}) has no config with its width (n_embd / hidden_size); "
+            "pass a row count instead of sizing chunks from the model"
+        )
+    d_ff = _cfg(cfg, "n_inner", "intermediate_size", "ffn_dim", "d_ff", "hidden_dim") or 4 * d
+    heads = _cfg(cfg, "n_head", "num_attention_heads", "num_heads", "n_heads") or 1
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None:
+        out = seq_len * (_cfg(cfg, "vocab_size") or int(head.weight.shape[0]))
+    else:
+        out = _cfg(cfg, "num_labels") or 1
+    param = next(model.parameters(), None)
+    size = param.element_size() if param is not None else 4
+    return size * max(seq_len * d_ff, 3 * seq_len * d, heads * seq_len * seq_len, out)
+
+
+def rows_per_chunk(
+    row_bytes: int,
+    *,
+    device: torch.device | str = "cpu",
+    budget: int | None = None,
+    grad: bool = False,
+    multiple: int = 1,
+    total: int | None = None,
+) -> int:
+    """Rows per chunk: as many rows of ``row_bytes`` (:func:`activation_row_bytes`) as fit in
+    ``budget`` bytes (default :func:`device_budget` of ``device`` and ``grad``: whether the rows are
+    also backpropagated), rounded down to a multiple of
+    ``multiple`` (the rows of one unit of work, e.g. the prompts that one patched component repeats)
+    and at least ``multiple``; never more than ``total`` rows rounded up to ``multiple`` (the whole job).
+    """
+    row_bytes = check_int(row_bytes, "row_bytes", low=1)
+    multiple = check_int(multiple, "multiple", low=1)
+    budget = device_budget(device, grad=grad) if budget is None else check_int(budget, "budget", low=1)
+    rows = max(multiple, budget // row_bytes // multiple * multiple)
+    if total is not None:
+        total = check_int(total, "total", low=1)
+        rows = min(rows, -(-total // multiple) * multiple)
+    return rows
+
+
+def length_groups(lengths: Sequence[int] | torch.Tensor, *, slack: float = 0.1) -> list[list[int]]:
+    """Indices of rows grouped by length so that padding each group to its longest row wastes at most
+    ``slack`` of its work: sorted by length, a group grows while its longest row is at most
+    ``(1 + slack)`` times its shortest. ``slack=0`` groups equal lengths only. Groups come in order of
+    length; each group's indices in their original order."""
+    if isinstance(lengths, torch.Tensor):
+        lengths = check_tensor(lengths, "lengths", ndim=1, dtype="int").tolist()
+    elif not isinstance(lengths, (list, tuple)):
+        raise InputError(f"`lengths` must be a list of ints or a 1-d int tensor; got {type(lengths).__name__}")
+    if not lengths:
+        raise InputError("`lengths` is empty: need at least one row")
+    lengths = [check_int(v, f"lengths[{i}]", low=0) for i, v in enumerate(lengths)]
+    slack = check_float(slack, "slack", low=0.0)
+    groups: list[list[int]] = []
+    lo = None
+    for i in sorted(range(len(lengths)), key=lambda j: (lengths[j], j)):
+        if lo is None or lengths[i] > (1 + slack) * lo:
+            groups.append([])
+            lo = max(1, lengths[i])
+        groups[-1].append(i)
+    return [sorted(g) for g in groups]
 
 
 @torch.no_grad()

@@ -52,6 +52,7 @@ from xattr_nb.checks import InputError, check_choice, check_int, check_numeric, 
 from xattr_nb.interventions.circuit import node_name
 from xattr_nb.interventions.hooks import block_names, first_tensor, hooks
 from xattr_nb.interventions.lrp import LRP_RULES, lrp_mode
+from xattr_nb.kernels import activation_row_bytes, rows_per_chunk
 from xattr_nb.models.io import device_of, logits_of
 from xattr_nb.runtime import Cost, progress
 
@@ -460,7 +461,7 @@ def activation_patching(
     sites: Sequence[str] = ("resid_pre", "attn_out", "mlp_out"),
     positions: Sequence[int] | None = None,
     attention_mask: torch.Tensor | None = None,
-    max_rows: int = 512,
+    max_rows: int | None = None,
     per_example: bool = False,
     show_progress: bool = False,
 ) -> PatchingResult:
@@ -470,7 +471,11 @@ def activation_patching(
 
     Components are batched: the corrupted batch is repeated ``max_rows // B`` times and each copy
     patches a different component, so one batched forward serves many components (the count in
-    ``cost.forward`` is one per component, plus the clean and corrupted runs). ``per_example=True``
+    ``cost.forward`` is one per component, plus the clean and corrupted runs). ``max_rows=None``
+    (default) sizes the chunk from the device: as many rows as keep one row's widest activation
+    within :func:`~xattr_nb.kernels.device_budget` (the per-core L2 cache on a CPU; see
+    :func:`~xattr_nb.kernels.rows_per_chunk`), at least one component's ``B`` rows. The scores do
+    not depend on the chunking; ``meta["rows_per_chunk"]`` records it. ``per_example=True``
     also scores each prompt (needs ``metric.per_example(logits) -> [B]``, as
     :class:`NormalizedLogitDiff` has).
     """
@@ -478,7 +483,7 @@ def activation_patching(
     metric = _check_metric(metric)
     kinds, st = _check_kinds(sites), component_sites(model)
     pos = _check_positions(positions, clean.shape[1])
-    max_rows = check_int(max_rows, "max_rows", low=1)
+    max_rows = None if max_rows is None else check_int(max_rows, "max_rows", low=1)
     pe = _per_example_fn(metric, per_example)
     dev, b = device_of(model), clean.shape[0]
     clean, corr = clean.to(dev), corr.to(dev)
@@ -491,7 +496,7 @@ def activation_patching(
         base_pe = pe(corr_logits).cpu() if pe else None
     rows_pe: list[torch.Tensor] = []
     comps = _components(kinds, st, pos)
-    per = max(1, max_rows // b)
+    per = _components_per_chunk(model, clean, max_rows, len(comps))
     chunks = [comps[i : i + per] for i in range(0, len(comps), per)]
     effects: list[float] = []
     for chunk in progress(chunks, desc="activation patching", disable=not show_progress):
@@ -530,8 +535,18 @@ def activation_patching(
         examples = _assemble_cols(kinds, st, pos, comps, torch.stack(rows_pe, 1))  # from [B, n_components]
     # rows through the model, totalled over the batch: clean + corrupted + one patched run per component
     cost = Cost(forward=b * (2 + len(comps)), backward=0, wall_s=time.perf_counter() - t0)
-    meta = {"metric_corr": base, "n_components": len(comps)}
+    meta = {"metric_corr": base, "n_components": len(comps), "rows_per_chunk": per * b}
     return PatchingResult("AP", scores, pos, cost, meta, examples, b)
+
+
+def _components_per_chunk(model: nn.Module, ids: torch.Tensor, max_rows: int | None, n: int, grad: bool = False) -> int:
+    """Units of ``B`` rows (one per component or path point) per batched forward: ``max_rows // B``
+    if given, else sized by the device's budget (:func:`~xattr_nb.kernels.rows_per_chunk`)."""
+    b, t = ids.shape
+    if max_rows is not None:
+        return max(1, max_rows // b)
+    rows = rows_per_chunk(activation_row_bytes(model, t), device=ids.device, grad=grad, multiple=b, total=b * n)
+    return rows // b
 
 
 def _per_example_fn(metric: Any, per_example: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -654,21 +669,22 @@ def ig_patching(
     positions: Sequence[int] | None = None,
     steps: int = 8,
     attention_mask: torch.Tensor | None = None,
-    max_rows: int = 512,
+    max_rows: int | None = None,
     per_example: bool = False,
     show_progress: bool = False,
 ) -> PatchingResult:
     """IG-patching: per site layer, the whole activation moves on the straight path from corrupted to
     clean (``a(alpha) = a_corr + alpha (a_clean - a_corr)``, midpoint rule with ``steps`` points) and
     ``score = sum_d (a_clean - a_corr) * mean_alpha dm/da(alpha)``. The ``steps`` points run as one
-    batch (chunked to ``max_rows`` rows); cost: ``steps`` forwards and backwards per site layer.
+    batch (chunked to ``max_rows`` rows, default sized by the device as in
+    :func:`activation_patching`); cost: ``steps`` forwards and backwards per site layer.
     """
     clean, corr, attention_mask = _check_pair(clean_ids, corr_ids, attention_mask)
     metric = _check_metric(metric)
     kinds, st = _check_kinds(sites), component_sites(model)
     pos = _check_positions(positions, clean.shape[1])
     steps = check_int(steps, "steps", low=1)
-    max_rows = check_int(max_rows, "max_rows", low=1)
+    max_rows = None if max_rows is None else check_int(max_rows, "max_rows", low=1)
     if not isinstance(per_example, bool):
         raise InputError(f"`per_example` must be a bool; got {type(per_example).__name__}")
     dev, b = device_of(model), clean.shape[0]
@@ -678,7 +694,7 @@ def ig_patching(
     _, cache_clean = _run_cache(model, clean, st, keys, attention_mask, grad=False)
     _, cache_corr = _run_cache(model, corr, st, keys, attention_mask, grad=False)
     alphas = (torch.arange(steps, dtype=torch.float32, device=dev) + 0.5) / steps
-    per = max(1, max_rows // b)
+    per = _components_per_chunk(model, corr, max_rows, steps, grad=True)
     parts = []
     for key in progress(keys, desc="IG patching", disable=not show_progress):
         diff = cache_clean[key] - cache_corr[key]
@@ -699,7 +715,7 @@ def ig_patching(
         parts.append(_reduce(key, diff, gsum / steps, st, pos).cpu())
     scores, examples = _finish(kinds, keys, parts, per_example)
     cost = Cost(b * (2 + steps * len(keys)), b * steps * len(keys), time.perf_counter() - t0)  # totals over the batch
-    return PatchingResult(f"IG-{steps}", scores, pos, cost, {"steps": steps}, examples, b)
+    return PatchingResult(f"IG-{steps}", scores, pos, cost, {"steps": steps, "rows_per_chunk": per * b}, examples, b)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -1,0 +1,265 @@
+"""Chunk sizing by a device budget (issue 19): known sizes, budgets respected, same scores for any
+chunking in activation patching, IG-patching and Layer IG (length grouping included)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from xattr_nb.attribution import attribute, attribute_text
+from xattr_nb.checks import InputError
+from xattr_nb.interventions.patching import activation_patching, ig_patching, normalized_logit_diff
+from xattr_nb.kernels import (
+    CHUNK_BYTES_ENV,
+    activation_row_bytes,
+    cpu_cache_bytes,
+    device_budget,
+    length_groups,
+    rows_per_chunk,
+)
+from xattr_nb.models.text import tiny_gpt2
+
+WORDS = ["the", "cat", "sat", "on", "mat", "dog", "ran", "a", "big", "red", "home", "fast"]
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A whitespace word-level BERT-style tokenizer ([CLS] ... [SEP], pad, mask)."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_override(monkeypatch):
+    monkeypatch.delenv(CHUNK_BYTES_ENV, raising=False)
+
+
+# ---------------------------------------------------------------------------------------------- budget
+
+
+def test_cpu_cache_is_read_and_level_checked():
+    l2 = cpu_cache_bytes(2)
+    assert l2 is None or (isinstance(l2, int) and l2 >= 16 << 10)
+    with pytest.raises(InputError, match="`level`"):
+        cpu_cache_bytes(0)
+    with pytest.raises(InputError, match="`level`"):
+        cpu_cache_bytes("2")
+
+
+def test_device_budget_cpu_follows_the_cache_and_the_override(monkeypatch):
+    assert device_budget("cpu") == (cpu_cache_bytes(2) or 1 << 20)
+    assert device_budget("cpu", grad=True) == (cpu_cache_bytes(3) or 8 << 20)
+    monkeypatch.setenv(CHUNK_BYTES_ENV, "4M")
+    assert device_budget("cpu") == 4 << 20 == device_budget("cpu", grad=True)
+    monkeypatch.setenv(CHUNK_BYTES_ENV, "12345")
+    assert device_budget(torch.device("cpu")) == 12345
+    monkeypatch.setenv(CHUNK_BYTES_ENV, "lots")
+    with pytest.raises(InputError, match=CHUNK_BYTES_ENV):
+        device_budget("cpu")
+
+
+def test_device_budget_rejects_bad_arguments():
+    with pytest.raises(InputError, match="`device`"):
+        device_budget("warp-drive")
+    with pytest.raises(InputError, match="`device`"):
+        device_budget(3.5)
+    with pytest.raises(InputError, match="`grad`"):
+        device_budget("cpu", grad="yes")
+
+
+def test_rows_per_chunk_known_values():
+    assert rows_per_chunk(100, budget=1000) == 10
+    assert rows_per_chunk(100, budget=1000, multiple=4) == 8  # rounded down to whole units
+    assert rows_per_chunk(100, budget=50, multiple=4) == 4  # at least one unit, even over the budget
+    assert rows_per_chunk(100, budget=10**6, multiple=4, total=5) == 8  # never past the job, in whole units
+    assert rows_per_chunk(1, budget=10**6, total=3) == 3
+
+
+@pytest.mark.parametrize("row", [1, 7, 100, 4096, 10**6])
+@pytest.mark.parametrize("multiple", [1, 3, 8])
+def test_rows_per_chunk_respects_the_budget(row, multiple):
+    budget = 65536
+    rows = rows_per_chunk(row, budget=budget, multiple=multiple)
+    assert rows % multiple == 0 and rows >= multiple
+    assert rows * row <= budget or rows == multiple
+    assert (rows + multiple) * row > budget  # and is the largest such count
+
+
+def test_rows_per_chunk_rejects_bad_arguments():
+    for kw, name in (
+        ({"row_bytes": 0}, "row_bytes"),
+        ({"row_bytes": 1.5}, "row_bytes"),
+        ({"row_bytes": 8, "budget": 0}, "budget"),
+        ({"row_bytes": 8, "multiple": 0}, "multiple"),
+        ({"row_bytes": 8, "total": 0}, "total"),
+        ({"row_bytes": 8, "grad": 1}, "grad"),
+    ):
+        with pytest.raises(InputError, match=f"`{name}`"):
+            rows_per_chunk(**kw)
+
+
+def test_activation_row_bytes_known_models():
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32))
+    # max(T*d_ff = 10*64, 3*T*d = 480, H*T*T = 200, T*V = 500) floats
+    assert activation_row_bytes(lm, 10) == 4 * 640
+    assert activation_row_bytes(lm, 30) == 4 * max(30 * 64, 2 * 900, 30 * 50)  # the scores grow as T^2
+    cfg = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40)
+    cls = BertForSequenceClassification(cfg)
+    assert activation_row_bytes(cls, 5) == 4 * 5 * 48  # 3*T*d beats T*d_ff = 200; no T*V logits for a classifier
+    with pytest.raises(InputError, match="config"):
+        activation_row_bytes(torch.nn.Linear(3, 3), 5)
+    with pytest.raises(InputError, match="`seq_len`"):
+        activation_row_bytes(lm, 0)
+
+
+def test_length_groups_known_cases():
+    assert length_groups([5, 7, 5, 20, 21, 9, 10]) == [[0, 2], [1], [5], [6], [3, 4]]
+    assert length_groups([5, 5, 6], slack=0) == [[0, 1], [2]]
+    assert length_groups([3, 30, 4], slack=10.0) == [[0, 1, 2]]
+    assert length_groups(torch.tensor([2, 2])) == [[0, 1]]
+    groups = length_groups([8, 9, 3, 12, 11, 3, 4])
+    assert sorted(i for g in groups for i in g) == list(range(7))  # a partition
+    lens = [8, 9, 3, 12, 11, 3, 4]
+    assert all(max(lens[i] for i in g) <= 1.1 * min(lens[i] for i in g) for g in groups)
+
+
+def test_length_groups_rejects_bad_input():
+    with pytest.raises(InputError, match="`lengths`"):
+        length_groups([])
+    with pytest.raises(InputError, match=r"`lengths\[1\]`"):
+        length_groups([3, -1])
+    with pytest.raises(InputError, match="`lengths`"):
+        length_groups("345")
+    with pytest.raises(InputError, match="`slack`"):
+        length_groups([3, 4], slack=-0.5)
+
+
+# ---------------------------------------------------------------------------------------------- patching
+
+
+@pytest.fixture(scope="module")
+def patch_setup():
+    model = tiny_gpt2(30, n_layer=2, n_head=4, d_model=32, seed=3)
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randint(5, 30, (4, 6), generator=g)
+    corr = clean.clone()
+    corr[:, 1] = (clean[:, 1] + 7) % 25 + 5
+    ans, wrong = torch.randint(5, 30, (4,), generator=g), torch.randint(5, 30, (4,), generator=g)
+    return model, clean, corr, normalized_logit_diff(model, clean, corr, ans, wrong)
+
+
+def test_activation_patching_same_scores_for_any_chunking(patch_setup, monkeypatch):
+    model, clean, corr, metric = patch_setup
+    sites = ("head", "mlp_out")
+    auto = activation_patching(model, clean, corr, metric, sites=sites)
+    b = clean.shape[0]
+    expected = rows_per_chunk(activation_row_bytes(model, clean.shape[1]), multiple=b, total=b * 60)
+    assert auto.meta["rows_per_chunk"] == expected
+    for rows in (1, b, 3 * b + 1, 10_000):
+        other = activation_patching(model, clean, corr, metric, sites=sites, max_rows=rows)
+        assert torch.allclose(auto.flat(), other.flat(), atol=1e-6)
+    monkeypatch.setenv(CHUNK_BYTES_ENV, "1")  # a budget below one row: one component (B rows) per forward
+    tight = activation_patching(model, clean, corr, metric, sites=sites)
+    assert tight.meta["rows_per_chunk"] == b
+    assert torch.allclose(auto.flat(), tight.flat(), atol=1e-6)
+    monkeypatch.setenv(CHUNK_BYTES_ENV, "64K")
+    row = activation_row_bytes(model, clean.shape[1])
+    mid = activation_patching(model, clean, corr, metric, sites=sites)
+    assert mid.meta["rows_per_chunk"] * row <= 64 << 10
+    assert torch.allclose(auto.flat(), mid.flat(), atol=1e-6)
+
+
+def test_ig_patching_same_scores_for_any_chunking(patch_setup):
+    model, clean, corr, metric = patch_setup
+    auto = ig_patching(model, clean, corr, metric, sites=("mlp_out",), steps=6)
+    one = ig_patching(model, clean, corr, metric, sites=("mlp_out",), steps=6, max_rows=1)
+    assert torch.allclose(auto.flat(), one.flat(), atol=1e-6)
+    assert auto.meta["rows_per_chunk"] % clean.shape[0] == 0
+
+
+def test_patching_rejects_bad_max_rows(patch_setup):
+    model, clean, corr, metric = patch_setup
+    with pytest.raises(InputError, match="`max_rows`"):
+        activation_patching(model, clean, corr, metric, max_rows=0)
+    with pytest.raises(InputError, match="`max_rows`"):
+        ig_patching(model, clean, corr, metric, max_rows="all")
+
+
+# ---------------------------------------------------------------------------------------------- Layer IG
+
+
+@pytest.fixture(scope="module")
+def bert():
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+        pad_token_id=0,
+        initializer_range=0.3,
+    )
+    return BertForSequenceClassification(cfg).eval(), word_tokenizer()
+
+
+TEXTS = ["the cat sat on the mat", "a dog ran", "the big red dog ran home fast", "cat", "a cat sat", "dog ran fast"]
+
+
+def test_layer_ig_same_scores_grouped_or_padded_and_any_chunking(bert):
+    model, tok = bert
+    target = [0, 1, 2, 0, 1, 2]
+    padded = attribute_text(model, tok, TEXTS, target, n_steps=8, group_lengths=False, internal_batch_size=48)
+    grouped = attribute_text(model, tok, TEXTS, target, n_steps=8)
+    assert grouped.meta["length_groups"] > 1 and padded.meta["length_groups"] == 1
+    assert torch.allclose(padded.scores, grouped.scores, atol=1e-5)
+    assert torch.all(grouped.scores[grouped.mask == 0] == 0)  # padding still scores exactly 0
+    for ibs in (1, 6, 13, 1000):
+        other = attribute_text(model, tok, TEXTS, target, n_steps=8, internal_batch_size=ibs)
+        assert torch.allclose(grouped.scores, other.scores, atol=1e-5)
+    # completeness holds row by row after grouping: scores sum to f(x) - f(baseline)
+    assert torch.allclose(grouped.scores.sum(1), padded.scores.sum(1), atol=1e-5)
+
+
+def test_layer_ig_auto_chunks_are_whole_steps_within_budget(bert, monkeypatch):
+    model, tok = bert
+    monkeypatch.setenv(CHUNK_BYTES_ENV, "2K")
+    res = attribute_text(model, tok, TEXTS, 0, n_steps=8)
+    chunks = res.meta["internal_batch_size"]
+    lengths = res.mask.sum(1).tolist()
+    groups = length_groups(lengths)
+    assert len(chunks) == len(groups)
+    for g, rows in zip(groups, chunks, strict=True):
+        assert rows % len(g) == 0 and rows <= len(g) * 8
+        row = activation_row_bytes(model, max(lengths[i] for i in g))
+        assert rows * row <= 2 << 10 or rows == len(g)
+
+
+def test_layer_ig_left_padding_and_models_without_config_run_as_before(bert):
+    model, _ = bert
+    ids = torch.tensor([[0, 0, 2, 5, 6, 3], [2, 7, 8, 9, 10, 3]])
+    mask = (ids != 0).long()
+    a = attribute(model, ids, 1, "layer_integrated_gradients", attention_mask=mask, baseline=4, n_steps=6)
+    b = attribute(
+        model, ids, 1, "layer_integrated_gradients", attention_mask=mask, baseline=4, n_steps=6, group_lengths=False
+    )
+    assert a.meta["length_groups"] == 1  # left padding: every row reaches the last column
+    assert torch.allclose(a.scores, b.scores, atol=1e-6)
+    with pytest.raises(InputError, match="`group_lengths`"):
+        attribute(model, ids, 1, "layer_integrated_gradients", attention_mask=mask, group_lengths="yes")
