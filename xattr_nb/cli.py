@@ -490,6 +490,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return subprocess.call(cmd + list(args.lab_args))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``benchmarks`` (a folder of the repository, not of the wheel: needs a source checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        print("xattr-nb bench: the benchmarks/ folder is not here; run it from a source checkout", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.__main__ import main as bench_main
+
+    return int(bench_main(list(args.bench_args)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xattr-nb", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -522,6 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     zsub.add_parser("verify")
     zoo.set_defaults(fn=cmd_zoo)
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks against captum, inseq, TransformerLens and Quantus; writes benchmarks/RESULTS.md",
+        add_help=False,
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="[--quick] [--only NAME...] [--out DIR] [--suite]")
+    bench.set_defaults(fn=cmd_bench)
     lab = sub.add_parser("lab", help="open JupyterLab on the notebooks folder")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER)
     lab.set_defaults(fn=cmd_lab)
