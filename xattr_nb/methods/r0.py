@@ -1,0 +1,405 @@
+"""R0 (Luo et al., 2025, arXiv 2503.13070): a few-step text-to-image generator trained from rewards
+alone, as regularised reward maximisation (spec ``24_r0.md``).
+
+    max_θ  E_{c, z} [ Σ_i w_i R_i(g_θ(z, c), c) ]  −  λ_w ||θ − θ_0||²
+
+``g_θ`` is a ``K``-step sampler (``K = 4``) initialised from a pretrained diffusion model (the teacher);
+there is no distillation loss and no training image.
+
+**Reconstructed** (the paper has no released code; spec §3.2 [recon]), each a switch of
+:class:`R0Config`: the η re-noising sampler with ``η ~ U(0, 1)`` during training (``random_eta``),
+the weight regulariser toward the teacher (``lam_w``), intermediate supervision of the decoded ``x̂0``
+of every step with weights ``kappa`` (``intermediate``), and the reward mixture (``w_align``, ``w_attr``).
+
+Tiny rewards (spec §3.5): ``R_align`` = TinyCLIP cosine(image, caption) and ``R_attr`` = the
+log-probability of the caption's shape and colour under the surrogate classifier C1 (C1 has only those
+two heads; the spec's size/background terms are dropped). Evaluation uses what the training never sees:
+the non-neural :func:`~xattr_nb.metrics.generation.template_judge`, the FID proxy on the held-out
+classifier C2's penultimate features (and on raw pixels, which involve no network), and diversity.
+
+Steps:
+
+- :func:`rewards`: ``R_align`` and ``R_attr`` per image (differentiable);
+- :func:`weight_penalty`: ``||θ − θ_0||²`` over the student's velocity net;
+- :func:`reward_loss`: one training step's loss (rewards of the final or every intermediate ``x̂0``,
+  the regulariser, optionally the distillation term of baseline (D));
+- :func:`train_r0`: the training loop (Adam), the student being ``teacher.trainable_copy()``;
+- :func:`teacher_targets`: the teacher's many-step latents for baseline (D)'s regression;
+- :func:`evaluate`: rewards, judge accuracy, FID proxies and diversity of a generator on a fixed
+  held-out (caption, noise) bank;
+- :func:`load_generator`: TinyT2I at ``scale="cpu"``, Stable Diffusion (:data:`SD_MODEL`, diffusers)
+  at ``scale="full"``;
+- :func:`explain`: the entry point: train one arm from a config and evaluate it.
+
+Written by hand: no installed library trains a few-step generator by reward maximisation with these
+regularisers (diffusers is not installed here, and its reward fine-tuning examples are scripts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
+from xattr_nb.runtime import progress
+
+__all__ = [
+    "SD_MODEL",
+    "SPECIFIC_TEMPLATES",
+    "EvalBank",
+    "PromptBank",
+    "R0Config",
+    "diversity",
+    "evaluate",
+    "explain",
+    "load_generator",
+    "make_bank",
+    "reward_loss",
+    "rewards",
+    "specific_captions",
+    "teacher_targets",
+    "train_r0",
+    "weight_penalty",
+]
+
+#: The paper-scale generator (spec §3.7; the paper uses the Realistic-Vision fine-tune of it).
+SD_MODEL = "runwayml/stable-diffusion-v1-5"
+
+
+@dataclasses.dataclass(frozen=True)
+class R0Config:
+    """One training arm. Defaults: R0 as the spec reconstructs it (arm E)."""
+
+    steps: int = 4  # sampler steps K of the generator
+    train_steps: int = 120  # optimiser steps
+    batch: int = 32
+    lr: float = 1e-4
+    w_align: float = 1.0  # weight of R_align (TinyCLIP cosine)
+    w_attr: float = 1.0  # weight of R_attr (C1 log-prob of shape + colour)
+    lam_w: float = 1e-2  # [recon] weight regularisation toward the teacher
+    random_eta: bool = True  # [recon] eta ~ U(0, 1) per step during training (else `eta`)
+    eta: float = 0.0  # test-time (and fixed training) eta
+    intermediate: bool = True  # [recon] rewards also on the intermediate x0-predictions
+    kappa: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # [recon] their weights (last = the sample)
+    cfg: float = 2.0
+    distill: float = 0.0  # baseline (D): weight of ||latent - teacher 40-step latent||^2
+
+    def __post_init__(self):
+        check_int(self.steps, "steps", low=1, high=100)
+        check_int(self.train_steps, "train_steps", low=0)
+        check_int(self.batch, "batch", low=1)
+        for k in ("lr", "w_align", "w_attr", "lam_w", "cfg", "distill"):
+            check_float(getattr(self, k), k, low=0.0)
+        check_float(self.eta, "eta", low=0.0, high=1.0)
+        if self.intermediate and len(self.kappa) != self.steps:
+            raise InputError(f"`kappa` must hold one weight per sampler step ({self.steps}); got {len(self.kappa)}")
+        if self.w_align == 0.0 and self.w_attr == 0.0 and self.distill == 0.0:
+            raise InputError("`w_align`, `w_attr` and `distill` are all 0: nothing to train on")
+
+
+@dataclasses.dataclass
+class PromptBank:
+    """Captions with their conditioning and the attributes R_attr scores: ``cond`` ``[N, 64]`` (unit
+    TinyCLIP text embeddings, also R_align's text side), ``shape_ids`` / ``color_ids`` ``[N]``."""
+
+    captions: list[str]
+    cond: torch.Tensor
+    shape_ids: torch.Tensor
+    color_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+@dataclasses.dataclass
+class EvalBank(PromptBank):
+    """A :class:`PromptBank` with fixed noise ``z`` ``[N, 64]`` and the real renders of the captions
+    (``real`` ``[N, 3, 32, 32]``: the FID proxies' reference), plus a diversity bank: ``div_cond``
+    ``[P * R, 64]`` (``P`` captions repeated ``R`` times, ``div_groups`` ``[P * R]`` naming the caption)
+    with its own noise ``div_z``."""
+
+    z: torch.Tensor = None  # type: ignore[assignment]
+    real: torch.Tensor = None  # type: ignore[assignment]
+    div_cond: torch.Tensor = None  # type: ignore[assignment]
+    div_z: torch.Tensor = None  # type: ignore[assignment]
+    div_groups: torch.Tensor = None  # type: ignore[assignment]
+
+
+#: Caption templates that name both the shape and the colour (the "specific conditions" R0 is about;
+#: R_attr and the judge score exactly these two attributes).
+SPECIFIC_TEMPLATES: tuple[int, ...] = (3, 4, 5, 6, 9, 10, 11)
+
+
+def specific_captions(data: Any, seed: int = 0, templates: Sequence[int] = SPECIFIC_TEMPLATES) -> list[str]:
+    """Captions of ``data``'s images (a captions-world draw) from ``templates`` only, drawn uniformly at ``seed``."""
+    import numpy as np
+
+    from xattr_nb.worlds import captions as W
+
+    if not templates:
+        raise InputError("`templates` must name at least one caption template")
+    for t in templates:
+        check_int(t, "templates", low=0, high=len(W.TEMPLATES) - 1)
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
+    pick = rng.choice(list(templates), size=len(data.attrs))
+    return [W.caption(a, int(t)) for a, t in zip(data.attrs, pick, strict=True)]
+
+
+def make_bank(G: Any, data: Any, *, captions: Sequence[str] | None = None, z_seed: int | None = None,
+              div_prompts: int = 0, div_repeats: int = 8):  # fmt: skip
+    """A :class:`PromptBank` of a captions-world draw ``data`` (:func:`xattr_nb.worlds.captions.corpus`),
+    or with ``z_seed`` an :class:`EvalBank` (noise from ``G.noise(len, z_seed)``, renders = ``data.images``,
+    the first ``div_prompts`` captions repeated ``div_repeats`` times for diversity). ``captions``: other
+    captions of the same images (e.g. :func:`specific_captions`), default ``data.captions``."""
+    caps = list(data.captions if captions is None else captions)
+    if len(caps) != len(data.images):
+        raise InputError(f"`captions` must hold one caption per image ({len(data.images)}); got {len(caps)}")
+    with torch.no_grad():
+        cond = G.cond(caps)
+    base = dict(captions=caps, cond=cond, shape_ids=data.shape_ids.clone(), color_ids=data.color_ids.clone())
+    if z_seed is None:
+        return PromptBank(**base)
+    z_seed = check_int(z_seed, "z_seed", low=0)
+    p = check_int(div_prompts, "div_prompts", low=0, high=len(caps))
+    r = check_int(div_repeats, "div_repeats", low=2)
+    groups = torch.arange(p).repeat_interleave(r)
+    return EvalBank(**base, z=G.noise(len(caps), z_seed), real=data.images.clone(), div_cond=cond[groups],
+                    div_z=G.noise(max(1, p * r), z_seed + 1)[: p * r], div_groups=groups)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- rewards
+
+
+def rewards(images: torch.Tensor, cond: torch.Tensor, shape_ids: torch.Tensor, color_ids: torch.Tensor, *,
+            clip: Any, c1: Any) -> dict[str, torch.Tensor]:  # fmt: skip
+    """``{"align": [B], "attr": [B]}``: ``R_align`` = cosine of TinyCLIP's unit image feature with the
+    unit caption embedding ``cond``; ``R_attr`` = ``log p_C1(shape) + log p_C1(colour)``. Differentiable."""
+    from xattr_nb.models.clip import encode_image
+
+    x = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, 3, 32, 32] in [0, 1]")
+    c = check_tensor(cond, "cond", ndim=2, dtype="float", layout="[B, 64] unit text embeddings")
+    s = check_tensor(shape_ids, "shape_ids", ndim=1, dtype="int")
+    k = check_tensor(color_ids, "color_ids", ndim=1, dtype="int")
+    if not (len(x) == len(c) == len(s) == len(k)):
+        raise InputError(f"`images`, `cond`, `shape_ids`, `color_ids` must share the batch; got "
+                         f"{len(x)}, {len(c)}, {len(s)}, {len(k)}")  # fmt: skip
+    align = (encode_image(clip, x) * F.normalize(c.to(x.device), dim=-1)).sum(-1)
+    out = c1(x)
+    rows = torch.arange(len(x), device=x.device)
+    attr = F.log_softmax(out["shape"], -1)[rows, s.to(x.device)] + F.log_softmax(out["color"], -1)[rows, k.to(x.device)]
+    return {"align": align, "attr": attr}
+
+
+def weight_penalty(student: Any, theta0: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``||θ − θ_0||²`` summed over the student's trainable parameters (``theta0``: their initial values)."""
+    params = list(student.parameters())
+    if len(params) != len(theta0):
+        raise InputError(f"`theta0` must hold one tensor per trainable parameter ({len(params)}); got {len(theta0)}")
+    return sum(((p - q.to(p.device)) ** 2).sum() for p, q in zip(params, theta0, strict=True))
+
+
+def reward_loss(
+    student: Any,
+    batch: PromptBank,
+    z: torch.Tensor,
+    cfg_: R0Config,
+    *,
+    clip: Any,
+    c1: Any,
+    theta0: Sequence[torch.Tensor] | None = None,
+    eta: float | None = None,
+    seed: int = 0,
+    target: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one step and its parts: ``−Σ_k κ_k (w_align R_align + w_attr R_attr)(x̂0_k) / Σ κ``
+    (only the final sample when ``intermediate`` is off), ``+ lam_w ||θ − θ_0||²``, ``+ distill
+    ||latent − target||²`` (baseline (D); ``target`` the teacher's latents for the same ``z``)."""
+    eta = cfg_.eta if eta is None else check_float(eta, "eta", low=0.0, high=1.0)
+    want_lat = cfg_.distill > 0.0
+    if want_lat and target is None:
+        raise InputError("`target` (the teacher's latents for `z`) is needed when `distill` > 0")
+    lats = student.sample(batch.cond, z, steps=cfg_.steps, cfg=cfg_.cfg, eta=eta, grad=True, seed=seed,
+                          return_intermediate=True, decode=False)  # fmt: skip
+    kappa = list(cfg_.kappa) if cfg_.intermediate else [0.0] * (cfg_.steps - 1) + [1.0]
+    total = torch.zeros((), device=z.device)
+    parts: dict[str, float] = {}
+    for kap, lat in zip(kappa, lats, strict=True):
+        if kap == 0.0:
+            continue
+        r = rewards(student.decode(lat), batch.cond, batch.shape_ids, batch.color_ids, clip=clip, c1=c1)
+        total = total + kap * (cfg_.w_align * r["align"] + cfg_.w_attr * r["attr"]).mean()
+        parts = {"align": float(r["align"].detach().mean()), "attr": float(r["attr"].detach().mean())}  # last step's
+    loss = -total / sum(kappa)
+    if cfg_.lam_w > 0.0:
+        if theta0 is None:
+            raise InputError("`theta0` (the teacher's parameters) is needed when `lam_w` > 0")
+        reg = weight_penalty(student, theta0)
+        loss = loss + cfg_.lam_w * reg
+        parts["reg"] = float(reg.detach())
+    if want_lat:
+        d = ((lats[-1] - target.to(lats[-1].device)) ** 2).sum(-1).mean()
+        loss = loss + cfg_.distill * d
+        parts["distill"] = float(d.detach())
+    parts["loss"] = float(loss.detach())
+    return loss, parts
+
+
+@torch.no_grad()
+def teacher_targets(teacher: Any, cond: torch.Tensor, z: torch.Tensor, *, steps: int = 40, cfg: float = 2.0):
+    """The teacher's ``steps``-step latents (η = 0) for each (``cond``, ``z``): baseline (D)'s regression targets."""
+    return teacher.sample(cond, z, steps=check_int(steps, "steps", low=1), cfg=cfg, decode=False)
+
+
+def train_r0(
+    teacher: Any,
+    bank: PromptBank,
+    cfg_: R0Config,
+    *,
+    clip: Any,
+    c1: Any,
+    seed: int = 0,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    show_progress: bool = False,
+) -> tuple[Any, list[dict[str, float]]]:
+    """Train a student (``teacher.trainable_copy()``) for ``cfg_.train_steps`` Adam steps on batches of
+    ``bank`` with fresh noise (seeded by ``seed``), or, for baseline (D), on ``targets = (z, latents)``
+    aligned with ``bank``'s rows (:func:`teacher_targets`). Returns the student and its per-step log."""
+    if not isinstance(cfg_, R0Config):
+        raise InputError(f"`cfg_` must be an R0Config; got {type(cfg_).__name__}")
+    if not isinstance(bank, PromptBank) or len(bank) == 0:
+        raise InputError("`bank` must be a non-empty PromptBank (from make_bank)")
+    seed = check_int(seed, "seed", low=0)
+    if cfg_.distill > 0.0 and (targets is None or len(targets[0]) != len(bank) or len(targets[1]) != len(bank)):
+        raise InputError(f"`targets` must be (z, latents) with one row per bank caption ({len(bank)}) for distill")
+    student = teacher.trainable_copy()
+    student.net.vel.train()
+    params = list(student.parameters())
+    theta0 = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=cfg_.lr)
+    g = torch.Generator().manual_seed(seed)
+    log: list[dict[str, float]] = []
+    for step in progress(range(cfg_.train_steps), desc="R0 training", disable=not show_progress):
+        idx = torch.randint(len(bank), (cfg_.batch,), generator=g)
+        sub = PromptBank([bank.captions[int(i)] for i in idx], bank.cond[idx], bank.shape_ids[idx], bank.color_ids[idx])
+        if cfg_.distill > 0.0:
+            z, target = targets[0][idx], targets[1][idx]
+        else:
+            z, target = torch.randn(cfg_.batch, student.net.z_mean.numel(), generator=g).to(student.device), None
+        eta = float(torch.rand((), generator=g)) if cfg_.random_eta else cfg_.eta
+        loss, parts = reward_loss(student, sub, z, cfg_, clip=clip, c1=c1, theta0=theta0, eta=eta,
+                                  seed=seed * 100_003 + step, target=target)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log.append({"step": step, "eta": eta, **parts})
+    student.net.vel.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return student, log
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+
+def diversity(feats: torch.Tensor, groups: torch.Tensor) -> float:
+    """Mean pairwise Euclidean distance between ``feats`` ``[N, D]`` rows of the same group (``groups`` ``[N]``),
+    averaged over groups (groups of one row are skipped; 0.0 when none has two)."""
+    f = check_tensor(feats, "feats", ndim=2, dtype="float")
+    gr = check_tensor(groups, "groups", ndim=1, dtype="int")
+    if len(gr) != len(f):
+        raise InputError(f"`groups` must name one group per row of `feats` ({len(f)}); got {len(gr)}")
+    vals = []
+    for k in gr.unique():
+        x = f[gr == k]
+        if len(x) < 2:
+            continue
+        d = torch.cdist(x.double(), x.double())
+        n = len(x)
+        vals.append(float(d.sum() / (n * (n - 1))))
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+@torch.no_grad()
+def evaluate(G: Any, bank: EvalBank, *, steps: int, clip: Any, c1: Any, c2: Any, eta: float = 0.0,
+             cfg: float = 2.0, seed: int = 0, pca_dim: int = 32) -> dict[str, float]:  # fmt: skip
+    """Figures of generator ``G`` sampled at ``steps`` on the fixed bank: the training rewards
+    (``r_align``, ``r_attr``), the judge's shape / colour / both accuracy and its "none" rate,
+    ``fid_c2`` (C2 penultimate features) and ``fid_pixels`` (4×4-average-pooled pixels, 192-d: no network
+    involved) against the bank's renders, and
+    ``diversity`` (C2 features, within a caption). ``G`` must be a TinyT2I-like sampler."""
+    from xattr_nb.metrics.generation import JUDGE_NONE, fid_proxy, template_judge
+    from xattr_nb.worlds import captions as W
+
+    if not isinstance(bank, EvalBank):
+        raise InputError(f"`bank` must be an EvalBank (make_bank with z_seed); got {type(bank).__name__}")
+    steps = check_int(steps, "steps", low=1)
+    x = torch.cat([G.sample(bank.cond[i : i + 256], bank.z[i : i + 256], steps=steps, cfg=cfg, eta=eta, seed=seed + i)
+                   for i in range(0, len(bank), 256)])  # fmt: skip
+    r = rewards(x, bank.cond, bank.shape_ids, bank.color_ids, clip=clip, c1=c1)
+    js, jc = template_judge(x)
+    ok_s = torch.tensor([j == W.SHAPES[int(i)] for j, i in zip(js, bank.shape_ids, strict=True)])
+    ok_c = torch.tensor([j == W.COLORS[int(i)] for j, i in zip(jc, bank.color_ids, strict=True)])
+    feats = c2.mlp(c2.features(x))
+    real = c2.mlp(c2.features(bank.real.to(x.device)))
+    out = {
+        "r_align": float(r["align"].mean()),
+        "r_attr": float(r["attr"].mean()),
+        "judge_shape": float(ok_s.float().mean()),
+        "judge_color": float(ok_c.float().mean()),
+        "judge_both": float((ok_s & ok_c).float().mean()),
+        "judge_none": float(sum(j == JUDGE_NONE for j in js) / len(js)),
+        "fid_c2": fid_proxy(feats, real, pca_dim=pca_dim),
+        "fid_pixels": fid_proxy(
+            F.avg_pool2d(x, 4).flatten(1), F.avg_pool2d(bank.real.to(x.device), 4).flatten(1), pca_dim=pca_dim
+        ),
+    }
+    if len(bank.div_groups):
+        xd = G.sample(bank.div_cond, bank.div_z, steps=steps, cfg=cfg, eta=eta, seed=seed + 7)
+        out["diversity"] = diversity(c2.mlp(c2.features(xd)).cpu(), bank.div_groups)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_generator(scale: str = "cpu", *, small: str = "tiny_t2i", full: str = SD_MODEL, device: str = "cpu"):
+    """The generator: TinyT2I from the zoo (``scale="cpu"``), or a diffusers ``StableDiffusionPipeline``
+    from ``full`` (a hub name or a local folder written by ``save_pretrained``; safetensors only) at
+    ``scale="full"``. Raises :class:`~xattr_nb.checks.InputError` when diffusers is not installed."""
+    check_choice(scale, ("cpu", "full"), "scale")
+    if scale == "cpu":
+        from xattr_nb.models.t2i import load_tiny_t2i
+
+        return load_tiny_t2i(name=small, device=device)
+    if not isinstance(full, (str, os.PathLike)) or not str(full):
+        raise InputError(f"`full` must name a Stable Diffusion model (e.g. {SD_MODEL!r}) or a local folder")
+    try:
+        from diffusers import StableDiffusionPipeline
+    except ImportError as exc:
+        raise InputError(
+            f"`scale='full'` loads {full!r} with diffusers, which is not installed: `pip install diffusers` "
+            "(and a GPU: R0 at full scale backpropagates through 4 UNet steps)"
+        ) from exc
+    return StableDiffusionPipeline.from_pretrained(str(full), use_safetensors=True).to(device)
+
+
+def explain(teacher: Any, bank: PromptBank, eval_bank: EvalBank, cfg_: R0Config | None = None, *, clip: Any, c1: Any,
+            c2: Any, seed: int = 0, targets: Any = None, show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train one arm (default: R0, :class:`R0Config`) from ``teacher`` on ``bank`` and evaluate it on
+    ``eval_bank`` at its own step count and test-time η: ``{"model", "log", "eval", "config"}``."""
+    if not isinstance(bank, PromptBank) or len(bank) == 0:
+        raise InputError("`bank` must be a non-empty PromptBank (from make_bank)")
+    if not isinstance(eval_bank, EvalBank):
+        raise InputError("`eval_bank` must be an EvalBank (make_bank with z_seed)")
+    if not hasattr(teacher, "trainable_copy"):
+        raise InputError(f"`teacher` must be a TinyT2I (load_generator('cpu')); got {type(teacher).__name__}")
+    cfg_ = R0Config() if cfg_ is None else cfg_
+    student, log = train_r0(teacher, bank, cfg_, clip=clip, c1=c1, seed=seed, targets=targets,
+                            show_progress=show_progress)  # fmt: skip
+    ev = evaluate(student, eval_bank, steps=cfg_.steps, clip=clip, c1=c1, c2=c2, eta=cfg_.eta, cfg=cfg_.cfg, seed=seed)
+    return {"model": student, "log": log, "eval": ev, "config": cfg_}
