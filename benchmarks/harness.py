@@ -4,7 +4,8 @@ A row compares our call with a peer's call on the same work (same model, inputs 
 
 1. both run once and ``agree(ours_out, peer_out)`` must hold; a disagreement is a failed row and
    is never timed (timing two different computations says nothing);
-2. one warm-up each (allocator, thread pool, lazy caches), then ``repeats`` interleaved runs
+2. the check run warms both sides up (plus one more warm-up each when the pair took under 10 s:
+   allocator, thread pool, lazy caches), then ``repeats`` interleaved runs
    (ours, peer, ours, peer, ...) so that load drifting on a shared machine hits both sides alike;
 3. the row reports the two medians and ``ratio = ours / peer`` (below 1: we are faster).
 
@@ -32,6 +33,7 @@ T = TypeVar("T")
 __all__ = [
     "Row",
     "allclose",
+    "best_chunk",
     "bound",
     "compare",
     "failed",
@@ -134,9 +136,10 @@ def _wall(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def _interleaved(ours: Callable[[], Any], peer: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    ours()  # warm-up each side: allocator, thread pool, lazy caches
-    peer()
+def _interleaved(ours: Callable[[], Any], peer: Callable[[], Any], repeats: int, warmup: bool) -> tuple[float, float]:
+    if warmup:  # one more warm-up each side (allocator, thread pool, lazy caches) after the check run
+        ours()
+        peer()
     a: list[float] = []
     b: list[float] = []
     for _ in range(max(1, repeats)):
@@ -176,6 +179,7 @@ def compare(
     An exception on either side, or a disagreement, gives a failed row (``agree=False``) that is
     not timed; the exception's last line is in ``agreement``.
     """
+    t0 = time.perf_counter()
     try:
         a = ours()
     except Exception as e:  # a benchmark run must report every row, not stop at the first error
@@ -184,11 +188,13 @@ def compare(
         b = peer()
     except Exception as e:
         return failed(name, work, peer_name, f"peer raised {type(e).__name__}: {_last_line(e)}", group=group)
+    first = time.perf_counter() - t0
     ok, how = agree(a, b)
     del a, b
     if not ok or quick:
         return Row(name, work, None, peer_name, None, None, ok, how, note, group, 0)
-    ours_s, peer_s = _interleaved(ours, peer, repeats)
+    # The check run warmed both sides up; rows of a few seconds or less get one more warm-up.
+    ours_s, peer_s = _interleaved(ours, peer, repeats, warmup=first < 10.0)
     ratio = ours_s / peer_s if peer_s > 0 else None
     return Row(name, work, ours_s, peer_name, peer_s, ratio, ok, how, note, group, repeats)
 
@@ -218,6 +224,17 @@ def bound(
     return compare(
         name, work, ours, floor, peer_name=label, agree=agree, repeats=repeats, quick=quick, note=note, group=group
     )
+
+
+def best_chunk(make: Callable[[int], Callable[[], Any]], sizes: list[int], repeats: int = 3) -> int:
+    """The chunk size (rows per call) of ``sizes`` whose ``make(size)()`` has the smallest median wall
+    time here, after one warm-up each: the best chunking, taken as a bound's chunking."""
+    times = {}
+    for c in sizes:
+        fn = make(c)
+        fn()
+        times[c] = statistics.median(_wall(fn) for _ in range(repeats))
+    return min(times, key=times.__getitem__)
 
 
 def _last_line(e: BaseException) -> str:

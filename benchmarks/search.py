@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import Row, allclose, bound, compare, spearman
+from benchmarks.harness import Row, allclose, best_chunk, bound, compare, spearman
 
 _STATE: dict[str, Any] = {}
 
@@ -107,15 +107,8 @@ def masked_rows(quick: bool) -> list[Row]:
     if quick:
         return rows
     # The bound: the best chunking of the same forwards on this machine.
-    import time
-
-    best, best_t = None, float("inf")
-    for b in (32, 128, 512, n):
-        t0 = time.perf_counter()
-        masked_outputs(probs, x, keep, batch_size=b)
-        t = time.perf_counter() - t0
-        if t < best_t:
-            best, best_t = b, t
+    sizes = [32, 128, 512, n]
+    best = best_chunk(lambda b: lambda: masked_outputs(probs, x, keep, batch_size=b), sizes)
     rows.append(
         bound(
             "masked forwards vs best chunking",
