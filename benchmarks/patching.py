@@ -229,32 +229,22 @@ def rows(quick: bool = False, repeats: int = 3) -> list[Row]:
         except Exception as e:
             out.append(failed(name, work, peer, f"bridge raised {type(e).__name__}: {e}", group=GROUP))
             continue
-        out.append(
-            compare(
-                name,
-                work,
-                _ours_flat(p, positions),
-                tl,
-                peer_name=peer,
-                agree=_agree_ap(atol),
-                repeats=reps,
-                quick=quick,
-                note="rows per chunk from the device budget (kernels.rows_per_chunk)",
-                group=GROUP,
-            )
-        )
+        variants = [(name, None, "rows per chunk from the device budget (kernels.rows_per_chunk)")]
         if label == "tiny":
+            old = "before issue 19's budget: kept to show the change"
+            variants.append((f"{name}, old fixed {OLD_ROWS} rows per chunk", OLD_ROWS, old))
+        for row_name, max_rows, note in variants:
             out.append(
                 compare(
-                    f"activation patching, {label}, old fixed {OLD_ROWS} rows per chunk",
+                    row_name,
                     work,
-                    _ours_flat(p, positions, OLD_ROWS),
+                    _ours_flat(p, positions, max_rows),
                     tl,
                     peer_name=peer,
                     agree=_agree_ap(atol),
                     repeats=reps,
                     quick=quick,
-                    note="before issue 19's budget: kept to show the change",
+                    note=note,
                     group=GROUP,
                 )
             )
@@ -337,6 +327,7 @@ def _print(rs: list[Row]) -> None:
         ours = "-" if r.ours_s is None else f"{r.ours_s:.3f}"
         peer = "-" if r.peer_s is None else f"{r.peer_s:.3f}"
         print(f"{r.name:<62} ours {ours:>7} s  peer {peer:>7} s  ratio {ratio:>5}  [{r.status}] {r.agreement}")
+        print(f"{'':<62} work: {r.work}")
         if r.note:
             print(f"{'':<62} note: {r.note}")
 

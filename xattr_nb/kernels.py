@@ -200,7 +200,7 @@ def device_budget(device: torch.device | str = "cpu", *, grad: bool = False) -> 
     one core's share of the L3 instead (8 MiB if unknown). Measured on a 2-core AMD EPYC (1 MiB L2
     per core, 32 MiB shared L3): forwards of the 4-layer IOI GPT-2 are fastest at 32-64 rows of 15
     tokens (the L2 rule gives 64; 512 rows cost 1.4x), forward+backward of MiniLM at 16-32 rows of
-    32 tokens (the L3 rule gives 80, within 6%; 5 rows cost 1.2x, 256 rows 1.1x).
+    32 tokens (the L3 rule gives 85; 64 and 128 rows cost 1.06x the best, 4 rows 1.2x, 256 rows 1.1x).
     On a CUDA GPU: 1/8 of the free memory (``torch.cuda.mem_get_info``), since a GPU gains from the
     widest batch that fits. Elsewhere 256 MiB. The environment variable ``XATTR_NB_CHUNK_BYTES``
     overrides all of these.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from test_attribution_text import WORDS, word_tokenizer  # plain helpers (tests/unit is on sys.path)
+from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from xattr_nb.attribution import attribute, attribute_text
 from xattr_nb.checks import InputError
@@ -20,27 +20,6 @@ from xattr_nb.kernels import (
     rows_per_chunk,
 )
 from xattr_nb.models.text import tiny_gpt2
-
-WORDS = ["the", "cat", "sat", "on", "mat", "dog", "ran", "a", "big", "red", "home", "fast"]
-
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    """A whitespace word-level BERT-style tokenizer ([CLS] ... [SEP], pad, mask)."""
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {w: i for i, w in enumerate(specials + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
 
 
 @pytest.fixture(autouse=True)
