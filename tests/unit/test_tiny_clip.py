@@ -162,3 +162,30 @@ def test_shipped_checkpoint_zero_shot_above_chance():
     wp = C.zeroshot_weights(model, tok, [f"{c} {s}" for s, c in pairs], ("an image showing a {x}",), slot="x")
     pred = C.zeroshot_logits(model, held.images, wp).argmax(1) // len(W.SHAPES)
     assert float((pred == held.color_ids).float().mean()) >= 0.5
+
+
+def test_conv_stem_keeps_the_patch_grid_and_round_trips_through_the_zoo(tmp_path):
+    torch.manual_seed(0)
+    model = C.tiny_clip(stem="conv")
+    stem = model.vision_model.embeddings.patch_embedding
+    assert isinstance(stem, C.ConvStem)
+    x = torch.rand(2, 3, 32, 32)
+    assert stem(C._preprocess(model, x)).shape == (2, 64, 4, 4)  # the 8×8-patch grid, 16 tokens + CLS
+    assert stem.weight is stem[-1].weight
+    feats = C.encode_image(model, x)
+    ref = F.normalize(_hf(model.get_image_features(pixel_values=C._preprocess(model, x))), dim=-1)
+    assert torch.allclose(feats, ref, atol=1e-5)  # prompt-free features are still CLIPModel's own
+    entry = zoo.save(
+        "clip_conv", model, config={"arch": "tiny_clip", "kwargs": {"stem": "conv"}}, metrics={}, root=tmp_path
+    )
+    loaded = zoo.load("clip_conv", root=tmp_path)
+    assert isinstance(loaded.vision_model.embeddings.patch_embedding, C.ConvStem)
+    assert torch.allclose(C.encode_image(loaded, x), feats, atol=1e-6)  # batch-norm statistics travel too
+    assert entry.sha256
+
+
+def test_stem_checks():
+    with pytest.raises(InputError, match="stem"):
+        C.tiny_clip(stem="resnet")
+    with pytest.raises(InputError, match="patch"):
+        C.ConvStem(64, 6)
