@@ -403,7 +403,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _calibrate(papers: list[Paper], args: argparse.Namespace) -> int:
     import tempfile
 
-    from xattr_nb.ledger import RULE, calibrate_bound, calibration_path
+    from xattr_nb.ledger import MEASURED, RULE, calibrate_bound, calibration_path
 
     status = 0
     for paper in papers:
@@ -417,7 +417,7 @@ def _calibrate(papers: list[Paper], args: argparse.Namespace) -> int:
                     status = 1
                     break
                 for c in r.claims:
-                    if c["status"] in ("sanity", "not tested here"):
+                    if c["status"] in ("sanity", "not tested here", MEASURED):
                         continue
                     values.setdefault(c["name"], {})[str(seed)] = c["observed"]
                     meta[c["name"]] = {k: c[k] for k in ("text", "spec", "null", "higher")}

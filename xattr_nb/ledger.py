@@ -35,7 +35,9 @@ from typing import Any
 from xattr_nb.checks import InputError
 
 CLAIM_MIMETYPE = "application/vnd.xattr-nb.claim+json"
-STATUSES: tuple[str, ...] = ("reproduced", "weaker margin", "not reproduced", "not tested here", "sanity")
+#: A claim measured at a scale other than the calibrated one ("full"): reported, never asserted.
+MEASURED = "measured, not asserted"
+STATUSES: tuple[str, ...] = ("reproduced", "weaker margin", "not reproduced", "not tested here", MEASURED, "sanity")
 RULE = "floor = min(dev) - 2 sd(dev) (max + 2 sd if lower is better); spec if the floor clears it, else the floor if it clears null"
 CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "calibration"
 CALIBRATING_ENV = "XATTR_NB_CALIBRATING"
@@ -123,11 +125,17 @@ def _fmt(v: float | None) -> str:
 class Ledger:
     """The claims of one notebook; ``Ledger("12_steering")`` reads its calibration file."""
 
-    def __init__(self, notebook: str, *, calibration: dict[str, Any] | None = None) -> None:
+    def __init__(self, notebook: str, *, calibration: dict[str, Any] | None = None, scale: str = "cpu") -> None:
         if not isinstance(notebook, str) or not notebook:
             raise InputError("`notebook` must be the notebook's name, e.g. '12_steering'")
+        if not isinstance(scale, str) or not scale:
+            raise InputError(f"`scale` must be the notebook's scale parameter, e.g. 'cpu' or 'full'; got {scale!r}")
         self.notebook = Path(notebook).stem
-        self.calibration = load_calibration(self.notebook) if calibration is None else calibration
+        self.scale = scale
+        # Bounds are calibrated on the default scale's seeds; another scale's figures are reported, not asserted.
+        self.calibration = (
+            {} if scale != "cpu" else load_calibration(self.notebook) if calibration is None else calibration
+        )
         self.rows: dict[str, Claim] = {}
         self.calibrating = os.environ.get(CALIBRATING_ENV) == "1"
 
@@ -172,7 +180,9 @@ class Ledger:
         spec = None if spec is None else _finite(spec, "spec")
         null = None if null is None else _finite(null, "null")
         cal = self.calibration.get(name)
-        if cal is None:
+        if self.scale != "cpu":
+            bound, status, note = None, MEASURED, f"scale {self.scale!r}: bounds are calibrated at scale 'cpu' only"
+        elif cal is None:
             bound, status, note = None, "not reproduced", "not calibrated yet: run `xattr-nb calibrate`"
         else:
             bound, status = calibrate_bound(cal["values"].values(), spec=spec, null=null, higher=higher)

@@ -4,7 +4,8 @@
 - "Results at a glance" right under the title, equal to the ledger rows the outputs carry;
 - every code cell that builds a figure or a widget has an image (or the widget's HTML fallback);
 - no pyplot in notebooks or method modules (figures come from `xattr_nb.plots`);
-- the last code cell prints the notebook's wall time and CPU time.
+- the last code cell prints the notebook's wall time and CPU time;
+- the ledger is built with ``scale=scale`` (bounds calibrated at "cpu" are never asserted at "full").
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def test_parameters_cell_and_no_injected_parameters(nb):
     # papermill skips (with a warning) any line holding two "=", so `-p NAME` could not reach it
     unparsed = [line for line in params[0].source.splitlines() if line.count("=") > 1]
     assert not unparsed, f"papermill cannot read these parameter lines (an '=' in the comment?): {unparsed}"
+
+
+def test_ledger_knows_the_scale(nb):
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    ledgers = re.findall(r"Ledger\(([^)]*)\)", code)
+    if not ledgers:
+        pytest.skip("states no claim through the ledger yet")
+    # the notebook's ledger (the first) asserts its calibrated bounds at scale "cpu" only
+    assert "scale=scale" in ledgers[0], f"the ledger must be built with scale=scale; got Ledger({ledgers[0]})"
 
 
 def test_glance_table_is_under_the_title_and_current(nb):

@@ -83,6 +83,17 @@ def test_uncalibrated_and_not_reproduced_claims_are_not_asserted():
     led.check()  # nothing asserted
 
 
+def test_another_scale_is_measured_not_asserted():
+    led = Ledger("99_demo", calibration={"gain": {"values": dict(enumerate(DEV))}}, scale="full")
+    row = led.claim("gain", -5.0, text="x", spec=0.25, null=0.0, display=False)
+    assert row.status == "measured, not asserted" and row.bound is None and row.holds is None
+    assert "'cpu' only" in row.note
+    led.check()  # a figure far below the cpu bound is reported, not asserted
+    assert status_counts([row])["measured, not asserted"] == 1
+    with pytest.raises(InputError, match="scale"):
+        Ledger("99_demo", scale="")
+
+
 def test_sanity_and_not_tested_rows():
     led = _ledger()
     led.sanity("identity", True, text="cost identity", display=False)
