@@ -189,3 +189,21 @@ def test_stem_checks():
         C.tiny_clip(stem="resnet")
     with pytest.raises(InputError, match="patch"):
         C.ConvStem(64, 6)
+    with pytest.raises(InputError, match="norm"):
+        C.ConvStem(64, 8, norm="layer")
+    x = torch.rand(2, 3, 32, 32)
+    for norm in ("group", "none"):  # per-sample or no normalisation: no batch statistics
+        stem = C.ConvStem(64, 8, norm=norm).train()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in stem.modules())
+        assert torch.allclose(stem(x)[:1], stem(x[:1]), atol=1e-5)  # an image's tokens do not depend on the batch
+
+
+def test_shipped_conv_stem_checkpoint_reads_shapes():
+    if "tiny_clip_conv" not in {e.name for e in zoo.entries()}:
+        pytest.fail("tiny_clip_conv is not in data/manifest.json: run `xattr-nb zoo train tiny_clip_conv`")
+    model, tok = C.load_clip(small="tiny_clip_conv")
+    assert isinstance(model.vision_model.embeddings.patch_embedding, C.ConvStem)
+    data = W.labelled(W.SHAPES, 320, seed=424244)  # a fresh draw, never trained on
+    logits = C.zeroshot_logits(model, data.images, C.zeroshot_weights(model, tok, W.SHAPES))
+    acc = float((logits.argmax(1) == data.labels).float().mean())
+    assert acc >= 0.75, f"16-way zero-shot shape accuracy {acc:.3f} (the manifest says about 0.87)"

@@ -12,7 +12,7 @@ import torch
 from xattr_nb.checks import InputError
 from xattr_nb.models import zoo
 from xattr_nb.models.clip import clip_tokenizer, tiny_clip
-from xattr_nb.models.clip_recipes import STEM, TINY_CLIP_CONFIG
+from xattr_nb.models.clip_recipes import TINY_CLIP_CONFIG
 from xattr_nb.models.t2i import TinyT2I, TinyT2INet, load_tiny_t2i
 from xattr_nb.models.t2i_recipes import ARCH, TINY_T2I_CONFIG
 from xattr_nb.worlds import captions as W
@@ -141,7 +141,7 @@ def test_bad_inputs_name_the_argument(gen):
 
 
 def _scratch_zoo(tmp_path, world_version):
-    clip_entry = zoo.save("tiny_clip", tiny_clip(stem=STEM), config=TINY_CLIP_CONFIG,
+    clip_entry = zoo.save("tiny_clip", tiny_clip(), config=TINY_CLIP_CONFIG,
                           metrics={"world_version": W.world_version()}, root=tmp_path)  # fmt: skip
     net = TinyT2INet(**ARCH)
     entry = zoo.save("tiny_t2i", net, config=TINY_T2I_CONFIG,

@@ -189,11 +189,10 @@ class TinyVLM(nn.Module):
     def arch_config(self) -> dict[str, Any]:
         kwargs = {"vision": self.vision.config.to_dict(), "lm": self.lm.config.to_dict()}
         kwargs.update(
-            projector_hidden=self.projector_hidden,
-            vision_layer=self.vision_layer,
-            noise_seed=self.noise_seed,
-            vision_stem=self.vision_stem,
+            projector_hidden=self.projector_hidden, vision_layer=self.vision_layer, noise_seed=self.noise_seed
         )
+        if self.vision_stem != "patch":  # the default is left out, so configs saved before the option still match
+            kwargs["vision_stem"] = self.vision_stem
         return {"arch": "TinyVLM", "kwargs": kwargs}
 
     @property

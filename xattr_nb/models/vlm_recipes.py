@@ -51,7 +51,6 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from xattr_nb.models import zoo
-from xattr_nb.models.clip_recipes import STEM as VISION_STEM
 from xattr_nb.models.vlm import TinyVLM, encode_qa, encode_questions, tiny_vlm, vlm_tokenizer
 from xattr_nb.runtime import progress, seed_everything
 from xattr_nb.worlds import captions as world
@@ -66,7 +65,7 @@ TRAIN: dict[str, Any] = {"n_images": 8000, "spurious_color": 0.8, "yes_rate": 0.
                          "weight_decay": 0.01, "warmup": 100, "vision_layer": -1, "projector_hidden": 128}  # fmt: skip
 
 TINY_VLM_CONFIG: dict[str, Any] = tiny_vlm(
-    vision_layer=TRAIN["vision_layer"], projector_hidden=TRAIN["projector_hidden"], vision_stem=VISION_STEM
+    vision_layer=TRAIN["vision_layer"], projector_hidden=TRAIN["projector_hidden"]
 ).arch_config
 
 
@@ -167,9 +166,7 @@ def train_tiny_vlm(seed: int, **overrides: Any) -> tuple[TinyVLM, dict[str, Any]
     from xattr_nb.models.clip import load_clip
 
     clip = load_clip().model
-    model = tiny_vlm(
-        vision_layer=int(k["vision_layer"]), projector_hidden=int(k["projector_hidden"]), vision_stem=VISION_STEM
-    )
+    model = tiny_vlm(vision_layer=int(k["vision_layer"]), projector_hidden=int(k["projector_hidden"]))
     model.vision.load_state_dict(clip.vision_model.state_dict())
     tok = vlm_tokenizer()
     data = vqa.images(
