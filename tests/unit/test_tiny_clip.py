@@ -162,3 +162,48 @@ def test_shipped_checkpoint_zero_shot_above_chance():
     wp = C.zeroshot_weights(model, tok, [f"{c} {s}" for s, c in pairs], ("an image showing a {x}",), slot="x")
     pred = C.zeroshot_logits(model, held.images, wp).argmax(1) // len(W.SHAPES)
     assert float((pred == held.color_ids).float().mean()) >= 0.5
+
+
+def test_conv_stem_keeps_the_patch_grid_and_round_trips_through_the_zoo(tmp_path):
+    torch.manual_seed(0)
+    model = C.tiny_clip(stem="conv")
+    stem = model.vision_model.embeddings.patch_embedding
+    assert isinstance(stem, C.ConvStem)
+    x = torch.rand(2, 3, 32, 32)
+    assert stem(C._preprocess(model, x)).shape == (2, 64, 4, 4)  # the 8×8-patch grid, 16 tokens + CLS
+    assert stem.weight is stem[-1].weight
+    feats = C.encode_image(model, x)
+    ref = F.normalize(_hf(model.get_image_features(pixel_values=C._preprocess(model, x))), dim=-1)
+    assert torch.allclose(feats, ref, atol=1e-5)  # prompt-free features are still CLIPModel's own
+    entry = zoo.save(
+        "clip_conv", model, config={"arch": "tiny_clip", "kwargs": {"stem": "conv"}}, metrics={}, root=tmp_path
+    )
+    loaded = zoo.load("clip_conv", root=tmp_path)
+    assert isinstance(loaded.vision_model.embeddings.patch_embedding, C.ConvStem)
+    assert torch.allclose(C.encode_image(loaded, x), feats, atol=1e-6)  # batch-norm statistics travel too
+    assert entry.sha256
+
+
+def test_stem_checks():
+    with pytest.raises(InputError, match="stem"):
+        C.tiny_clip(stem="resnet")
+    with pytest.raises(InputError, match="patch"):
+        C.ConvStem(64, 6)
+    with pytest.raises(InputError, match="norm"):
+        C.ConvStem(64, 8, norm="layer")
+    x = torch.rand(2, 3, 32, 32)
+    for norm in ("group", "none"):  # per-sample or no normalisation: no batch statistics
+        stem = C.ConvStem(64, 8, norm=norm).train()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in stem.modules())
+        assert torch.allclose(stem(x)[:1], stem(x[:1]), atol=1e-5)  # an image's tokens do not depend on the batch
+
+
+def test_shipped_conv_stem_checkpoint_reads_shapes():
+    if "tiny_clip_conv" not in {e.name for e in zoo.entries()}:
+        pytest.fail("tiny_clip_conv is not in data/manifest.json: run `xattr-nb zoo train tiny_clip_conv`")
+    model, tok = C.load_clip(small="tiny_clip_conv")
+    assert isinstance(model.vision_model.embeddings.patch_embedding, C.ConvStem)
+    data = W.labelled(W.SHAPES, 320, seed=424244)  # a fresh draw, never trained on
+    logits = C.zeroshot_logits(model, data.images, C.zeroshot_weights(model, tok, W.SHAPES))
+    acc = float((logits.argmax(1) == data.labels).float().mean())
+    assert acc >= 0.75, f"16-way zero-shot shape accuracy {acc:.3f} (the manifest says about 0.87)"

@@ -226,3 +226,15 @@ def test_shipped_checkpoint_yes_ratio_on_balanced_pope():
     mean = sum(ratios) / len(ratios)
     assert 0.6 <= mean <= 0.75, ratios
     assert sum(ratios_none) / 3 > mean, (ratios, ratios_none)
+
+
+def test_conv_stem_tower_rebuilds_from_its_config():
+    from xattr_nb.models.architectures import build
+    from xattr_nb.models.clip import ConvStem
+
+    model = M.tiny_vlm(vision_stem="conv")
+    assert model.arch_config["kwargs"]["vision_stem"] == "conv"
+    assert "vision_stem" not in M.tiny_vlm().arch_config["kwargs"]  # old manifests still match
+    rebuilt = build(model.arch_config)
+    assert isinstance(rebuilt.vision.embeddings.patch_embedding, ConvStem)
+    assert model.vision_features(torch.rand(2, 3, 32, 32)).shape == (2, 17, 64)

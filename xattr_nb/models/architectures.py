@@ -32,6 +32,7 @@ _BUILTIN: dict[str, str] = {
     "EncoderClassifier": "xattr_nb.models.text:EncoderClassifier.from_config",
     "moe_gpt2": "xattr_nb.models.moe:build_moe_gpt2",
     "TinyT2I": "xattr_nb.models.t2i:TinyT2INet",
+    "tiny_clip": "xattr_nb.models.clip:tiny_clip",
     # A paper's own architecture that ships in the zoo is named here too (resolved on first use), so a
     # checkpoint loads without its method module having been imported first.
     "TinySelector": "xattr_nb.methods.comet:TinySelector",

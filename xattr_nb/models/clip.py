@@ -39,6 +39,8 @@ from xattr_nb.worlds import captions as world
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "STEMS",
+    "ConvStem",
     "LoadedCLIP",
     "clip_loss",
     "clip_tokenizer",
@@ -48,6 +50,7 @@ __all__ = [
     "tiny_clip",
     "tiny_clip_config",
     "tokenize",
+    "use_stem",
     "zeroshot_logits",
     "zeroshot_weights",
 ]
@@ -109,11 +112,76 @@ def tiny_clip_config(
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=embed_dim)
 
 
-def tiny_clip(**kwargs: Any) -> CLIPModel:
-    """A randomly initialised TinyCLIP (:func:`tiny_clip_config`), eager attention, eval mode."""
+class ConvStem(nn.Sequential):
+    """A convolutional patch embedding: a 3×3 convolution, then stride-2 3×3 convolutions (``norm``,
+    GELU) down to the patch grid, and a linear 2×2 stride-2 projection to the tower's width.
+
+    Xiao et al. (2021), "Early convolutions help transformers see better": a ViT trained from scratch
+    on a few thousand 32×32 images learns shape far better with it than with one linear 8×8 patch
+    projection (16-way supervised shape accuracy after 600 steps, seed 0: 0.81 against 0.25). It is a
+    drop-in for ``CLIPVisionEmbeddings.patch_embedding`` (same output grid ``[B, D, H/p, W/p]``);
+    ``weight`` is the last projection's, which Hugging Face reads for the input dtype.
+
+    ``norm="batch"`` (the paper's; the zoo's ``tiny_clip_conv``), ``"group"`` (one group per sample:
+    no batch statistics) or ``"none"``. Batch norm has a catch on TinyCLIP's colour-pure batches (hard
+    negatives): the batch statistics subtract each batch's colour, and ``tiny_clip_conv`` learnt shape
+    (zero-shot 0.87) but hardly colour (0.16, chance 0.125).
+    """
+
+    def __init__(self, width: int, patch: int, channels: int = 3, norm: str = "batch"):
+        patch = int(patch)
+        if patch < 2 or patch & (patch - 1):
+            raise InputError(f"`patch` must be a power of two >= 2 for the conv stem; got {patch}")
+        check_choice(norm, ("batch", "group", "none"), "norm")
+        hidden = [max(8, width // 2)] + [width] * (patch.bit_length() - 2)
+        layers: list[nn.Module] = []
+        c, stride = channels, 1
+        for h in hidden:
+            if norm == "none":
+                layers += [nn.Conv2d(c, h, 3, stride, 1), nn.GELU()]
+            else:
+                layers += [
+                    nn.Conv2d(c, h, 3, stride, 1, bias=False),
+                    nn.BatchNorm2d(h) if norm == "batch" else nn.GroupNorm(1, h),
+                    nn.GELU(),
+                ]
+            c, stride = h, 2
+        layers.append(nn.Conv2d(c, width, 2, 2))
+        super().__init__(*layers)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self[-1].weight
+
+
+STEMS = ("patch", "conv")
+
+
+def use_stem(vision_model: nn.Module, stem: str, norm: str = "batch") -> nn.Module:
+    """Give a ``CLIPVisionTransformer`` / ``CLIPVisionModel`` the patch embedding ``stem`` (in place):
+    ``"patch"`` keeps CLIP's linear patch projection, ``"conv"`` swaps in a :class:`ConvStem` (``norm``)."""
+    check_choice(stem, STEMS, "stem")
+    emb = getattr(vision_model, "vision_model", vision_model).embeddings
+    if stem == "conv":
+        c = emb.config
+        emb.patch_embedding = ConvStem(c.hidden_size, c.patch_size, c.num_channels, norm=norm)
+    return vision_model
+
+
+def tiny_clip(*, stem: str = "patch", norm: str = "batch", **kwargs: Any) -> CLIPModel:
+    """A randomly initialised TinyCLIP (:func:`tiny_clip_config`), eager attention, eval mode.
+
+    ``stem="conv"`` (the zoo's ``tiny_clip_conv``) replaces the linear patch projection with a
+    :class:`ConvStem` (``norm``); such a model saves and loads through the zoo (``{"arch": "tiny_clip",
+    "kwargs": {"stem": "conv"}}``),
+    not through ``CLIPModel.from_pretrained``, which would rebuild a linear patch projection.
+    """
+    check_choice(stem, STEMS, "stem")
     cfg = tiny_clip_config(**kwargs)
     cfg._attn_implementation = "eager"
-    return CLIPModel(cfg).eval()
+    model = CLIPModel(cfg)
+    use_stem(model.vision_model, stem, norm)
+    return model.eval()
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], *, max_len: int = TEXT_LEN, device: Any = "cpu"):

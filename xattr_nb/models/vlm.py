@@ -48,7 +48,7 @@ from transformers import (
 )
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
-from xattr_nb.models.clip import CLIP_MEAN, CLIP_STD, tiny_clip_config
+from xattr_nb.models.clip import CLIP_MEAN, CLIP_STD, tiny_clip_config, use_stem
 from xattr_nb.models.text import tiny_gpt2, word_tokenizer
 from xattr_nb.worlds import captions as world
 from xattr_nb.worlds import vqa
@@ -147,7 +147,8 @@ class TinyVLM(nn.Module):
     """Frozen CLIP vision tower → MLP projector → GPT-2 (see the module docstring).
 
     ``vision`` and ``lm`` are config dicts (``CLIPVisionConfig.to_dict()``, ``GPT2Config.to_dict()``),
-    so the zoo rebuilds the model from JSON (architecture ``"TinyVLM"``).
+    so the zoo rebuilds the model from JSON (architecture ``"TinyVLM"``); ``vision_stem`` is the tower's
+    patch embedding (:func:`xattr_nb.models.clip.use_stem`), that of the TinyCLIP it copies.
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class TinyVLM(nn.Module):
         projector_hidden: int = 128,
         vision_layer: int = -1,
         noise_seed: int = 0,
+        vision_stem: str = "patch",
     ):
         super().__init__()
         if not isinstance(vision, dict) or not isinstance(lm, dict):
@@ -166,7 +168,8 @@ class TinyVLM(nn.Module):
         vcfg._attn_implementation = "eager"
         lcfg = GPT2Config.from_dict(lm)
         lcfg._attn_implementation = "eager"
-        self.vision = CLIPVisionModel(vcfg).eval()
+        self.vision = use_stem(CLIPVisionModel(vcfg), vision_stem).eval()
+        self.vision_stem = vision_stem
         n_layers = vcfg.num_hidden_layers
         self.vision_layer = check_int(vision_layer, "vision_layer", low=-n_layers, high=n_layers)
         self.projector_hidden = check_int(projector_hidden, "projector_hidden", low=1)
@@ -188,6 +191,8 @@ class TinyVLM(nn.Module):
         kwargs.update(
             projector_hidden=self.projector_hidden, vision_layer=self.vision_layer, noise_seed=self.noise_seed
         )
+        if self.vision_stem != "patch":  # the default is left out, so configs saved before the option still match
+            kwargs["vision_stem"] = self.vision_stem
         return {"arch": "TinyVLM", "kwargs": kwargs}
 
     @property
