@@ -77,6 +77,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _other_version(python: str, pkg: str) -> str:
+    """``pkg``'s version in the environment of another Python (the inseq one), or why not."""
+    import subprocess
+
+    code = f"import importlib.metadata as m; print(m.version({pkg!r}))"
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"? ({type(e).__name__})"
+    return (done.stdout.strip() or "not installed") + " (its own env)"
+
+
 def collect(names: list[str], quick: bool, opts: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for name in names:
@@ -185,6 +197,17 @@ torch 2.13.0 and transformers 5.25.0 on its own: `pip install -e '.[bench-inseq]
 then `xattr-nb bench --inseq-python /path/to/that/python` runs the inseq rows there."""
 
 
+POSTSCRIPT = """\
+Reading the ratios: on 2 shared cores at load 4-7, a row's median moves by 10-30% from run to run, so
+ratios within about 0.9-1.1 are ties, not leads. In the run before this one (same code but IG's chunks
+sized from the widest activation instead of the kept ones) occlusion was 0.89x, Layer IG on 1 text 1.27x,
+Grad-CAM 1.39x, saliency 1.11x, inseq IG 1.06x. The rows that are behind by more than noise: saliency and
+Grad-CAM (a fixed ~2 ms of input/target checks on a ~15 ms job; they vanish in larger batches), occlusion vs
+its bound (one perturbed batch per forward by default), masked forwards vs their best chunking (the default
+chunk is every mask at once: `kernels.masked_outputs` sizes by bytes of composed images, not by the
+activation budget), and the patching rows the patching notes explain."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xattr-nb bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="check agreement only, no timing (CI)")
@@ -193,11 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="store_true", help="really run `xattr-nb run --all` (~25 min)")
     parser.add_argument("--inseq-python", default=os.environ.get("XATTR_BENCH_INSEQ_PYTHON"))
     parser.add_argument("--load-note", default="", help="what else was running (written under the table)")
+    parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from results.json")
     args = parser.parse_args(argv)
+    if args.render:
+        path = Path(args.out) / "results.json"
+        results = json.loads(path.read_text())
+        results["postscript"] = POSTSCRIPT
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        (Path(args.out) / "RESULTS.md").write_text(render(results))
+        return 0
     names = list(args.only or MODULES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
+    if args.inseq_python and machine["versions"].get("inseq") == "not installed":
+        machine["versions"]["inseq"] = _other_version(args.inseq_python, "inseq")
     opts = {"suite": {"run": args.suite}, "attribution": {"inseq_python": args.inseq_python}}
     rows = collect(names, args.quick, opts)
     stamp = machine["date"]
@@ -218,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "load_note": args.load_note,
         "preamble": PREAMBLE,
+        "postscript": POSTSCRIPT,
         "rows": all_rows,
     }
     path.write_text(json.dumps(results, indent=1) + "\n")

@@ -2,7 +2,8 @@
 
 Work: the shipped ``shapes_cnn`` and 64 ShapesWorld images 3x32x32 with their target masks; the
 maps are our saliency maps of the labels (``attribute(..., "saliency")``), computed once, outside
-the timing. Both sides get the same maps, masks, images and targets as arrays.
+the timing, plus a ramp of 1e-6 of their maximum that breaks exact ties (which the two sides' sorts
+would order differently: a tie, not a disagreement). Both sides get the same maps, masks, images and targets as arrays.
 
 - **pointing game**: :func:`xattr_nb.metrics.localization.pointing_game` (``ties="any"``, Quantus's
   convention) vs ``quantus.PointingGame`` (``normalise=False``, ``abs=False``).
@@ -40,6 +41,10 @@ def _setup() -> dict[str, Any]:
         data = make_shapes(N_IMAGES, classes=SHAPES_CNN_CLASSES, n_distractors=2, seed=2)
         model = zoo.load("shapes_cnn").eval()
         maps = attribute(model, data.images, data.labels, "saliency").scores
+        # Ties (saliency is exactly 0 where no path reaches the logit) would be ordered differently by
+        # the two sides' sorts: a ramp far below the maps' scale breaks them, the same for both.
+        ramp = torch.arange(maps[0].numel(), dtype=maps.dtype).view_as(maps[0]) / maps[0].numel()
+        maps = maps + 1e-6 * maps.abs().amax() * ramp
         _STATE.update(model=model, x=data.images, y=data.labels, maps=maps, masks=torch.as_tensor(data.masks).bool())
     return _STATE
 

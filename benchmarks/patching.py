@@ -1,7 +1,7 @@
 """Patching benchmarks: activation patching vs TransformerLens, AtP/RelP vs activation patching,
 and the chunk size that :func:`~xattr_nb.kernels.rows_per_chunk` picks vs the best chunking.
 
-    .venv/bin/python -m benchmarks.patching [--quick] [--sweep] [--repeats 3]
+    .venv/bin/python -m benchmarks.patching [--quick] [--sweep] [--layer-ig] [--repeats 3]
     python -m benchmarks --only patching        (the rows of the results table)
 
 Work (the same model, prompts and metric on both sides):
@@ -327,6 +327,82 @@ def rows(quick: bool = False, repeats: int = 3) -> list[Row]:
     return out
 
 
+def layer_ig_before_after(repeats: int = 1) -> None:
+    """Layer IG before/after issue 19 in one run, interleaved: the old path (one right-padded batch,
+    all ``B * steps`` rows at once) vs the default (texts grouped by length, chunks from the budget),
+    on 48 MiniLM texts x 50 steps (and captum with ``internal_batch_size=50``) and on 40 IOI prompts
+    of several lengths on ``ioi_gpt2_4l``. Prints medians and ratios."""
+    from captum.attr import LayerIntegratedGradients
+
+    from benchmarks.attribution import _minilm, texts
+    from xattr_nb.attribution import attribute_text
+    from xattr_nb.attribution.text import encode_texts
+    from xattr_nb.models import zoo
+    from xattr_nb.models.lm_recipes import ioi_pair_items, ioi_tokenizer
+
+    tok, model = _minilm()
+    n, steps = 48, 50
+    ts = texts(n)
+    enc = encode_texts(model, tok, ts)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    base = torch.where(mask.bool() & ~enc["special"], torch.full_like(ids, tok.pad_token_id), ids)
+    lens = mask.sum(1)
+    print(f"MiniLM: {n} texts of {int(lens.min())}-{int(lens.max())} tokens, {steps} steps")
+    ioi_tok, tiny = ioi_tokenizer(), zoo.load("ioi_gpt2_4l")
+    pool = sorted(set(ioi_pair_items(400, seed=0, held_out=False).texts))
+    iois = [pool[i] for i in torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:40].tolist()]
+    lens2 = encode_texts(tiny, ioi_tok, iois)["attention_mask"].sum(1)
+    print(f"IOI: 40 prompts of {int(lens2.min())}-{int(lens2.max())} tokens on ioi_gpt2_4l, 50 steps")
+
+    def fwd(i: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=i, attention_mask=m).logits
+
+    def lig(m: Any, tk: Any, xs: list[str], target: int, **kw: Any) -> Callable[[], torch.Tensor]:
+        return lambda: attribute_text(m, tk, xs, target, n_steps=50, **kw).scores
+
+    old = {"group_lengths": False}
+    cases: dict[str, Callable[[], torch.Tensor]] = {
+        "MiniLM old (padded, one batch)": lig(model, tok, ts, 1, **old, internal_batch_size=n * steps),
+        "MiniLM new (grouped, budget)": lig(model, tok, ts, 1),
+        "MiniLM budget, no grouping": lig(model, tok, ts, 1, **old),
+        "MiniLM captum ibs=50": lambda: (
+            LayerIntegratedGradients(fwd, model.get_input_embeddings())
+            .attribute(
+                ids, baselines=base, target=1, additional_forward_args=(mask,), n_steps=steps, internal_batch_size=50
+            )
+            .sum(-1)
+            * mask
+        ),
+        "IOI old (padded, one batch)": lig(tiny, ioi_tok, iois, 5, **old, internal_batch_size=40 * 50),
+        "IOI new (grouped, budget)": lig(tiny, ioi_tok, iois, 5),
+        "IOI budget, no grouping": lig(tiny, ioi_tok, iois, 5, **old),
+    }
+    ref = {k: f() for k, f in cases.items()}
+    for a, b in (
+        ("MiniLM old (padded, one batch)", "MiniLM new (grouped, budget)"),
+        ("MiniLM captum ibs=50", "MiniLM new (grouped, budget)"),
+        ("IOI old (padded, one batch)", "IOI new (grouped, budget)"),
+    ):
+        print(f"agreement {a} vs {b}: max abs diff {float((ref[a] - ref[b]).abs().max()):.1e}")
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(max(1, repeats)):
+        for k, f in cases.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in med.items():
+        print(f"{k:<34} median {v:7.2f} s")
+    m_old, m_new, m_cap = (
+        med[f"MiniLM {k}"] for k in ("old (padded, one batch)", "new (grouped, budget)", "captum ibs=50")
+    )
+    print(f"MiniLM: old/captum {m_old / m_cap:.2f}, new/captum {m_new / m_cap:.2f}, old/new {m_old / m_new:.2f}")
+    i_old, i_new, i_ng = (
+        med[f"IOI {k}"] for k in ("old (padded, one batch)", "new (grouped, budget)", "budget, no grouping")
+    )
+    print(f"IOI: old/new {i_old / i_new:.2f}, no grouping/new {i_ng / i_new:.2f}")
+
+
 def _print(rs: list[Row]) -> None:
     for r in rs:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
@@ -343,8 +419,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="agreement only, no timing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep", action="store_true", help="only the rows-per-chunk sweep (both models)")
+    parser.add_argument("--layer-ig", action="store_true", help="only Layer IG before/after (about 4 min a repeat)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.layer_ig:
+        layer_ig_before_after(args.repeats)
+        return
     if args.sweep:
         m = _models()
         for label, p, positions, n_comp in (

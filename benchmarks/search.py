@@ -119,6 +119,8 @@ def masked_rows(quick: bool) -> list[Row]:
             agree=allclose(1e-5, 1e-4),
             repeats=5,
             group="search",
+            note="masked_outputs' default chunk comes from max_bytes of the composed images (kernels.chunk_size), "
+            "not from the activation budget (kernels.rows_per_chunk) that patching and Layer IG now use",
         )
     )
     return rows

@@ -221,18 +221,22 @@ def _opt_batch(internal_batch_size: Any) -> int | None:
 
 
 @torch.no_grad()
-def widest_row_bytes(model: nn.Module, row: torch.Tensor) -> int:
+def widest_row_bytes(model: nn.Module, row: torch.Tensor, *, kept: bool = False) -> int:
     """Bytes of the widest output of any submodule when one input row ``row`` ``[1, ...]`` goes
-    through ``model``, measured by one forward with hooks (for models without a transformer config,
-    whose widths :func:`~xattr_nb.kernels.activation_row_bytes` reads); at least the row's own bytes.
+    through ``model`` (``kept=True``: the sum of the leaf modules' outputs, what a backward keeps), measured
+    by one forward with hooks (for models without a transformer config, whose widths
+    :func:`~xattr_nb.kernels.activation_row_bytes` reads); at least the row's own bytes.
     The forward calls ``model.forward``, so hooks on the model itself (cost counters) do not count it."""
     widest = [row.numel() * row.element_size()]
 
     def hook(_m: nn.Module, _a: Any, out: Any) -> None:
         if isinstance(out, torch.Tensor):
-            widest[0] = max(widest[0], out.numel() * out.element_size())
+            size = out.numel() * out.element_size()
+            widest[0] = widest[0] + size if kept else max(widest[0], size)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    # kept: the leaves only, so a block's output is not counted again as its last layer's
+    mods = [m for m in model.modules() if m is not model and (not kept or next(m.children(), None) is None)]
+    handles = [m.register_forward_hook(hook) for m in mods]
     try:
         # `forward`, not `__call__`: the model's own hooks (count_passes) do not see this measurement
         out = model.forward(row)
@@ -293,9 +297,10 @@ def integrated_gradients(
     ``method`` names the attribution method in :func:`attribute`); beware that captum 0.9's
     ``"riemann_trapezoid"`` weights sum to ``(n_steps − 1)/n_steps``, so it is not complete.
     ``internal_batch_size=None`` sizes captum's chunks (whole steps of the batch) so that the widest
-    activation of a chunk fits :func:`~xattr_nb.kernels.device_budget` for forward+backward rows
-    (:func:`widest_row_bytes` measures one row; on this 2-core CPU the 800 rows of 16 ShapesWorld
-    images x 50 steps ran 2.2x slower in one batch than in chunks of 64); ``meta`` records the size.
+    activations that a chunk keeps for its backward (every submodule's output: :func:`widest_row_bytes`
+    with ``kept=True`` measures one row) fit :func:`~xattr_nb.kernels.device_budget` for
+    forward+backward rows (on this 2-core CPU the 800 rows of 16 ShapesWorld images x 50 steps ran
+    2.2x slower in one batch than in chunks of 64, the best); ``meta`` records the size.
     The scores do not depend on it (float rounding aside).
     Cost: ``n_steps`` forwards and backwards for each example, so ``B · n_steps`` of each in the
     result's cost, a total over the batch (captum's ``return_convergence_delta`` would add two
@@ -308,7 +313,8 @@ def integrated_gradients(
     ibs = _opt_batch(internal_batch_size)
     if ibs is None:  # sized by the device's budget for forward+backward rows, whole steps of the batch
         b = inputs.shape[0]
-        ibs = rows_per_chunk(widest_row_bytes(model, inputs[:1]), device=inputs.device, grad=True, multiple=b)
+        row = widest_row_bytes(model, inputs[:1], kept=True)
+        ibs = rows_per_chunk(row, device=inputs.device, grad=True, multiple=b)
         ibs = min(ibs, b * n_steps)
     raw = IntegratedGradients(_forward(model)).attribute(
         inputs,
