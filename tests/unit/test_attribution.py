@@ -210,7 +210,7 @@ def test_ig_cost_is_b_times_steps(linear, x, ibs):
     b, k = x.shape[0], 7
     a = attribute(model, x, 1, "integrated_gradients", n_steps=k, internal_batch_size=ibs)
     # `target` is checked on the method's first forward, not by a probe of its own; the one-row forward
-    # that sizes IG's chunks (internal_batch_size=None: widest_row_bytes) is not charged to the method
+    # that sizes IG's chunks (internal_batch_size=None: _widest_row_bytes) is not charged to the method
     sizing = 1 if ibs is None else 0
     assert (model.fwd - sizing, model.bwd) == (a.cost.forward, a.cost.backward)
     # captum 0.9 runs exactly B·k forwards and B·k backwards (no extra pass at x: no convergence delta)

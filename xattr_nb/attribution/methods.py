@@ -221,7 +221,7 @@ def _opt_batch(internal_batch_size: Any) -> int | None:
 
 
 @torch.no_grad()
-def widest_row_bytes(model: nn.Module, row: torch.Tensor, *, kept: bool = False) -> int:
+def _widest_row_bytes(model: nn.Module, row: torch.Tensor, *, kept: bool = False) -> int:
     """Bytes of the widest output of any submodule when one input row ``row`` ``[1, ...]`` goes
     through ``model`` (``kept=True``: the sum of the leaf modules' outputs, what a backward keeps), measured
     by one forward with hooks (for models without a transformer config, whose widths
@@ -297,7 +297,7 @@ def integrated_gradients(
     ``method`` names the attribution method in :func:`attribute`); beware that captum 0.9's
     ``"riemann_trapezoid"`` weights sum to ``(n_steps − 1)/n_steps``, so it is not complete.
     ``internal_batch_size=None`` sizes captum's chunks (whole steps of the batch) so that the widest
-    activations that a chunk keeps for its backward (every submodule's output: :func:`widest_row_bytes`
+    activations that a chunk keeps for its backward (every submodule's output: ``_widest_row_bytes``
     with ``kept=True`` measures one row) fit :func:`~xattr_nb.kernels.device_budget` for
     forward+backward rows (on this 2-core CPU the 800 rows of 16 ShapesWorld images x 50 steps ran
     2.2x slower in one batch than in chunks of 64, the best); ``meta`` records the size.
@@ -313,7 +313,7 @@ def integrated_gradients(
     ibs = _opt_batch(internal_batch_size)
     if ibs is None:  # sized by the device's budget for forward+backward rows, whole steps of the batch
         b = inputs.shape[0]
-        row = widest_row_bytes(model, inputs[:1], kept=True)
+        row = _widest_row_bytes(model, inputs[:1], kept=True)
         ibs = rows_per_chunk(row, device=inputs.device, grad=True, multiple=b)
         ibs = min(ibs, b * n_steps)
     raw = IntegratedGradients(_forward(model)).attribute(
