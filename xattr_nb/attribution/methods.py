@@ -296,8 +296,8 @@ def integrated_gradients(
     linear model they equal ``(x − x')·w`` exactly. ``quadrature`` is captum's ``method`` (renamed:
     ``method`` names the attribution method in :func:`attribute`); beware that captum 0.9's
     ``"riemann_trapezoid"`` weights sum to ``(n_steps − 1)/n_steps``, so it is not complete.
-    ``internal_batch_size=None`` sizes captum's chunks (whole steps of the batch) so that the widest
-    activations that a chunk keeps for its backward (every leaf module's output: ``_widest_row_bytes``
+    ``internal_batch_size=None`` sizes captum's chunks (whole steps of the batch) so that the
+    activations a chunk keeps for its backward (every leaf module's output: ``_widest_row_bytes``
     with ``kept=True`` measures one row) fit :func:`~xattr_nb.kernels.device_budget` for
     forward+backward rows (on this 2-core CPU the 800 rows of 16 ShapesWorld images x 50 steps ran
     2.2x slower in one batch than in chunks of 64, the best); ``meta`` records the size.
