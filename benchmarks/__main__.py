@@ -198,14 +198,57 @@ then `xattr-nb bench --inseq-python /path/to/that/python` runs the inseq rows th
 
 
 POSTSCRIPT = """\
-Reading the ratios: on 2 shared cores at load 4-7, a row's median moves by 10-30% from run to run, so
-ratios within about 0.9-1.1 are ties, not leads. In the run before this one (same code but IG's chunks
-sized from the widest activation instead of the kept ones) occlusion was 0.89x, Layer IG on 1 text 1.27x,
-Grad-CAM 1.39x, saliency 1.11x, inseq IG 1.06x. The rows that are behind by more than noise: saliency and
-Grad-CAM (a fixed ~2 ms of input/target checks on a ~15 ms job; they vanish in larger batches), occlusion vs
-its bound (one perturbed batch per forward by default), masked forwards vs their best chunking (the default
-chunk is every mask at once: `kernels.masked_outputs` sizes by bytes of composed images, not by the
-activation budget), and the patching rows the patching notes explain."""
+Reading the ratios: on 2 shared cores under load, a row's median moves by 10-30% from run to run, so
+ratios within about 0.9-1.1 are ties, not leads. Each row that is behind says why in its note."""
+
+
+README = HERE.parent / "README.md"
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def readme_table(results: dict[str, Any]) -> str:
+    """README's short table: one line per row, ratio and agreement (the details are in RESULTS.md)."""
+    m = results["machine"]
+    lines = [
+        f"Ratios ours / peer (below 1: faster), from `xattr-nb bench` on {m['cpu']}, {m['cores']} cores, last run "
+        f"{m['date']} (load {m['load_average'][0]}, shared cores); work, times and notes in "
+        "[benchmarks/RESULTS.md](benchmarks/RESULTS.md).",
+        "",
+        "| benchmark | peer | ratio | agreement |",
+        "|---|---|---|---|",
+    ]
+    suite = [
+        r
+        for r in results["rows"]
+        if r.get("group") == "suite" and r.get("ours_s") is not None and r["name"][:2].isdigit()
+    ]
+    for r in results["rows"]:
+        if r.get("group") == "suite":
+            continue
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        agreement = r["agreement"] if r["agree"] else f"FAILED: {r['agreement']}"
+        lines.append(f"| {_cell(r['name'])} | {_cell(r['peer'])} | {ratio} | {_cell(agreement)} |")
+    if suite:
+        slow = sorted(suite, key=lambda r: -r["ours_s"])[:3]
+        lines += [
+            "",
+            f"Whole suite: {len(suite)} notebooks, {sum(r['ours_s'] for r in suite):,.0f} s of wall time as recorded; "
+            "slowest " + ", ".join(f"{r['name']} ({r['ours_s']:.0f} s)" for r in slow) + ".",
+        ]
+    return "\n".join(lines)
+
+
+def write_readme(results: dict[str, Any], readme: Path = README) -> bool:
+    """Replace README's block between the bench markers by :func:`readme_table`; False if it has none."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(f"{head}{README_START}\n{readme_table(results)}\n{README_END}{tail}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         results["postscript"] = POSTSCRIPT
         path.write_text(json.dumps(results, indent=1) + "\n")
         (Path(args.out) / "RESULTS.md").write_text(render(results))
+        if Path(args.out).resolve() == HERE.resolve():
+            write_readme(results)
         return 0
     names = list(args.only or MODULES)
     out = Path(args.out)
@@ -257,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(results, indent=1) + "\n")
     (out / "RESULTS.md").write_text(render(results))
     print(f"[bench] wrote {path} and {out / 'RESULTS.md'}", file=sys.stderr)
+    if out.resolve() == HERE.resolve() and not args.quick and write_readme(results):
+        print(f"[bench] updated the table in {README}", file=sys.stderr)
     failed = [r for r in rows if not r.agree]
     return 1 if failed else 0
 

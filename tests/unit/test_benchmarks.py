@@ -109,6 +109,26 @@ def test_the_entry_point_writes_results_and_keeps_other_modules_rows(tmp_path):
     assert "suite timings readable" in (tmp_path / "RESULTS.md").read_text()
 
 
+def test_readme_block_is_replaced_between_its_markers_only(tmp_path):
+    from benchmarks.__main__ import README_END, README_START, write_readme
+
+    rows = [
+        {**Row("a", "w", 2.0, "p", 1.0, 2.0, True, "max abs diff 0").to_dict(), "group": "attribution"},
+        {**Row("01_x", "run", 30.0, "-", None, None, True, "-").to_dict(), "group": "suite"},
+        {**Row("02_y", "run", 50.0, "-", None, None, True, "-").to_dict(), "group": "suite"},
+    ]
+    machine = {"cpu": "cpu", "cores": 2, "date": "d", "load_average": [1.0, 2.0, 3.0]}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{README_START}\nold table\n{README_END}\nafter\n")
+    assert write_readme({"machine": machine, "rows": rows}, readme)
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# t\n\nbefore\n") and text.endswith("after\n")
+    assert "| a | p | 2.00 | max abs diff 0 |" in text
+    assert "2 notebooks, 80 s" in text and "slowest 02_y (50 s), 01_x (30 s)" in text
+    (tmp_path / "NOMARK.md").write_text("no markers\n")
+    assert not write_readme({"machine": machine, "rows": rows}, tmp_path / "NOMARK.md")
+
+
 def _assert_all_agree(rows: list[Row]) -> None:
     assert rows
     bad = [(r.name, r.agreement) for r in rows if not r.agree]
