@@ -193,14 +193,17 @@ def _cpu_cache_bytes(level: int) -> int | None:
 def device_budget(device: torch.device | str = "cpu", *, grad: bool = False) -> int:
     """Bytes that the widest activation of one chunk may take on ``device``.
 
-    On a CPU, a forward-only chunk gets one core's L2 cache (:func:`cpu_cache_bytes`; 1 MiB if it
-    cannot be read), so that its largest intermediate (the MLP hidden layer, the attention scores,
-    the logits) stays in the cache the next op reads it from; a chunk that is also backpropagated
-    (``grad=True``) keeps every layer's activations for the backward, which no L2 holds, and gets
-    one core's share of the L3 instead (8 MiB if unknown). Measured on a 2-core AMD EPYC (1 MiB L2
-    per core, 32 MiB shared L3): forwards of the 4-layer IOI GPT-2 are fastest at 32-64 rows of 15
-    tokens (the L2 rule gives 64; 512 rows cost 1.4x), forward+backward of MiniLM at 16-32 rows of
-    32 tokens (the L3 rule gives 85; 64 and 128 rows cost 1.06x the best, 4 rows 1.2x, 256 rows 1.1x).
+    On a CPU, a forward-only chunk gets the L2 caches of the cores torch computes on (one core's L2,
+    :func:`cpu_cache_bytes`, 1 MiB if it cannot be read, times ``torch.get_num_threads()``: intra-op
+    threads split each op's rows, and each core has its own L2), so that its largest intermediate
+    (the MLP hidden layer, the attention scores, the logits) stays in the cache the next op reads it
+    from; a chunk that is also backpropagated (``grad=True``) keeps every layer's activations for the
+    backward, which no L2 holds, and gets one core's share of the L3 instead (8 MiB if unknown).
+    Measured on a 2-core AMD EPYC (1 MiB L2 per core, 32 MiB shared L3), under load: forwards of the
+    4-layer IOI GPT-2 are fastest at 32-64 rows of 15 tokens on one thread and at 64-256 on two (the
+    rule gives 64 and 128; 512 rows cost 1.3-1.4x, 2,400 at once 2.1x); forward+backward of MiniLM at
+    16-32 rows of 32 tokens on one thread (the L3 rule gives 85; 64 and 128 rows cost 1.06x the best,
+    4 rows 1.2x, 256 rows 1.1x); the L3 is shared, so that budget does not grow with the threads.
     On a CUDA GPU: 1/8 of the free memory (``torch.cuda.mem_get_info``), since a GPU gains from the
     widest batch that fits. Elsewhere 256 MiB. The environment variable ``XATTR_NB_CHUNK_BYTES``
     overrides all of these.
@@ -222,7 +225,8 @@ def device_budget(device: torch.device | str = "cpu", *, grad: bool = False) -> 
     if dev.type == "cpu":
         if grad:
             return cpu_cache_bytes(3) or _DEFAULT_LLC_BYTES
-        return cpu_cache_bytes(2) or _DEFAULT_CACHE_BYTES
+        threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+        return (cpu_cache_bytes(2) or _DEFAULT_CACHE_BYTES) * threads
     if dev.type == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(dev)
         return max(1, int(free) // _GPU_SHARE)
@@ -729,6 +733,7 @@ def slic_regions(
 def check_members(members: object, n_regions: int, name: str = "members") -> torch.Tensor:
     """Check a batch of subsets given as boolean membership rows ``[M, R]`` (row m, column r: region r in subset m)."""
     members = check_tensor(members, name, ndim=2, dtype="bool", layout="[M, R]")
+    n_regions = check_int(n_regions, "n_regions", low=0)
     if members.shape[1] != n_regions:
         raise InputError(f"`{name}` has {members.shape[1]} columns but there are {n_regions} regions")
     return members

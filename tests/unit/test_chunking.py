@@ -3,6 +3,8 @@ chunking in activation patching, IG-patching and Layer IG (length grouping inclu
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from test_attribution_text import WORDS, word_tokenizer  # plain helpers (tests/unit is on sys.path)
@@ -40,7 +42,8 @@ def test_cpu_cache_is_read_and_level_checked():
 
 
 def test_device_budget_cpu_follows_the_cache_and_the_override(monkeypatch):
-    assert device_budget("cpu") == (cpu_cache_bytes(2) or 1 << 20)
+    threads = min(torch.get_num_threads(), os.cpu_count() or 1)
+    assert device_budget("cpu") == (cpu_cache_bytes(2) or 1 << 20) * threads
     assert device_budget("cpu", grad=True) == (cpu_cache_bytes(3) or 8 << 20)
     monkeypatch.setenv(CHUNK_BYTES_ENV, "4M")
     assert device_budget("cpu") == 4 << 20 == device_budget("cpu", grad=True)
@@ -49,6 +52,20 @@ def test_device_budget_cpu_follows_the_cache_and_the_override(monkeypatch):
     monkeypatch.setenv(CHUNK_BYTES_ENV, "lots")
     with pytest.raises(InputError, match=CHUNK_BYTES_ENV):
         device_budget("cpu")
+
+
+def test_device_budget_cpu_grows_with_the_threads():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = device_budget("cpu")
+        assert one == (cpu_cache_bytes(2) or 1 << 20)
+        if (os.cpu_count() or 1) >= 2:
+            torch.set_num_threads(2)
+            assert device_budget("cpu") == 2 * one
+            assert device_budget("cpu", grad=True) == (cpu_cache_bytes(3) or 8 << 20)  # the shared L3 does not
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_device_budget_rejects_bad_arguments():
