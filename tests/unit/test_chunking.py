@@ -19,6 +19,7 @@ from xattr_nb.kernels import (
     cpu_cache_bytes,
     device_budget,
     length_groups,
+    masked_outputs,
     rows_per_chunk,
 )
 from xattr_nb.models.text import tiny_gpt2
@@ -259,3 +260,21 @@ def test_layer_ig_left_padding_and_models_without_config_run_as_before(bert):
     assert torch.allclose(a.scores, b.scores, atol=1e-6)
     with pytest.raises(InputError, match="`group_lengths`"):
         attribute(model, ids, 1, "layer_integrated_gradients", attention_mask=mask, group_lengths="yes")
+
+
+def test_masked_outputs_sizes_chunks_from_the_widest_activation_and_gives_the_same_outputs():
+    torch.manual_seed(0)
+    wide = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    x = torch.rand(3, 16, 16)
+    keep = torch.rand(50, 16, 16) > 0.5
+    sizes = []
+    wide.register_forward_pre_hook(lambda _m, a: sizes.append(a[0].shape[0]))
+    with torch.no_grad():
+        fixed = masked_outputs(wide, x, keep, batch_size=50)
+        sizes.clear()
+        budget_rows = rows_per_chunk(64 * 16 * 16 * 4, total=50)
+        auto = masked_outputs(wide, x, keep)
+    assert torch.allclose(auto, fixed, atol=1e-5)
+    # the first 8 masks measure the widest activation ([64, 16, 16] floats a row), the rest follow the budget
+    assert sizes[0] == 8 and sum(sizes) == 50 and max(sizes[1:]) == min(42, budget_rows)
+    assert len(sizes) == 1 + -(-42 // min(42, budget_rows))
