@@ -264,3 +264,21 @@ def test_full_scale_path_on_a_saved_stand_in(tmp_path, clip):
     assert list(table.index)[-3:] == ["coop", "ivlp", "promptsrc"] and table.loc["promptsrc", "novel"] == 1.0
     with pytest.raises(InputError, match="data_dir"):
         P.load_full(tmp_path / "nowhere", model=saved)
+
+
+def test_conv_stem_foundation_stays_frozen_and_takes_visual_prompts(task):
+    """The notebook's foundation (``tiny_clip_conv``) has batch norm in its stem: training prompts must
+    not move its running statistics or weights, and visual prompts must reach its image tower."""
+    torch.manual_seed(0)
+    m, tok = tiny_clip(stem="conv"), clip_tokenizer()
+    m.train()  # a caller's stray train mode: train_prompts must still freeze the batch statistics
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    assert any("running_mean" in k for k in before)
+    x = task.base_x[:4]
+    run = P.train_prompts(m, tok, task, arm="ivlp", epochs=2, batch_size=4, depth=2, lr=0.05)
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        plain = P.PromptLearner(m, tok, n_ctx=4, text_depth=1, vis_depth=0)
+        assert torch.allclose(plain.encode_image(m, x), encode_image(m, x), atol=1e-6)
+        assert not torch.allclose(run.learner.encode_image(m, x), encode_image(m, x), atol=1e-4)
