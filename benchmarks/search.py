@@ -119,8 +119,8 @@ def masked_rows(quick: bool) -> list[Row]:
             agree=allclose(1e-5, 1e-4),
             repeats=5,
             group="search",
-            note="masked_outputs' default chunk comes from max_bytes of the composed images (kernels.chunk_size), "
-            "not from the activation budget (kernels.rows_per_chunk) that patching and Layer IG now use",
+            note="masked_outputs sizes chunks from the widest activation of its first 8 masks (kernels.rows_per_chunk); "
+            "before, every mask went in one forward (2.66x)",
         )
     )
     return rows
