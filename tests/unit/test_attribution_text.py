@@ -39,8 +39,8 @@ def bert_tok():
     return word_tokenizer()
 
 
-@pytest.fixture(scope="module")
-def bert_cls():
+def tiny_bert(max_positions: int = 12) -> BertForSequenceClassification:
+    """A seeded 2-layer, 3-class BERT over WORDS (a plain helper: test_chunking imports it too)."""
     torch.manual_seed(0)
     cfg = BertConfig(
         vocab_size=len(WORDS) + 5,
@@ -48,12 +48,17 @@ def bert_cls():
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=32,
-        max_position_embeddings=12,
+        max_position_embeddings=max_positions,
         num_labels=3,
         pad_token_id=0,
         initializer_range=0.3,
     )
     return BertForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def bert_cls():
+    return tiny_bert()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from test_attribution_text import WORDS, word_tokenizer  # plain helpers (tests/unit is on sys.path)
+from test_attribution_text import tiny_bert, word_tokenizer  # plain helpers (tests/unit is on sys.path)
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from xattr_nb.attribution import attribute, attribute_text
@@ -201,19 +201,7 @@ def test_patching_rejects_bad_max_rows(patch_setup):
 
 @pytest.fixture(scope="module")
 def bert():
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=3,
-        pad_token_id=0,
-        initializer_range=0.3,
-    )
-    return BertForSequenceClassification(cfg).eval(), word_tokenizer()
+    return tiny_bert(max_positions=16), word_tokenizer()
 
 
 TEXTS = ["the cat sat on the mat", "a dog ran", "the big red dog ran home fast", "cat", "a cat sat", "dog ran fast"]
