@@ -16,24 +16,37 @@ The method: :func:`closed_scores` reads the answer-set distributions of a closed
 under the real image and under counterfactual inputs (image-free modes, a noised copy of the
 image, or a random other image), :func:`decide` turns them into predictions for each decoding arm,
 :func:`arm_table` scores the arms (accuracy, yes-ratio) on a split.
+
+Scale switch: :func:`load_vlm` gives the zoo TinyVLM (``scale="cpu"``) or LLaVA-1.5
+(``scale="full"``, :class:`xattr_nb.models.llava.LlavaVLM`); :func:`closed_scores` reads either
+through the small :class:`ClosedVLM` protocol (the TinyVLM through a thin wrapper).
+:func:`load_pope` reads the paper's POPE questions (jsonl) and a COCO image folder into the same
+:class:`~xattr_nb.worlds.vqa.QAData` the notebook uses.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
+from xattr_nb.models.llava import LLAVA_MODEL
 from xattr_nb.models.vlm import TinyVLM, answer_token_ids, encode_questions
 from xattr_nb.worlds.vqa import QAData
 
 __all__ = [
     "ARMS",
+    "LLAVA_MODEL",
+    "POPE_KINDS",
+    "ClosedVLM",
     "affine_calibrate",
     "arm_table",
     "caption_hallucination",
@@ -41,6 +54,8 @@ __all__ = [
     "contrastive_logits",
     "decide",
     "image_free_spread",
+    "load_pope",
+    "load_vlm",
     "noised_images",
 ]
 
@@ -120,9 +135,156 @@ def noised_images(images: torch.Tensor, *, level: float = 0.5, seed: int = 0) ->
     return (math.sqrt(1 - level) * (x - 0.5) + math.sqrt(level) * eps + 0.5).clamp(0, 1)
 
 
+@runtime_checkable
+class ClosedVLM(Protocol):
+    """What :func:`closed_scores` needs from a vision-language model (TinyVLM through
+    :class:`_TinyClosed`, LLaVA as :class:`xattr_nb.models.llava.LlavaVLM`)."""
+
+    def answer_token_ids(self, answers: Sequence[str]) -> list[list[int]]:
+        """Token ids of each answer word (case- and space-insensitive)."""
+
+    def encode(self, questions: Sequence[str]) -> Any:
+        """The questions encoded once for the whole set; sliceable by rows."""
+
+    def next_logits(self, images: torch.Tensor | None, prompts: Any, mode: str) -> torch.Tensor:
+        """Next-token logits ``[B, V]`` at the answer position; ``images`` read in mode ``"image"`` only."""
+
+
+class _TinyClosed:
+    """:class:`ClosedVLM` over a TinyVLM: the questions left-padded once (:func:`encode_questions`),
+    the rows' ``(ids, attention_mask)`` fed to :meth:`TinyVLM.logits`."""
+
+    def __init__(self, model: TinyVLM):
+        self.model = model
+
+    def answer_token_ids(self, answers: Sequence[str]) -> list[list[int]]:
+        return answer_token_ids(self.model.tokenizer, answers)
+
+    def encode(self, questions: Sequence[str]) -> _Rows:
+        return _Rows(*encode_questions(self.model.tokenizer, questions))
+
+    def next_logits(self, images: torch.Tensor | None, prompts: _Rows, mode: str) -> torch.Tensor:
+        return self.model.logits(images, prompts.ids, mode, attention_mask=prompts.mask)
+
+
+class _Rows:
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor):
+        self.ids, self.mask = ids, mask
+
+    def __getitem__(self, rows: slice) -> _Rows:
+        return _Rows(self.ids[rows], self.mask[rows])
+
+
+def _closed(model: Any) -> ClosedVLM:
+    if isinstance(model, TinyVLM):
+        return _TinyClosed(model)
+    if isinstance(model, ClosedVLM):
+        return model
+    raise InputError(
+        f"`model` must be a TinyVLM or a LlavaVLM (load_vlm('cpu') / load_vlm('full')); got {type(model).__name__}"
+    )
+
+
+def load_vlm(scale: str = "cpu", *, full: str | os.PathLike = LLAVA_MODEL, device: str = "cpu") -> Any:
+    """The model of the notebook: the zoo TinyVLM (``scale="cpu"``, :func:`~xattr_nb.models.vlm.load_tiny_vlm`)
+    or LLaVA-1.5 from ``full`` (``scale="full"``: a hub name or a ``save_pretrained`` folder, loaded by
+    :func:`~xattr_nb.models.llava.load_llava`, in float16 on a CUDA device)."""
+    check_choice(scale, ("cpu", "full"), "scale")
+    if scale == "cpu":
+        from xattr_nb.models.vlm import load_tiny_vlm
+
+        return load_tiny_vlm(device=device)
+    from xattr_nb.models.llava import load_llava
+    from xattr_nb.runtime import pick_device
+
+    dev = pick_device(device)
+    if not isinstance(full, (str, os.PathLike)) or not str(full):
+        raise InputError(f"`full` must name a LLaVA model (e.g. {LLAVA_MODEL!r}) or a local folder")
+    try:
+        return load_llava(full, device=str(dev), dtype=torch.float16 if dev.type == "cuda" else None)
+    except InputError as exc:
+        raise InputError(f"`full`: {exc}") from exc
+
+
+#: POPE's negative-sampling settings, read from the question file's name (``coco_pope_adversarial.json``).
+POPE_KINDS: tuple[str, ...] = ("random", "popular", "adversarial")
+
+
+def load_pope(
+    questions_file: str | os.PathLike, image_folder: str | os.PathLike, *, size: int = 336, limit: int | None = None
+) -> QAData:
+    """POPE's yes/no questions (one JSON object per line: ``image``, ``text``, ``label``; as in POPE and
+    the paper's ``data/POPE/coco/coco_pope_{random,popular,adversarial}.json``) over the images of
+    ``image_folder`` (COCO val2014), as the :class:`~xattr_nb.worlds.vqa.QAData` the notebook reads.
+
+    Each image is read once (:func:`xattr_nb.worlds.folders.read_image`: shorter side to ``size``,
+    centre crop; 336 is LLaVA-1.5's input, so its processor leaves it as is). ``answers`` are
+    ``"yes"``/``"no"``, ``qtypes`` ``"yesno"``, ``kinds`` ``"positive"`` or the file's setting
+    (:data:`POPE_KINDS`, ``"negative"`` if the name has none), ``image_index`` the row of the distinct
+    image; the captions-world fields have no meaning here (``shape_ids``/``color_ids`` −1,
+    ``prior``/``hard`` False, ``asked`` None, ``attrs`` ``{"image", "question_id"}``).
+    ``limit``: the first ``limit`` questions only.
+    """
+    from xattr_nb.worlds.folders import read_image
+
+    qpath, folder = Path(os.fspath(questions_file)).expanduser(), Path(os.fspath(image_folder)).expanduser()
+    if not qpath.is_file():
+        raise InputError(
+            f"`questions_file` must be a POPE question file (jsonl); {str(questions_file)!r} is not a file"
+        )
+    if not folder.is_dir():
+        raise InputError(
+            f"`image_folder` must be the folder of the POPE images (COCO val2014); {str(image_folder)!r} is not one"
+        )
+    if limit is not None:
+        limit = check_int(limit, "limit", low=1)
+    rows = []
+    with open(qpath, encoding="utf-8") as fh:
+        for no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"`questions_file` line {no} is not JSON: {exc}") from None
+            if not isinstance(r, dict) or not {"image", "text", "label"} <= set(r):
+                raise InputError(f"`questions_file` line {no} must be an object with 'image', 'text' and 'label'")
+            label = str(r["label"]).strip().lower()
+            if label not in ("yes", "no"):
+                raise InputError(f"`questions_file` line {no}: label must be 'yes' or 'no'; got {r['label']!r}")
+            rows.append((str(r["image"]), str(r["text"]).strip(), label, r.get("question_id", no)))
+            if limit is not None and len(rows) == limit:
+                break
+    if not rows:
+        raise InputError(f"`questions_file` {str(questions_file)!r} holds no question")
+    kind = next((k for k in POPE_KINDS if k in qpath.stem.lower()), "negative")
+    files = list(dict.fromkeys(r[0] for r in rows))
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise InputError(f"`image_folder` {str(folder)!r} lacks {len(missing)} POPE images, e.g. {missing[:3]}")
+    pics = torch.stack([read_image(folder / f, size) for f in files])
+    where = {f: i for i, f in enumerate(files)}
+    idx = torch.as_tensor([where[r[0]] for r in rows], dtype=torch.long)
+    m = len(rows)
+    return QAData(
+        images=pics[idx],
+        questions=[r[1] for r in rows],
+        answers=[r[2] for r in rows],
+        qtypes=["yesno"] * m,
+        kinds=["positive" if r[2] == "yes" else kind for r in rows],
+        asked=[None] * m,
+        image_index=idx,
+        shape_ids=torch.full((m,), -1, dtype=torch.long),
+        color_ids=torch.full((m,), -1, dtype=torch.long),
+        prior=torch.zeros(m, dtype=torch.bool),
+        hard=torch.zeros(m, dtype=torch.bool),
+        attrs=[{"image": r[0], "question_id": r[3]} for r in rows],
+    )
+
+
 @torch.no_grad()
 def closed_scores(
-    model: TinyVLM,
+    model: Any,
     qa: QAData,
     answers: Sequence[str],
     *,
@@ -132,21 +294,23 @@ def closed_scores(
 ) -> dict[str, torch.Tensor]:
     """Answer-set distributions and answer-token logits of every question in ``qa``.
 
+    ``model``: a TinyVLM or a LlavaVLM (:func:`load_vlm`; any :class:`ClosedVLM`).
     Returns ``p`` (real image), ``p_<mode>`` per image-free mode in ``cf_modes`` and ``"noise"``,
     ``p_cf`` (the spec's ``normalise(Σ_mode p_mode)``), ``p_vcd`` (noised copy of the image),
     ``p_rand`` (a random *other* image of the set: the control counterfactual), and the matching
-    full-vocabulary logits ``l``, ``l_cf`` (mean over ``cf_modes``), ``l_vcd``, ``l_rand``.
+    full-vocabulary logits ``l``, ``l_cf`` (mean over ``cf_modes``), ``l_vcd``, ``l_rand``;
+    ``answer_ids`` ``[K]`` (each answer's first token id) and ``answer_groups`` ``[K, G]`` (all its
+    token ids, rows padded with their first id).
     """
-    if not isinstance(model, TinyVLM):
-        raise InputError(f"`model` must be a TinyVLM (load_tiny_vlm()); got {type(model).__name__}")
+    m = _closed(model)
     if not isinstance(qa, QAData):
-        raise InputError(f"`qa` must be a vqa.QAData (vqa.pope / vqa.qa_set); got {type(qa).__name__}")
+        raise InputError(f"`qa` must be a vqa.QAData (vqa.pope / vqa.qa_set / load_pope); got {type(qa).__name__}")
     if isinstance(cf_modes, str) or not cf_modes:
         raise InputError("`cf_modes` must be a non-empty list of image-free modes ('none', 'unk', 'noise')")
-    cf_modes = [check_choice(m, ("none", "unk", "noise"), "cf_modes") for m in cf_modes]
+    cf_modes = [check_choice(c, ("none", "unk", "noise"), "cf_modes") for c in cf_modes]
     batch_size = check_int(batch_size, "batch_size", low=1)
-    groups = answer_token_ids(model.tokenizer, answers)
-    ids, mask = encode_questions(model.tokenizer, qa.questions)
+    groups = m.answer_token_ids(answers)
+    prompts = m.encode(qa.questions)
     rng = np.random.default_rng(check_int(seed, "seed", low=0))
     n = len(qa.questions)
     # a random other image (different image index) for every question
@@ -166,21 +330,23 @@ def closed_scores(
 
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
-        i, m = ids[sl], mask[sl]
-        put("", model.logits(qa.images[sl], i, "image", attention_mask=m))
+        rows = prompts[sl]
+        put("", m.next_logits(qa.images[sl], rows, "image"))
         cf = []
         for mode in dict.fromkeys([*cf_modes, "noise"]):
-            lg = model.logits(None, i, mode, attention_mask=m)
+            lg = m.next_logits(None, rows, mode)
             put("_" + mode, lg)
             if mode in cf_modes:
                 cf.append(lg.float())
         out.setdefault("l_cf", []).append(torch.stack(cf).mean(0).cpu())
-        put("_vcd", model.logits(vcd_imgs[sl], i, "image", attention_mask=m))
-        put("_rand", model.logits(qa.images[torch.as_tensor(other[sl])], i, "image", attention_mask=m))
+        put("_vcd", m.next_logits(vcd_imgs[sl], rows, "image"))
+        put("_rand", m.next_logits(qa.images[torch.as_tensor(other[sl])], rows, "image"))
     res = {k: torch.cat(v).cpu() for k, v in out.items()}
     pc = sum(res["p_" + mode] for mode in cf_modes)
     res["p_cf"] = pc / pc.sum(1, keepdim=True)
     res["answer_ids"] = torch.as_tensor([g[0] for g in groups])
+    width = max(len(g) for g in groups)
+    res["answer_groups"] = torch.as_tensor([g + [g[0]] * (width - len(g)) for g in groups])
     return res
 
 
@@ -191,15 +357,16 @@ def decide(scores: dict[str, torch.Tensor], *, alpha: float = 1.0, beta: float =
     (diagonal / identity) with ``p_cf``; ``vdd``: first-token contrastive decoding against the
     image-free logits; ``vcd``: the same against a noised copy of the image; ``random_image_cf``:
     post-hoc diagonal calibration with a random other image as the counterfactual (control).
-    Contrastive arms take the best answer token among the plausible ones (argmax p when none is).
+    Contrastive arms take the best answer token among the plausible ones (argmax p when none is);
+    an answer with several tokens (``answer_groups``: "Yes", "yes", ...) scores its best one.
     """
     if not isinstance(scores, dict) or not {"p", "p_cf", "l", "l_cf", "answer_ids"} <= set(scores):
         raise InputError("`scores` must be the dict returned by closed_scores()")
-    ans = scores["answer_ids"]
+    ans = scores.get("answer_groups", scores["answer_ids"][:, None])
     plain = scores["p"].argmax(1)
 
     def contrast(cf_key: str) -> torch.Tensor:
-        c = contrastive_logits(scores["l"], scores[cf_key], alpha, beta)[:, ans]
+        c = contrastive_logits(scores["l"], scores[cf_key], alpha, beta)[:, ans].amax(-1)
         none = torch.isinf(c).all(1)
         return torch.where(none, plain, c.argmax(1))
 

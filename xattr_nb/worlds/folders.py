@@ -65,3 +65,18 @@ def load_image_folder(
             xs.append(torch.from_numpy(arr).permute(2, 0, 1))
             ys.append(label)
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long), names
+
+
+def read_image(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """One image file as ``[3, size, size]`` in [0, 1]: RGB, shorter side resized to ``size``
+    (bicubic, as CLIP's processor does), centre crop."""
+    from PIL import Image
+
+    size = check_int(size, "size", low=8)
+    with Image.open(os.fspath(path)) as im:
+        im = im.convert("RGB")
+        r = size / min(im.size)
+        im = im.resize((max(size, round(im.width * r)), max(size, round(im.height * r))), Image.BICUBIC)
+        left, top = (im.width - size) // 2, (im.height - size) // 2
+        arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)

@@ -1,0 +1,214 @@
+"""Paper 22 at scale="full": the LLaVA adapter, load_vlm("full") and load_pope on a tiny local
+stand-in (a LlavaForConditionalGeneration of a few thousand weights, its processor and a word-level
+tokenizer, all written here with save_pretrained; POPE files and PNG images written by the test)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tokenizers import pre_tokenizers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+
+from xattr_nb.checks import InputError
+from xattr_nb.methods import lvlm_debias as M
+from xattr_nb.models.llava import LLAVA_V1_PROMPT, LlavaVLM, load_llava
+from xattr_nb.models.text import word_tokenizer
+
+QUESTIONS = ["Is there a cat in the image ?", "Is there a dog in the image ?", "Is there a red car ?"]
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>", "<image>"]
+
+
+def _words() -> list[str]:
+    text = " ".join([LLAVA_V1_PROMPT.format(image="", question=""), *QUESTIONS, "Yes yes No no"])
+    return list(dict.fromkeys(w for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)))
+
+
+def _processor(tok, *, patch_size=4):
+    ip = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    return LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    """A LLaVA stand-in: CLIP tower 16 px / patch 4 (16 image tokens), 2-layer Llama, word vocabulary."""
+    folder = tmp_path_factory.mktemp("tiny_llava")
+    tok = word_tokenizer(_words(), specials=SPECIALS)
+    vision = CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=4
+    )
+    text = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    cfg = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(cfg).save_pretrained(folder)
+    _processor(tok).save_pretrained(folder)
+    return folder
+
+
+def _pope(tmp_path, name="coco_pope_adversarial.json", n_images=3):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "val2014"
+    images.mkdir(exist_ok=True)
+    for i in range(n_images):  # different sizes: read_image resizes and crops
+        arr = rng.integers(0, 256, size=(20 + 4 * i, 24, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(images / f"COCO_val2014_{i:012d}.png")
+    rows = [
+        (0, QUESTIONS[0], "yes"),
+        (1, QUESTIONS[0], "no"),  # same text, another image
+        (2, QUESTIONS[0], "no"),
+        (0, QUESTIONS[1], "no"),
+        (1, QUESTIONS[2], "yes"),
+        (2, QUESTIONS[1], "yes"),
+    ]
+    qfile = tmp_path / name
+    qfile.write_text(
+        "\n".join(
+            json.dumps({"question_id": k, "image": f"COCO_val2014_{i:012d}.png", "text": q, "label": a})
+            for k, (i, q, a) in enumerate(rows)
+        )
+        + "\n"
+    )
+    return qfile, images
+
+
+def test_load_pope_reads_questions_and_images(tmp_path):
+    qfile, folder = _pope(tmp_path)
+    qa = M.load_pope(qfile, folder, size=16)
+    assert qa.questions[0] == QUESTIONS[0] and qa.answers == ["yes", "no", "no", "no", "yes", "yes"]
+    assert qa.kinds == ["positive", "adversarial", "adversarial", "adversarial", "positive", "positive"]
+    assert qa.image_index.tolist() == [0, 1, 2, 0, 1, 2]
+    assert qa.images.shape == (6, 3, 16, 16) and float(qa.images.min()) >= 0 and float(qa.images.max()) <= 1
+    assert torch.equal(qa.images[0], qa.images[3]) and not torch.equal(qa.images[0], qa.images[1])
+    assert len(M.load_pope(qfile, folder, size=16, limit=2)) == 2
+
+
+def test_load_pope_bad_input_names_the_argument(tmp_path):
+    qfile, folder = _pope(tmp_path)
+    with pytest.raises(InputError, match="questions_file"):
+        M.load_pope(tmp_path / "missing.json", folder)
+    with pytest.raises(InputError, match="image_folder"):
+        M.load_pope(qfile, tmp_path / "nowhere")
+    (folder / "COCO_val2014_000000000002.png").unlink()
+    with pytest.raises(InputError, match="image_folder"):
+        M.load_pope(qfile, folder)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"image": "x.png", "text": "Is there a cat ?", "label": "maybe"}) + "\n")
+    with pytest.raises(InputError, match="questions_file"):
+        M.load_pope(bad, folder)
+
+
+def test_full_scale_closed_scores_and_decide(llava_dir, tmp_path):
+    model = M.load_vlm("full", full=llava_dir)
+    assert isinstance(model, LlavaVLM) and isinstance(model, M.ClosedVLM)
+    qa = M.load_pope(*_pope(tmp_path), size=16)
+    S = M.closed_scores(model, qa, ("yes", "no"), batch_size=4)  # two closed_scores batches, adapter batches of 8
+    tok = model.tokenizer
+    # the answer map is case-insensitive: "yes" collects both "Yes" and "yes"
+    assert sorted(S["answer_groups"][0].tolist()) == sorted(tok.convert_tokens_to_ids(["Yes", "yes"]))
+    for key in ("p", "p_none", "p_unk", "p_noise", "p_cf", "p_vcd", "p_rand"):
+        assert S[key].shape == (6, 2)
+        assert torch.allclose(S[key].sum(1), torch.ones(6, dtype=S[key].dtype), atol=1e-6), key
+    pc = S["p_none"] + S["p_unk"]
+    assert torch.allclose(S["p_cf"], pc / pc.sum(1, keepdim=True))
+    # rows 0, 1, 2 ask the same question about three different images
+    for mode in ("none", "unk", "noise"):
+        assert torch.equal(S["l_" + mode][0], S["l_" + mode][1]) and torch.equal(S["l_" + mode][0], S["l_" + mode][2])
+    assert M.image_free_spread(S, qa.questions, ("none", "unk", "noise")) == 0.0
+    assert float((S["l"][0] - S["l"][1]).abs().max()) > 1e-3  # the image mode reads the image
+    assert float((S["l_none"][0] - S["l_unk"][0]).abs().max()) > 1e-3  # <unk> in place of the image is another input
+    P = M.decide(S)
+    assert set(P) == set(M.ARMS) and all(v.shape == (6,) and set(v.tolist()) <= {0, 1} for v in P.values())
+    # post-hoc calibration with its own counterfactual is uniform (the paper's criterion)
+    q = M.affine_calibrate(S["p_cf"], S["p_cf"])
+    assert float((q - 0.5).abs().max()) < 1e-6
+
+
+def test_modes_match_a_manual_forward(llava_dir):
+    """Known answers: each mode equals a plain forward of the HF model on the prompt the paper's
+    code builds, and left padding in a batch changes nothing."""
+    vlm = load_llava(llava_dir)
+    m, proc, tok = vlm.model, vlm.processor, vlm.tokenizer
+    img = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    qs = [QUESTIONS[2], QUESTIONS[0]]  # different lengths: the first is left-padded in a batch
+    prompts = vlm.encode(qs)
+    with torch.no_grad():
+        for j, q in enumerate(qs):
+            text_none = LLAVA_V1_PROMPT.format(image="", question=q)
+            want_none = m(input_ids=torch.as_tensor([tok(text_none)["input_ids"]])).logits[0, -1]
+            ids = tok(LLAVA_V1_PROMPT.format(image="<image>\n", question=q))["input_ids"]
+            unk = [tok.unk_token_id if i == vlm.image_token_id else i for i in ids]
+            want_unk = m(input_ids=torch.as_tensor([unk])).logits[0, -1]
+            enc = proc(
+                images=[img[j]], text=[LLAVA_V1_PROMPT.format(image="<image>\n", question=q)], return_tensors="pt",
+                do_rescale=False,
+            )  # fmt: skip
+            want_img = m(**enc).logits[0, -1]
+            assert torch.allclose(vlm.next_logits(None, prompts, "none")[j], want_none, atol=1e-5)
+            assert torch.allclose(vlm.next_logits(None, prompts, "unk")[j], want_unk, atol=1e-5)
+            assert torch.allclose(vlm.next_logits(img, prompts, "image")[j], want_img, atol=1e-5)
+    noise = vlm.next_logits(None, prompts, "noise")
+    assert not torch.allclose(noise, vlm.next_logits(None, prompts, "none"), atol=1e-3)
+    with pytest.raises(InputError, match="images"):
+        vlm.next_logits(img[:1], prompts, "image")
+    with pytest.raises(InputError, match="answers"):
+        vlm.answer_token_ids(["maybe"])
+
+
+def test_missing_or_mismatched_model_raises(llava_dir, tmp_path):
+    with pytest.raises(InputError, match="full"):
+        M.load_vlm("full", full=tmp_path / "no_such_folder")
+    with pytest.raises(InputError, match="name_or_path"):
+        load_llava(tmp_path / "no_such_folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="name_or_path"):
+        load_llava(empty)
+    # the model with a processor whose tokenizer has no <image> token
+    no_image = tmp_path / "no_image"
+    shutil.copytree(llava_dir, no_image)
+    for f in no_image.glob("*token*"):
+        f.unlink()
+    _processor(word_tokenizer(_words(), specials=SPECIALS[:5])).save_pretrained(no_image)
+    with pytest.raises(InputError, match=r"name_or_path.*image token"):
+        load_llava(no_image)
+    # a processor that writes 4 image tokens per image for a tower that makes 16 features
+    wrong_patch = tmp_path / "wrong_patch"
+    shutil.copytree(llava_dir, wrong_patch)
+    _processor(word_tokenizer(_words(), specials=SPECIALS), patch_size=8).save_pretrained(wrong_patch)
+    with pytest.raises(InputError, match=r"name_or_path.*image tokens per image"):
+        load_llava(wrong_patch)
+    with pytest.raises(InputError, match="scale"):
+        M.load_vlm("huge")
