@@ -27,38 +27,52 @@ Steps:
 - :func:`teacher_targets`: the teacher's many-step latents for baseline (D)'s regression;
 - :func:`evaluate`: rewards, judge accuracy, FID proxies and diversity of a generator on a fixed
   held-out (caption, noise) bank;
-- :func:`load_generator`: TinyT2I at ``scale="cpu"``, Stable Diffusion (:data:`SD_MODEL`, diffusers)
-  at ``scale="full"``;
+- :func:`load_generator`: TinyT2I at ``scale="cpu"``, Stable Diffusion (:data:`SD_MODEL`) at
+  ``scale="full"``, as a :class:`xattr_nb.models.sd.SDGenerator` (the same interface: ``trainable_copy``
+  copies the UNet, the DDIM sampler keeps the graph);
 - :func:`explain`: the entry point: train one arm from a config and evaluate it.
 
+``scale="full"`` (spec §3.7): :func:`make_full_bank` (prompt embeddings of captions naming ImageNet
+classes), :class:`FullRewards` / :func:`load_rewards` (``R_align`` = CLIP score of a transformers CLIP,
+:data:`REWARD_CLIP`; ``R_attr`` = the log-probability of the caption's class under an ImageNet
+classifier ensemble), passed to :func:`train_r0` as ``reward_fn``. HPS v2.1 is not a transformers
+model and is not wired; :func:`evaluate` (judge, FID proxies) is the captions world's and has no
+full-scale counterpart here. Wired and tested on tiny local stand-ins, not run at paper scale here.
+
 Written by hand: no installed library trains a few-step generator by reward maximisation with these
-regularisers (diffusers is not installed here, and its reward fine-tuning examples are scripts).
+regularisers (diffusers' reward fine-tuning examples are scripts, not a library API).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor
+from xattr_nb.checks import InputError, check_float, check_int, check_tensor
+from xattr_nb.models.sd import latent_dim_of
+from xattr_nb.models.sd import load_t2i as load_generator
 from xattr_nb.runtime import progress
 
 __all__ = [
+    "REWARD_CLASSIFIERS",
+    "REWARD_CLIP",
     "SD_MODEL",
     "SPECIFIC_TEMPLATES",
     "EvalBank",
+    "FullRewards",
     "PromptBank",
     "R0Config",
     "diversity",
     "evaluate",
     "explain",
     "load_generator",
+    "load_rewards",
     "make_bank",
+    "make_full_bank",
     "reward_loss",
     "rewards",
     "specific_captions",
@@ -69,6 +83,10 @@ __all__ = [
 
 #: The paper-scale generator (spec §3.7; the paper uses the Realistic-Vision fine-tune of it).
 SD_MODEL = "runwayml/stable-diffusion-v1-5"
+#: The CLIP of the image-text reward at full scale (spec §3.7: CLIP ViT-H/14), transformers weights.
+REWARD_CLIP = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+#: The attribute reward's classifiers at full scale (ImageNet classes named by the captions).
+REWARD_CLASSIFIERS = ("google/vit-base-patch16-224",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,10 +233,13 @@ def reward_loss(
     eta: float | None = None,
     seed: int = 0,
     target: torch.Tensor | None = None,
+    reward_fn: Any = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts: ``−Σ_k κ_k (w_align R_align + w_attr R_attr)(x̂0_k) / Σ κ``
     (only the final sample when ``intermediate`` is off), ``+ lam_w ||θ − θ_0||²``, ``+ distill
-    ||latent − target||²`` (baseline (D); ``target`` the teacher's latents for the same ``z``)."""
+    ||latent − target||²`` (baseline (D); ``target`` the teacher's latents for the same ``z``).
+    ``reward_fn(images, batch) -> {"align", "attr"}`` replaces :func:`rewards` (``clip``, ``c1`` unused
+    then): :class:`FullRewards` at ``scale="full"``."""
     eta = cfg_.eta if eta is None else check_float(eta, "eta", low=0.0, high=1.0)
     want_lat = cfg_.distill > 0.0
     if want_lat and target is None:
@@ -231,7 +252,10 @@ def reward_loss(
     for kap, lat in zip(kappa, lats, strict=True):
         if kap == 0.0:
             continue
-        r = rewards(student.decode(lat), batch.cond, batch.shape_ids, batch.color_ids, clip=clip, c1=c1)
+        if reward_fn is None:
+            r = rewards(student.decode(lat), batch.cond, batch.shape_ids, batch.color_ids, clip=clip, c1=c1)
+        else:
+            r = reward_fn(student.decode(lat), batch)
         total = total + kap * (cfg_.w_align * r["align"] + cfg_.w_attr * r["attr"]).mean()
         parts = {"align": float(r["align"].detach().mean()), "attr": float(r["attr"].detach().mean())}  # last step's
     loss = -total / sum(kappa)
@@ -255,6 +279,11 @@ def teacher_targets(teacher: Any, cond: torch.Tensor, z: torch.Tensor, *, steps:
     return teacher.sample(cond, z, steps=check_int(steps, "steps", low=1), cfg=cfg, decode=False)
 
 
+def _trainable_module(G: Any) -> torch.nn.Module:
+    """What R0 trains: TinyT2I's velocity net, or the module the generator names (the SD UNet)."""
+    return G.trainable_module() if hasattr(G, "trainable_module") else G.net.vel
+
+
 def train_r0(
     teacher: Any,
     bank: PromptBank,
@@ -265,10 +294,12 @@ def train_r0(
     seed: int = 0,
     targets: tuple[torch.Tensor, torch.Tensor] | None = None,
     show_progress: bool = False,
+    reward_fn: Any = None,
 ) -> tuple[Any, list[dict[str, float]]]:
     """Train a student (``teacher.trainable_copy()``) for ``cfg_.train_steps`` Adam steps on batches of
     ``bank`` with fresh noise (seeded by ``seed``), or, for baseline (D), on ``targets = (z, latents)``
-    aligned with ``bank``'s rows (:func:`teacher_targets`). Returns the student and its per-step log."""
+    aligned with ``bank``'s rows (:func:`teacher_targets`). Returns the student and its per-step log.
+    ``reward_fn``: see :func:`reward_loss` (:class:`FullRewards` at ``scale="full"``)."""
     if not isinstance(cfg_, R0Config):
         raise InputError(f"`cfg_` must be an R0Config; got {type(cfg_).__name__}")
     if not isinstance(bank, PromptBank) or len(bank) == 0:
@@ -277,7 +308,7 @@ def train_r0(
     if cfg_.distill > 0.0 and (targets is None or len(targets[0]) != len(bank) or len(targets[1]) != len(bank)):
         raise InputError(f"`targets` must be (z, latents) with one row per bank caption ({len(bank)}) for distill")
     student = teacher.trainable_copy()
-    student.net.vel.train()
+    _trainable_module(student).train()
     params = list(student.parameters())
     theta0 = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=cfg_.lr)
@@ -289,15 +320,15 @@ def train_r0(
         if cfg_.distill > 0.0:
             z, target = targets[0][idx], targets[1][idx]
         else:
-            z, target = torch.randn(cfg_.batch, student.net.z_mean.numel(), generator=g).to(student.device), None
+            z, target = torch.randn(cfg_.batch, latent_dim_of(student), generator=g).to(student.device), None
         eta = float(torch.rand((), generator=g)) if cfg_.random_eta else cfg_.eta
         loss, parts = reward_loss(student, sub, z, cfg_, clip=clip, c1=c1, theta0=theta0, eta=eta,
-                                  seed=seed * 100_003 + step, target=target)  # fmt: skip
+                                  seed=seed * 100_003 + step, target=target, reward_fn=reward_fn)  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         log.append({"step": step, "eta": eta, **parts})
-    student.net.vel.eval()
+    _trainable_module(student).eval()
     for p in params:
         p.requires_grad_(False)
     return student, log
@@ -367,25 +398,75 @@ def evaluate(G: Any, bank: EvalBank, *, steps: int, clip: Any, c1: Any, c2: Any,
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def load_generator(scale: str = "cpu", *, small: str = "tiny_t2i", full: str = SD_MODEL, device: str = "cpu"):
-    """The generator: TinyT2I from the zoo (``scale="cpu"``), or a diffusers ``StableDiffusionPipeline``
-    from ``full`` (a hub name or a local folder written by ``save_pretrained``; safetensors only) at
-    ``scale="full"``. Raises :class:`~xattr_nb.checks.InputError` when diffusers is not installed."""
-    check_choice(scale, ("cpu", "full"), "scale")
-    if scale == "cpu":
-        from xattr_nb.models.t2i import load_tiny_t2i
+def make_full_bank(G: Any, captions: Sequence[str], class_ids: Any) -> PromptBank:
+    """A :class:`PromptBank` at ``scale="full"``: ``cond`` the generator's prompt embeddings of ``captions``
+    and ``shape_ids`` the index (into the reward ensemble's ``classes``) of the class each caption names;
+    ``color_ids`` are zeros (no colour attribute at full scale)."""
+    from xattr_nb.checks import check_texts
 
-        return load_tiny_t2i(name=small, device=device)
-    if not isinstance(full, (str, os.PathLike)) or not str(full):
-        raise InputError(f"`full` must name a Stable Diffusion model (e.g. {SD_MODEL!r}) or a local folder")
+    caps = check_texts(captions, "captions")
+    ids = check_tensor(torch.as_tensor(class_ids), "class_ids", ndim=1, dtype="int", layout="[N] class indices")
+    if len(ids) != len(caps):
+        raise InputError(f"`class_ids` must hold one class per caption ({len(caps)}); got {len(ids)}")
+    with torch.no_grad():
+        cond = G.cond(caps)
+    return PromptBank(caps, cond, ids.long().clone(), torch.zeros(len(caps), dtype=torch.long))
+
+
+class FullRewards:
+    """R0's rewards at ``scale="full"`` as a ``reward_fn(images, batch)`` for :func:`train_r0`:
+    ``align`` = the CLIP score (cosine of the unit image and caption features of a transformers
+    ``CLIPModel``, images resized and CLIP-normalised inside) and ``attr`` = the log-probability of
+    ``batch.shape_ids`` (the caption's class, :func:`make_full_bank`) under an
+    :class:`~xattr_nb.models.surrogates.ImageNetEnsemble`. Both differentiable in the images."""
+
+    def __init__(self, clip: Any, tokenizer: Any, ensemble: Any):
+        from xattr_nb.models.surrogates import ImageNetEnsemble
+
+        if not hasattr(clip, "get_image_features") or not hasattr(clip, "get_text_features"):
+            raise InputError(f"`clip` must be a transformers CLIPModel; got {type(clip).__name__}")
+        if not isinstance(ensemble, ImageNetEnsemble):
+            raise InputError(
+                f"`ensemble` must be an ImageNetEnsemble (load_imagenet_ensemble); got {type(ensemble).__name__}"
+            )
+        self.clip, self.tokenizer, self.ensemble = clip.requires_grad_(False).eval(), tokenizer, ensemble
+
+    @staticmethod
+    def _pooled(out: Any) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def __call__(self, images: torch.Tensor, batch: PromptBank) -> dict[str, torch.Tensor]:
+        from xattr_nb.models.clip import _preprocess
+
+        x = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, 3, H, W] in [0, 1]")
+        if len(batch) != len(x):
+            raise InputError(f"`batch` must hold one caption per image ({len(x)}); got {len(batch)}")
+        dev = next(self.clip.parameters()).device
+        enc = self.tokenizer(list(batch.captions), padding=True, truncation=True, return_tensors="pt").to(dev)
+        txt = F.normalize(self._pooled(self.clip.get_text_features(**enc)), dim=-1)
+        img = F.normalize(self._pooled(self.clip.get_image_features(pixel_values=_preprocess(self.clip, x))), dim=-1)
+        rows = torch.arange(len(x), device=x.device)
+        attr = self.ensemble.logprob(x, self.ensemble.HEAD)[rows, batch.shape_ids.to(x.device)]
+        return {"align": (img * txt).sum(-1).to(x.device), "attr": attr}
+
+
+def load_rewards(classes: Sequence[str], *, clip: str = REWARD_CLIP, classifiers: Sequence[str] = REWARD_CLASSIFIERS,
+                 device: str = "cpu") -> FullRewards:  # fmt: skip
+    """:class:`FullRewards` from the CLIP ``clip`` and the image classifiers ``classifiers`` (hub names or
+    ``save_pretrained`` folders, safetensors only) over the ImageNet ``classes`` the captions name.
+    Raises :class:`~xattr_nb.checks.InputError` naming ``clip`` or ``classifiers`` when one cannot be loaded."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from xattr_nb.models.hub import from_pretrained_offline
+    from xattr_nb.models.surrogates import load_imagenet_ensemble
+
     try:
-        from diffusers import StableDiffusionPipeline
-    except ImportError as exc:
-        raise InputError(
-            f"`scale='full'` loads {full!r} with diffusers, which is not installed: `pip install diffusers` "
-            "(and a GPU: R0 at full scale backpropagates through 4 UNet steps)"
-        ) from exc
-    return StableDiffusionPipeline.from_pretrained(str(full), use_safetensors=True).to(device)
+        model = from_pretrained_offline(CLIPModel.from_pretrained, clip, "CLIP model", None)
+        tok = from_pretrained_offline(AutoTokenizer.from_pretrained, clip, "CLIP tokenizer", None)
+    except InputError as exc:
+        raise InputError(f"`clip`: {exc}") from exc
+    ens = load_imagenet_ensemble(classifiers, classes, device=device, arg="classifiers")
+    return FullRewards(model.to(device), tok, ens)
 
 
 def explain(teacher: Any, bank: PromptBank, eval_bank: EvalBank, cfg_: R0Config | None = None, *, clip: Any, c1: Any,

@@ -19,7 +19,15 @@ Steps:
   :func:`xattr_nb.metrics.generation.template_judge` on the found images;
 - :func:`explain`: the entry point, both searches on the same (prompt, start) pairs.
 
-``scale="full"`` (Stable Diffusion, ``TDM``) is not loadable offline; :func:`explain` refuses it.
+``scale="full"`` (spec §6.7): :func:`load_generator` gives Stable Diffusion (:data:`TDM`) behind
+TinyT2I's interface (:class:`xattr_nb.models.sd.SDGenerator`, DDIM, flat latents ``[B, 4·64·64]``),
+:func:`load_surrogates` the ImageNet-classifier ensemble :data:`ENSEMBLE` and a held-out classifier
+judge :data:`JUDGE` (:class:`xattr_nb.models.surrogates.ImageNetEnsemble`, head ``"class"``), and
+:func:`explain` then searches prompts ``FULL_TEMPLATE`` of ImageNet class names, verified by
+:func:`classifier_judge_failures`. Deviations from the spec, said here: the adversarially robust
+ResNet-50 and the CLIP ViT-L/14 zero-shot member have no transformers ImageNet-classifier checkpoint
+(a standard ResNet-50 stands in, CLIP is left out), and the judge is a larger held-out ImageNet
+classifier, not a human study. Wired and tested on tiny local stand-ins; not run at paper scale here.
 """
 
 from __future__ import annotations
@@ -31,21 +39,38 @@ from typing import Any
 import torch
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor, check_texts
+from xattr_nb.models.sd import latent_dim_of
+from xattr_nb.models.sd import load_t2i as load_generator
 from xattr_nb.runtime import progress
 
 __all__ = [
+    "CPU_TEMPLATE",
+    "ENSEMBLE",
+    "FULL_TEMPLATE",
+    "JUDGE",
     "TDM",
     "SearchResult",
+    "classifier_judge_failures",
     "explain",
     "judge_failures",
     "latent_search",
+    "load_generator",
+    "load_surrogates",
     "random_search",
     "typicality",
     "typicality_penalty",
 ]
 
-#: The paper-scale generator (spec §6.7); not loadable offline.
+#: The paper-scale generator (spec §6.7), loaded by :func:`load_generator` (diffusers, safetensors).
 TDM = "runwayml/stable-diffusion-v1-5"
+#: The paper-scale surrogate ensemble (spec §6.7: ViT-B/16, ConvNeXt-T, a ResNet-50), transformers checkpoints.
+ENSEMBLE = ("google/vit-base-patch16-224", "facebook/convnext-tiny-224", "microsoft/resnet-50")
+#: The held-out judge at full scale (never searched against; the human study's stand-in).
+JUDGE = ("facebook/convnext-large-224",)
+#: The prompt of a target ImageNet class at full scale.
+FULL_TEMPLATE = "a photo of a {name}"
+#: The prompt of a (shape, colour) pair at ``scale="cpu"``.
+CPU_TEMPLATE = "an image showing a {color} {shape}"
 
 
 @dataclasses.dataclass
@@ -70,6 +95,14 @@ def typicality(z: torch.Tensor, tol: float = 0.1) -> torch.Tensor:
     z = check_tensor(z, "z", ndim=2, dtype="float", layout="[B, d] latents")
     tol = check_float(tol, "tol", low=0.0)
     return (z.mean(1).abs() < tol) & ((z.std(1) - 1).abs() < tol)
+
+
+def _heads(ensemble: Any) -> dict[str, int]:
+    """The ensemble's heads and their class counts: the captions world's (:data:`~xattr_nb.models.surrogates.HEADS`)
+    for the small surrogates, ``{"class": len(classes)}`` for an ImageNet ensemble."""
+    from xattr_nb.models.surrogates import HEADS
+
+    return getattr(ensemble, "head_sizes", HEADS)
 
 
 def _targets(target: Any, batch: int, n_classes: int) -> torch.Tensor:
@@ -105,14 +138,13 @@ def latent_search(
     calls at most; a pair stops at the first latent where every member predicts ≠ ``target``.
     ``project``: after each step, standardise each row to mean 0 and std 1 (the spec's alternative
     "project onto the typical shell"; the found latents then pass :func:`typicality` by construction)."""
-    from xattr_nb.models.surrogates import HEADS
-
-    check_choice(head, tuple(HEADS), "head")
+    heads = _heads(ensemble)
+    check_choice(head, tuple(heads), "head")
     z = check_tensor(z0, "z0", ndim=2, dtype="float", layout="[B, d] starting latents").detach().clone()
-    c = check_tensor(cond, "cond", ndim=2, dtype="float", layout="[B, 64] from G.cond")
+    c = check_tensor(cond, "cond", ndim=(2, 3), dtype="float", layout="[B, 64] (or [B, L, D]) from G.cond")
     if len(c) != len(z):
         raise InputError(f"`cond` and `z0` must have the same batch; got {len(c)} and {len(z)}")
-    t = _targets(target, len(z), HEADS[head])
+    t = _targets(target, len(z), heads[head])
     iters = check_int(iters, "iters", low=1)
     lr = check_float(lr, "lr", low=0.0)
     lam = check_float(lam, "lam", low=0.0)
@@ -120,9 +152,7 @@ def latent_search(
         z = (z - z.mean(1, keepdim=True)) / z.std(1, keepdim=True).clamp_min(1e-12)
     b = len(z)
     done = torch.zeros(b, dtype=torch.bool)
-    kept = SearchResult(
-        z.clone(), torch.zeros(b, 3, 32, 32), torch.zeros(b), done.clone(), torch.zeros(b, dtype=torch.long)
-    )
+    kept = SearchResult(z.clone(), None, torch.zeros(b), done.clone(), torch.zeros(b, dtype=torch.long))  # type: ignore[arg-type]
     rows = torch.arange(b)
     for i in progress(range(iters), desc="latent search", disable=not show_progress):
         zv = z.clone().requires_grad_(True)
@@ -130,6 +160,8 @@ def latent_search(
         lp = ensemble.logprob(x, head)[rows, t]
         fooled = ensemble.all_wrong(x.detach(), t, head).cpu()
         new = (fooled | (i == iters - 1)) & ~done
+        if kept.images is None:
+            kept.images = torch.zeros(b, *x.shape[1:])
         if new.any():
             kept.z[new] = zv.detach()[new].cpu()
             kept.images[new] = x.detach()[new].cpu()
@@ -162,16 +194,15 @@ def random_search(
 ) -> SearchResult:
     """Random search at the same budget: ``budget`` fresh ``N(0, I)`` latents per pair (seeded), keeping per
     pair the one of lowest ensemble log-prob of ``target`` (``calls``: its index + 1)."""
-    from xattr_nb.models.surrogates import HEADS
-
-    check_choice(head, tuple(HEADS), "head")
-    c = check_tensor(cond, "cond", ndim=2, dtype="float", layout="[B, 64] from G.cond")
+    heads = _heads(ensemble)
+    check_choice(head, tuple(heads), "head")
+    c = check_tensor(cond, "cond", ndim=(2, 3), dtype="float", layout="[B, 64] (or [B, L, D]) from G.cond")
     b = len(c)
-    t = _targets(target, b, HEADS[head])
+    t = _targets(target, b, heads[head])
     budget = check_int(budget, "budget", low=1)
     seed = check_int(seed, "seed", low=0)
     rows = torch.arange(b)
-    best = SearchResult(torch.zeros(b, G.net.z_mean.numel()), torch.zeros(b, 3, 32, 32), torch.full((b,), float("inf")),
+    best = SearchResult(torch.zeros(b, latent_dim_of(G)), None, torch.full((b,), float("inf")),  # type: ignore[arg-type]
                         torch.zeros(b, dtype=torch.bool), torch.zeros(b, dtype=torch.long))  # fmt: skip
     for i in progress(range(budget), desc="random search", disable=not show_progress):
         z = G.noise(b, seed=seed * 100003 + i)
@@ -179,6 +210,8 @@ def random_search(
             x = _gen(G, c, z, steps, cfg, False, False)
             lp = ensemble.logprob(x, head)[rows, t].cpu()
             fooled = ensemble.all_wrong(x, t, head).cpu()
+        if best.images is None:
+            best.images = torch.zeros(b, *x.shape[1:])
         better = lp < best.target_logprob
         best.z[better] = z.cpu()[better]
         best.images[better] = x.cpu()[better]
@@ -207,6 +240,85 @@ def judge_failures(images: torch.Tensor, shapes: Sequence[str], colors: Sequence
     return failed, none, (js, jc)
 
 
+def classifier_judge_failures(images: torch.Tensor, target: torch.Tensor, judge: Any):
+    """The full-scale verdict: ``(failed [B] bool, none [B] bool (all False), judged label names)``, an image
+    failing when every member of the held-out ``judge`` (an
+    :class:`~xattr_nb.models.surrogates.ImageNetEnsemble`, not searched against) predicts a label other than
+    ``judge.classes[target]``."""
+    from xattr_nb.models.surrogates import ImageNetEnsemble
+
+    if not isinstance(judge, ImageNetEnsemble):
+        raise InputError(f"`judge` must be an ImageNetEnsemble (load_surrogates); got {type(judge).__name__}")
+    with torch.no_grad():
+        failed = judge.all_wrong(images, target, judge.HEAD).cpu()
+        names = judge.label_names(judge.predictions(images)[0])
+    return failed, torch.zeros_like(failed), names
+
+
+def load_surrogates(classes: Sequence[str], *, ensemble: Sequence[str] = ENSEMBLE, judge: Sequence[str] = JUDGE,
+                    device: str = "cpu") -> tuple[Any, Any]:  # fmt: skip
+    """``(surrogate ensemble, judge)`` at ``scale="full"``: two
+    :class:`~xattr_nb.models.surrogates.ImageNetEnsemble` over the target ImageNet ``classes``, from the
+    image-classifier checkpoints ``ensemble`` and ``judge`` (hub names or ``save_pretrained`` folders,
+    safetensors only). A judge that names one of the searched classifiers is refused."""
+    from xattr_nb.models.surrogates import load_imagenet_ensemble
+
+    if isinstance(ensemble, str) or isinstance(judge, str):
+        raise InputError("`ensemble` and `judge` must be lists of classifier names or folders, not one string")
+    shared = {str(n) for n in ensemble} & {str(n) for n in judge}
+    if shared:
+        raise InputError(f"`judge` must not contain a searched classifier (it would verify its own adversarial "
+                         f"examples); shared: {sorted(shared)}")  # fmt: skip
+    ens = load_imagenet_ensemble(ensemble, classes, device=device, arg="ensemble")
+    return ens, load_imagenet_ensemble(judge, classes, device=device, arg="judge")
+
+
+def _explain_full(G, ensemble, classes, *, judge, starts, budget, lr, lam, steps, cfg, seed, template, show_progress):
+    from xattr_nb.models.sd import SDGenerator
+    from xattr_nb.models.surrogates import ImageNetEnsemble
+
+    if not isinstance(G, SDGenerator):
+        raise InputError(f"`G` must be an SDGenerator at scale='full' (load_generator('full')); got {type(G).__name__}")
+    if not isinstance(ensemble, ImageNetEnsemble):
+        raise InputError("`ensemble` must be an ImageNetEnsemble at scale='full' (load_surrogates); "
+                         f"got {type(ensemble).__name__}")  # fmt: skip
+    if not isinstance(judge, ImageNetEnsemble):
+        raise InputError(
+            "`judge` must be an ImageNetEnsemble held out from the search at scale='full' (load_surrogates)"
+        )
+    if any(j is m for j in judge.members for m in ensemble.members):
+        raise InputError(
+            "`judge` must not share a member with `ensemble` (it would verify its own adversarial examples)"
+        )
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise InputError("`combos` must be a non-empty list of ImageNet class names at scale='full'")
+    for n in classes:
+        if n not in ensemble.classes or n not in judge.classes:
+            raise InputError(f"`combos` must hold class names of both the ensemble and the judge; got {n!r}")
+    template = FULL_TEMPLATE if template is None else template
+    if "{name}" not in template:
+        raise InputError(f"`template` must contain '{{name}}' at scale='full'; got {template!r}")
+    names = list(classes) * starts
+    cond = G.cond([template.format(name=n) for n in names])
+    target = torch.tensor([ensemble.classes.index(n) for n in names])
+    jt = torch.tensor([judge.classes.index(n) for n in names])
+    z0 = G.noise(len(names), seed=seed)
+    out: dict[str, Any] = {"classes": names, "target": target}
+    with torch.no_grad():
+        x0 = G.sample(cond, z0, steps=steps, cfg=cfg)
+        lp0 = ensemble.logprob(x0, "class")[torch.arange(len(z0)), target].cpu()
+        fooled0 = ensemble.all_wrong(x0, target, "class").cpu()
+    out["start"] = SearchResult(z0.cpu(), x0.cpu(), lp0, fooled0, torch.ones(len(z0), dtype=torch.long))
+    out["sage"] = latent_search(G, ensemble, cond, target, z0, head="class", iters=budget, lr=lr, lam=lam, steps=steps,
+                                cfg=cfg, show_progress=show_progress)  # fmt: skip
+    out["random"] = random_search(G, ensemble, cond, target, budget=budget, head="class", steps=steps, cfg=cfg,
+                                  seed=seed + 1, show_progress=show_progress)  # fmt: skip
+    for k in ("start", "sage", "random"):
+        failed, none, judged = classifier_judge_failures(out[k].images, jt, judge)
+        out[f"{k}_failed"], out[f"{k}_none"], out[f"{k}_judged"] = failed, none, judged
+    return out
+
+
 def explain(
     G: Any,
     ensemble: Any,
@@ -220,15 +332,26 @@ def explain(
     cfg: float = 2.0,
     seed: int = 0,
     scale: str = "cpu",
-    template: str = "an image showing a {color} {shape}",
+    template: str | None = None,
+    judge: Any = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """Both searches on the same pairs (each of ``combos`` × ``starts`` starting latents), at ``budget``
     sampler calls each, targeting the prompted colour; returns ``{"sage", "random", "start"}`` results
-    with judge verdicts, plus the pair labels."""
+    with judge verdicts, plus the pair labels (``template`` default :data:`CPU_TEMPLATE`).
+
+    ``scale="full"``: ``G`` from :func:`load_generator`, ``ensemble`` and ``judge`` from
+    :func:`load_surrogates`, ``combos`` a list of ImageNet class names (prompts ``template``, default
+    :data:`FULL_TEMPLATE`), the target the prompted class, the verdict :func:`classifier_judge_failures`;
+    the pair labels are ``"classes"``. The paper's sampler is ``steps=50, cfg=7.5``
+    (:data:`xattr_nb.models.sd.STEPS`, :data:`~xattr_nb.models.sd.CFG`)."""
     check_choice(scale, ("cpu", "full"), "scale")
+    starts = check_int(starts, "starts", low=1)
+    seed = check_int(seed, "seed", low=0)
     if scale == "full":
-        raise InputError(f"`scale='full'` needs {TDM} (Stable Diffusion), which is not loadable offline")
+        return _explain_full(G, ensemble, combos, judge=judge, starts=starts, budget=budget, lr=lr, lam=lam,
+                             steps=steps, cfg=cfg, seed=seed, template=template, show_progress=show_progress)  # fmt: skip
+    template = CPU_TEMPLATE if template is None else template
     from xattr_nb.worlds import captions as W
 
     if not isinstance(combos, (list, tuple)) or not combos:
@@ -239,8 +362,6 @@ def explain(
         s, c = pair
         if s not in W.SHAPES or c not in W.COLORS:
             raise InputError(f"`combos` must hold (shape, colour) names of the captions world; got {(s, c)}")
-    starts = check_int(starts, "starts", low=1)
-    seed = check_int(seed, "seed", low=0)
     shapes = [s for s, _ in combos] * starts
     colors = [c for _, c in combos] * starts
     cond = G.cond([template.format(shape=s, color=c) for s, c in zip(shapes, colors, strict=True)])
