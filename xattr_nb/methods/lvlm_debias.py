@@ -223,7 +223,8 @@ def load_pope(
     (:data:`POPE_KINDS`, ``"negative"`` if the name has none), ``image_index`` the row of the distinct
     image; the captions-world fields have no meaning here (``shape_ids``/``color_ids`` −1,
     ``prior``/``hard`` False, ``asked`` None, ``attrs`` ``{"image", "question_id"}``).
-    ``limit``: the first ``limit`` questions only.
+    ``limit``: the first ``limit`` questions only. Memory: one float32 image per question (a POPE file's
+    3000 questions at 336 px take about 4 GB; :func:`closed_scores` adds a noised copy).
     """
     from xattr_nb.worlds.folders import read_image
 

@@ -29,8 +29,13 @@ with ``position_ids`` counted over attended tokens, and only the last position's
 is run once per :class:`LlavaPrompts` and its logits reused: rows with the same question get
 identical image-free logits by construction, whatever the batch.
 
+:meth:`LlavaVLM.generate` decodes open-ended answers with Hugging Face ``generate`` and an optional
+``contrast(logits, cf_logits)`` (Visual Debias Decoding against the image-free modes, or VCD against
+other images) whose branch runs with its own KV cache (:class:`_LlavaContrast`), as
+:meth:`xattr_nb.models.vlm.TinyVLM.generate` does for the TinyVLM.
+
 Written by hand (no library offers it): the prompt assembly per mode, the left padding with
-positions, the answer-word → token-id map (every vocabulary entry whose decoded text, lower-cased
+positions, the contrast branch's cache, the answer-word → token-id map (every vocabulary entry whose decoded text, lower-cased
 and stripped, equals the answer: the spec's case- and space-insensitive mapping) and the load-time
 checks that processor and model fit each other.
 """
@@ -38,12 +43,13 @@ checks that processor and model fit each other.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor
 
-from xattr_nb.checks import InputError, check_choice, check_int, check_tensor, check_texts
+from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor, check_texts
 from xattr_nb.runtime import pick_device
 
 __all__ = ["LLAVA_MODEL", "LLAVA_V1_PROMPT", "MODES", "LlavaPrompts", "LlavaVLM", "load_llava"]
@@ -153,14 +159,22 @@ class LlavaVLM:
         g = torch.Generator().manual_seed(self.noise_seed)
         return (0.5 + 0.25 * torch.randn(1, 3, s, s, generator=g)).clamp(0, 1).expand(n, -1, -1, -1)
 
-    @torch.no_grad()
-    def _forward(self, rows: list[list[int]], length: int, pixels: torch.Tensor | None) -> torch.Tensor:
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def _left_pad(self, rows: list[list[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        length = max(len(r) for r in rows) if length is None else length
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
             ids[i, length - len(r) :] = torch.as_tensor(r)
             mask[i, length - len(r) :] = 1
+        return ids, mask
+
+    @torch.no_grad()
+    def _forward(self, rows: list[list[int]], length: int, pixels: torch.Tensor | None) -> torch.Tensor:
+        ids, mask = self._left_pad(rows, length)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         dev = self.device
         out = self.model(
@@ -181,9 +195,7 @@ class LlavaVLM:
             raise InputError(f"`prompts` must come from LlavaVLM.encode(); got {type(prompts).__name__}")
         n, length, bs = len(prompts), prompts.lengths[mode], self.batch_size
         if mode == "image":
-            x = check_tensor(images, "images", ndim=4, layout="[B, 3, H, W] in [0, 1]")
-            if x.shape[0] != n or x.shape[1] != 3:
-                raise InputError(f"`images` must be [{n}, 3, H, W] (one per question); got {tuple(x.shape)}")
+            x = self._check_images(images, n)
             out = []
             for s in range(0, n, bs):
                 rows = [self._text_ids(q, mode) for q in prompts.questions[s : s + bs]]
@@ -196,6 +208,132 @@ class LlavaVLM:
             lg = self._forward([self._text_ids(q, mode) for q in chunk], length, px)
             prompts.cache.update({(mode, q): row for q, row in zip(chunk, lg, strict=True)})
         return torch.stack([prompts.cache[(mode, q)] for q in prompts.questions])
+
+    def _check_images(self, images: Any, n: int, name: str = "images") -> torch.Tensor:
+        x = check_tensor(images, name, ndim=4, layout="[B, 3, H, W] in [0, 1]")
+        if x.shape[0] != n or x.shape[1] != 3:
+            raise InputError(f"`{name}` must be [{n}, 3, H, W] (one per question); got {tuple(x.shape)}")
+        return x
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: torch.Tensor,
+        questions: Sequence[str],
+        *,
+        contrast: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        contrast_inputs: str | Sequence[str] | torch.Tensor = ("none", "unk"),
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        max_new: int = 64,
+        seed: int | None = None,
+        return_ids: bool = False,
+    ) -> list[str] | list[list[int]]:
+        """Open-ended answers to ``questions`` about ``images`` with Hugging Face ``generate`` (KV cache),
+        in rows of ``batch_size``.
+
+        ``temperature = 0``: greedy; else sampling with the temperature, ``top_k`` (0 = all) and
+        ``top_p`` warpers (``seed`` forks the RNG). ``contrast(logits, cf_logits) -> logits`` (e.g.
+        :func:`xattr_nb.methods.lvlm_debias.contrastive_logits`) is applied to the raw next-token
+        logits before the warpers, ``cf_logits`` being the mean over ``contrast_inputs``: image-free
+        modes (VDD) or a tensor of images (VCD), each run with its own KV cache (:class:`_LlavaContrast`).
+        Returns the answers as text, or the new token ids per row (up to EOS) with ``return_ids``.
+        """
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        qs = check_texts(questions, "questions")
+        x = self._check_images(images, len(qs))
+        temperature = check_float(temperature, "temperature", low=0.0)
+        top_p = check_float(top_p, "top_p", low=0.0, high=1.0)
+        if top_p == 0.0:
+            raise InputError("`top_p` must be in (0, 1]")
+        top_k, max_new = check_int(top_k, "top_k", low=0), check_int(max_new, "max_new", low=1)
+        if contrast is not None and not callable(contrast):
+            raise InputError(
+                f"`contrast` must be a function (logits, cf_logits) -> logits; got {type(contrast).__name__}"
+            )
+        if isinstance(contrast_inputs, torch.Tensor):
+            contrast_inputs = self._check_images(contrast_inputs, len(qs), "contrast_inputs")
+        sample = temperature > 0
+        tok = self.tokenizer
+        cfg = GenerationConfig(
+            max_new_tokens=max_new,
+            do_sample=sample,
+            temperature=temperature if sample else 1.0,
+            top_k=top_k if sample and top_k > 0 else None,
+            top_p=top_p if sample and top_p < 1.0 else None,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=self.pad_id,
+            bos_token_id=tok.bos_token_id,
+        )
+        out: list[list[int]] = []
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(check_int(seed, "seed", low=0))
+            for s in range(0, len(qs), self.batch_size):
+                sl = slice(s, s + self.batch_size)
+                ids, mask = self._left_pad([self._text_ids(q, "image") for q in qs[sl]])
+                procs = LogitsProcessorList()
+                if contrast is not None:
+                    cf_in = contrast_inputs[sl] if isinstance(contrast_inputs, torch.Tensor) else contrast_inputs
+                    procs.append(_LlavaContrast(self, qs[sl], contrast, cf_in))
+                gen = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    pixel_values=self._pixels(x[sl]),
+                    generation_config=cfg,
+                    logits_processor=procs,
+                )
+                for row in gen[:, ids.shape[1] :].tolist():
+                    if tok.eos_token_id in row:
+                        row = row[: row.index(tok.eos_token_id)]
+                    out.append([i for i in row if i != self.pad_id])
+        return out if return_ids else [tok.decode(r, skip_special_tokens=True).strip() for r in out]
+
+
+class _LlavaContrast(LogitsProcessor):
+    """The contrast branch of :meth:`LlavaVLM.generate`: at each step runs the contrast inputs (their own
+    prompt: image-free modes, or the same prompt over other images; plus the tokens generated so far)
+    with their own KV cache, and returns ``contrast(scores, cf_logits)``, ``cf_logits`` the mean over
+    the contrast inputs."""
+
+    def __init__(self, vlm: LlavaVLM, questions: list[str], contrast: Callable, inputs: Any):
+        self.vlm, self.contrast = vlm, contrast
+        if isinstance(inputs, torch.Tensor):
+            specs = [("image", inputs)]
+        else:
+            names = [inputs] if isinstance(inputs, str) else list(inputs)
+            if not names:
+                raise InputError("`contrast_inputs` must name at least one image-free mode or be a tensor of images")
+            specs = [(check_choice(m, ("none", "unk", "noise"), "contrast_inputs"), None) for m in names]
+        self.branches = []
+        for mode, imgs in specs:
+            ids, mask = vlm._left_pad([vlm._text_ids(q, mode) for q in questions])
+            if mode == "noise":
+                imgs = vlm.noise_images(len(questions))
+            px = vlm._pixels(imgs) if imgs is not None else None
+            self.branches.append({"ids": ids, "mask": mask.to(vlm.device), "px": px, "cache": None})
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        model, dev = self.vlm.model, self.vlm.device
+        outs = []
+        for b in self.branches:
+            if b["cache"] is None:  # first step: the whole prompt
+                pos = (b["mask"].cumsum(1) - 1).clamp(min=0)
+                o = model(input_ids=b["ids"].to(dev), attention_mask=b["mask"], position_ids=pos,
+                          pixel_values=b["px"], use_cache=True, logits_to_keep=1)  # fmt: skip
+            else:  # the token the main branch just chose
+                b["mask"] = torch.cat([b["mask"], torch.ones_like(b["mask"][:, :1])], dim=1)
+                pos = b["mask"].sum(1, keepdim=True) - 1
+                o = model(input_ids=input_ids[:, -1:], attention_mask=b["mask"], position_ids=pos,
+                          cache=b["cache"], use_cache=True)  # fmt: skip
+            b["cache"] = o.cache
+            outs.append(o.logits[:, -1].float())
+        out = self.contrast(scores, torch.stack(outs).mean(0).to(scores))
+        if not isinstance(out, torch.Tensor) or out.shape != scores.shape:
+            raise InputError(f"`contrast` must return logits of shape {tuple(scores.shape)}")
+        return out
 
 
 # ---------------------------------------------------------------------------------------- loading
