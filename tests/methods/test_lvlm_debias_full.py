@@ -255,3 +255,15 @@ def test_generate_plain_and_debias_decoding(llava_dir):
     assert len(vcd) == 2
     with pytest.raises(InputError, match="contrast_inputs"):
         vlm.generate(img, qs, contrast=vdd, contrast_inputs=["image"])
+
+
+def test_read_image_resizes_and_centre_crops(tmp_path):
+    from xattr_nb.worlds.folders import read_image
+
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :10] = 255  # a white band on the left quarter: cropped away by the centre crop
+    arr[:, 10:30] = (0, 128, 255)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    x = read_image(tmp_path / "a.png", 10)  # 20 x 40 -> 10 x 20 -> centre 10 x 10 (columns 5..14 = source 10..29)
+    assert x.shape == (3, 10, 10)
+    assert torch.allclose(x[:, :, 1:-1], torch.tensor([0.0, 128 / 255, 1.0]).view(3, 1, 1).expand(3, 10, 8), atol=2e-2)
