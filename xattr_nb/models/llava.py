@@ -384,6 +384,11 @@ def check_processor_matches(model: Any, processor: Any, where: str = "name_or_pa
             f"`{where}`: the processor crops images to {h} pixels but the vision tower takes "
             f"{cfg.vision_config.image_size}; the processor does not match the model"
         )
+    if not isinstance(getattr(processor, "patch_size", None), int):
+        raise InputError(
+            f"`{where}`: the processor has no patch_size (an old processor_config.json); set patch_size, "
+            "vision_feature_select_strategy and num_additional_image_tokens as in the model's config"
+        )
     have, want = _processor_image_tokens(processor), _model_image_tokens(cfg)
     if have != want:
         raise InputError(
