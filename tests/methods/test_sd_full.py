@@ -134,6 +134,17 @@ def test_gradients_reach_latents_and_prompt_embeddings_with_the_residual_identit
         )
 
 
+def test_gradient_checkpointing_gives_the_same_gradient(folders, G):
+    ck = load_sd(folders / "sd", gradient_checkpointing=True)
+    assert ck.unet.is_gradient_checkpointing
+    cond = G.cond(["a tabby cat"])
+    grads = []
+    for gen in (G, ck):
+        z = G.noise(1, seed=2).requires_grad_(True)
+        grads.append(torch.autograd.grad(gen.sample(cond, z, steps=2, cfg=2.0, grad=True).mean(), z)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and float(grads[0].norm()) > 0
+
+
 def test_student_unet_gets_gradients_teacher_stays_frozen(G):
     student = G.trainable_copy()
     assert list(G.parameters()) == [] and all(not p.requires_grad for p in G.unet.parameters())
