@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from xattr_nb.checks import InputError, check_float, check_int, check_tensor
+from xattr_nb.models.sd import SD_MODEL as _SD_MODEL
 from xattr_nb.models.sd import latent_dim_of
 from xattr_nb.models.sd import load_t2i as load_generator
 from xattr_nb.runtime import progress
@@ -81,8 +82,9 @@ __all__ = [
     "weight_penalty",
 ]
 
-#: The paper-scale generator (spec §3.7; the paper uses the Realistic-Vision fine-tune of it).
-SD_MODEL = "runwayml/stable-diffusion-v1-5"
+#: The paper-scale generator (spec §3.7; the paper uses the Realistic-Vision fine-tune of it):
+#: :data:`xattr_nb.models.sd.SD_MODEL`, SD 1.5 (runwayml/stable-diffusion-v1-5 is gone from the hub).
+SD_MODEL = _SD_MODEL
 #: The CLIP of the image-text reward at full scale (spec §3.7: CLIP ViT-H/14), transformers weights.
 REWARD_CLIP = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 #: The attribute reward's classifiers at full scale (ImageNet classes named by the captions).

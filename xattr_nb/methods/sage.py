@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor, check_texts
-from xattr_nb.models.sd import latent_dim_of
+from xattr_nb.models.sd import SD_MODEL, latent_dim_of
 from xattr_nb.models.sd import load_t2i as load_generator
 from xattr_nb.runtime import progress
 
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: The paper-scale generator (spec §6.7), loaded by :func:`load_generator` (diffusers, safetensors).
-TDM = "runwayml/stable-diffusion-v1-5"
+TDM = SD_MODEL  # SD 1.5 (the paper's runwayml/stable-diffusion-v1-5 is gone from the hub; its maintained copy)
 #: The paper-scale surrogate ensemble (spec §6.7: ViT-B/16, ConvNeXt-T, a ResNet-50), transformers checkpoints.
 ENSEMBLE = ("google/vit-base-patch16-224", "facebook/convnext-tiny-224", "microsoft/resnet-50")
 #: The held-out judge at full scale (never searched against; the human study's stand-in).

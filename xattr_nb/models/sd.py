@@ -45,8 +45,9 @@ from xattr_nb.models.io import device_of
 
 __all__ = ["CFG", "SD_MODEL", "STEPS", "SDGenerator", "latent_dim_of", "load_sd", "load_t2i"]
 
-#: The paper-scale Stable Diffusion (SAGE spec §6.7, R0 spec §3.7).
-SD_MODEL = "runwayml/stable-diffusion-v1-5"
+#: The paper-scale Stable Diffusion (SAGE spec §6.7, R0 spec §3.7: SD 1.5). The papers' name,
+#: ``runwayml/stable-diffusion-v1-5``, was deleted from the hub in 2024; this is its maintained copy.
+SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 #: SAGE's sampler setting at full scale (spec §6.7): DDIM steps and classifier-free guidance.
 STEPS = 50
 CFG = 7.5
