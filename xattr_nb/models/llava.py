@@ -50,6 +50,7 @@ import torch
 from transformers import LogitsProcessor
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor, check_texts
+from xattr_nb.models.vlm import apply_contrast, contrast_branches
 from xattr_nb.runtime import pick_device
 
 __all__ = ["LLAVA_MODEL", "LLAVA_V1_PROMPT", "MODES", "LlavaPrompts", "LlavaVLM", "load_llava"]
@@ -300,15 +301,8 @@ class _LlavaContrast(LogitsProcessor):
 
     def __init__(self, vlm: LlavaVLM, questions: list[str], contrast: Callable, inputs: Any):
         self.vlm, self.contrast = vlm, contrast
-        if isinstance(inputs, torch.Tensor):
-            specs = [("image", inputs)]
-        else:
-            names = [inputs] if isinstance(inputs, str) else list(inputs)
-            if not names:
-                raise InputError("`contrast_inputs` must name at least one image-free mode or be a tensor of images")
-            specs = [(check_choice(m, ("none", "unk", "noise"), "contrast_inputs"), None) for m in names]
         self.branches = []
-        for mode, imgs in specs:
+        for mode, imgs in contrast_branches(inputs):
             ids, mask = vlm._left_pad([vlm._text_ids(q, mode) for q in questions])
             if mode == "noise":
                 imgs = vlm.noise_images(len(questions))
@@ -330,10 +324,7 @@ class _LlavaContrast(LogitsProcessor):
                           cache=b["cache"], use_cache=True)  # fmt: skip
             b["cache"] = o.cache
             outs.append(o.logits[:, -1].float())
-        out = self.contrast(scores, torch.stack(outs).mean(0).to(scores))
-        if not isinstance(out, torch.Tensor) or out.shape != scores.shape:
-            raise InputError(f"`contrast` must return logits of shape {tuple(scores.shape)}")
-        return out
+        return apply_contrast(self.contrast, scores, outs)
 
 
 # ---------------------------------------------------------------------------------------- loading

@@ -58,7 +58,9 @@ __all__ = [
     "ContrastProcessor",
     "TinyVLM",
     "answer_token_ids",
+    "apply_contrast",
     "check_world_version",
+    "contrast_branches",
     "encode_qa",
     "encode_questions",
     "load_tiny_vlm",
@@ -422,6 +424,29 @@ class TinyVLM(nn.Module):
         return texts
 
 
+def contrast_branches(inputs: str | Sequence[str] | torch.Tensor) -> list[tuple[str, torch.Tensor | None]]:
+    """``(mode, images)`` per contrast branch of a VLM's contrast decoding: image-free modes by name
+    (``"none"``, ``"unk"``, ``"noise"``) or one branch over other ``images`` (``("image", tensor)``)."""
+    if isinstance(inputs, torch.Tensor):
+        return [("image", inputs)]
+    names = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not names:
+        raise InputError("`contrast_inputs` must name at least one image-free mode or be a tensor of images")
+    return [(check_choice(m, ("none", "unk", "noise"), "contrast_inputs"), None) for m in names]
+
+
+def apply_contrast(
+    contrast: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scores: torch.Tensor,
+    branch_logits: list[torch.Tensor],
+) -> torch.Tensor:
+    """``contrast(scores, mean of the branches' next-token logits)``, checked to keep ``scores``' shape."""
+    out = contrast(scores, torch.stack(branch_logits).mean(0).to(scores))
+    if not isinstance(out, torch.Tensor) or out.shape != scores.shape:
+        raise InputError(f"`contrast` must return logits of shape {tuple(scores.shape)}")
+    return out
+
+
 class ContrastProcessor(LogitsProcessor):
     """The contrast branch of :meth:`TinyVLM.generate`: at each step runs the contrast inputs (their
     own prefix, the same question and the tokens generated so far) with their own KV cache and
@@ -436,15 +461,8 @@ class ContrastProcessor(LogitsProcessor):
         inputs: str | Sequence[str] | torch.Tensor,
     ):
         self.model, self.contrast = model, contrast
-        if isinstance(inputs, torch.Tensor):
-            branches = [("image", inputs)]
-        else:
-            names = [inputs] if isinstance(inputs, str) else list(inputs)
-            if not names:
-                raise InputError("`contrast_inputs` must name at least one image-free mode or be a tensor of images")
-            branches = [(check_choice(m, ("none", "unk", "noise"), "contrast_inputs"), None) for m in names]
         self.branches = []
-        for mode, imgs in branches:
+        for mode, imgs in contrast_branches(inputs):
             emb, mask, pos = model._inputs(imgs, question_ids, attention_mask, mode)
             self.branches.append({"emb": emb, "mask": mask, "pos": pos[:, -1], "past": None})
 
@@ -468,11 +486,7 @@ class ContrastProcessor(LogitsProcessor):
                 )
             b["past"] = o.cache
             outs.append(o.logits[:, -1].float())
-        cf = torch.stack(outs).mean(0)
-        out = self.contrast(scores, cf.to(scores))
-        if not isinstance(out, torch.Tensor) or out.shape != scores.shape:
-            raise InputError(f"`contrast` must return logits of shape {tuple(scores.shape)}")
-        return out
+        return apply_contrast(self.contrast, scores, outs)
 
 
 def tiny_vlm(
