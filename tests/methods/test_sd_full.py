@@ -197,6 +197,41 @@ def test_sage_full_search_end_to_end(folders):
     assert torch.equal(out["sage_failed"], jp != torch.tensor([3, 1]))
 
 
+def test_sage_setup_full_runs_the_notebooks_steps(folders):
+    """Notebook 23's full-scale path: ``setup`` loads the generator, the searched ensemble, its first member
+    alone and the held-out judge; ``explain(single=...)`` adds the ablation from the same starts, and the
+    failure modes/captions read the classifier judge's label names."""
+    classes = ["golden retriever", "goldfish"]
+    w = S.setup("full", full_model=folders / "sd", full_classifiers=[folders / "vit", folders / "resnet"],
+                full_judge=[folders / "judge"], full_classes=classes, gradient_checkpointing=False)  # fmt: skip
+    assert isinstance(w.G, SDGenerator) and w.targets == classes and w.accuracy is None and w.renders is None
+    assert w.judge_held_out and w.label == "class" and len(w.members) == 2
+    assert len(w.single.members) == 1 and w.single.members[0] is w.ensemble.members[0]
+    out = S.explain(w.G, w.ensemble, w.targets, scale="full", judge=w.judge, single=w.single, starts=1, budget=2,
+                    lr=5.0, steps=2, cfg=2.0, seed=0)  # fmt: skip
+    assert out["wanted"] == classes and out["single"].z.shape == out["sage"].z.shape
+    assert torch.equal(out["single"].z[1], out["sage"].z[1])  # fooled at the start by both: no step for pair 2
+    jp = w.judge.predictions(out["single"].images)[0]
+    assert torch.equal(out["single_failed"], jp != torch.tensor([3, 1]))
+    names = w.judge.label_names(jp)
+    modes = S.failure_modes(out, "single")
+    assert sum(modes.values()) == int(out["single_failed"].sum())
+    assert all(f"{classes[i]} → {names[i]}" in modes for i in out["single_failed"].nonzero().flatten().tolist())
+    assert S.failure_captions(out, [0], "single") == [f"golden retriever\n→ {names[0]}"]
+    with pytest.raises(InputError, match="key"):
+        S.failure_modes(out, "nothing")
+
+
+def test_sage_failure_modes_cpu_read_the_template_judges_colours():
+    """At scale "cpu" the modes are (prompted → judged) colours and the captions name colour and shape, as the
+    notebook wrote them before :func:`failure_modes` existed."""
+    out = {"shapes": ["circle", "square", "circle"], "colors": ["red", "blue", "red"], "wanted": ["red", "blue", "red"],
+           "sage_failed": torch.tensor([True, False, True]),
+           "sage_judged": (["square", "square", "circle"], ["orange", "blue", "orange"])}  # fmt: skip
+    assert S.failure_modes(out) == {"red → orange": 2}
+    assert S.failure_captions(out, [0, 2]) == ["red circle\n→ orange square", "red circle\n→ orange circle"]
+
+
 def test_r0_full_training_step_end_to_end(folders):
     G = R.load_generator("full", full=folders / "sd")
     bank = R.make_full_bank(G, ["a photo of a goldfish", "a photo of a tabby cat"], [0, 1])

@@ -27,12 +27,15 @@ judge :data:`JUDGE` (:class:`xattr_nb.models.surrogates.ImageNetEnsemble`, head 
 :func:`classifier_judge_failures`. Deviations from the spec, said here: the adversarially robust
 ResNet-50 and the CLIP ViT-L/14 zero-shot member have no transformers ImageNet-classifier checkpoint
 (a standard ResNet-50 stands in, CLIP is left out), and the judge is a larger held-out ImageNet
-classifier, not a human study. Wired and tested on tiny local stand-ins; not run at paper scale here.
+classifier, not a human study. :func:`setup` gives notebook 23 all of these at either scale (``-p scale full``
+runs the notebook on them); :func:`failure_modes` and :func:`failure_captions` read either judge's verdicts.
+Wired and tested on tiny local stand-ins; not run at paper scale here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +47,7 @@ from xattr_nb.models.sd import load_t2i as load_generator
 from xattr_nb.runtime import progress
 
 __all__ = [
+    "CLASSES",
     "CPU_TEMPLATE",
     "ENSEMBLE",
     "FULL_TEMPLATE",
@@ -52,11 +56,14 @@ __all__ = [
     "SearchResult",
     "classifier_judge_failures",
     "explain",
+    "failure_captions",
+    "failure_modes",
     "judge_failures",
     "latent_search",
     "load_generator",
     "load_surrogates",
     "random_search",
+    "setup",
     "typicality",
     "typicality_penalty",
 ]
@@ -67,6 +74,8 @@ TDM = SD_MODEL  # SD 1.5 (the paper's runwayml/stable-diffusion-v1-5 is gone fro
 ENSEMBLE = ("google/vit-base-patch16-224", "facebook/convnext-tiny-224", "microsoft/resnet-50")
 #: The held-out judge at full scale (never searched against; the human study's stand-in).
 JUDGE = ("facebook/convnext-large-224",)
+#: Target ImageNet classes at full scale (an ImageNet subset, spec §6.7; label names as in ``id2label``).
+CLASSES = ("goldfish", "tabby", "golden retriever", "tench", "school bus", "teapot", "volcano", "strawberry")
 #: The prompt of a target ImageNet class at full scale.
 FULL_TEMPLATE = "a photo of a {name}"
 #: The prompt of a (shape, colour) pair at ``scale="cpu"``.
@@ -273,7 +282,9 @@ def load_surrogates(classes: Sequence[str], *, ensemble: Sequence[str] = ENSEMBL
     return ens, load_imagenet_ensemble(judge, classes, device=device, arg="judge")
 
 
-def _explain_full(G, ensemble, classes, *, judge, starts, budget, lr, lam, steps, cfg, seed, template, show_progress):
+def _explain_full(
+    G, ensemble, classes, *, judge, single, starts, budget, lr, lam, steps, cfg, seed, template, show_progress
+):
     from xattr_nb.models.sd import SDGenerator
     from xattr_nb.models.surrogates import ImageNetEnsemble
 
@@ -313,9 +324,13 @@ def _explain_full(G, ensemble, classes, *, judge, starts, budget, lr, lam, steps
                                 cfg=cfg, show_progress=show_progress)  # fmt: skip
     out["random"] = random_search(G, ensemble, cond, target, budget=budget, head="class", steps=steps, cfg=cfg,
                                   seed=seed + 1, show_progress=show_progress)  # fmt: skip
-    for k in ("start", "sage", "random"):
+    if single is not None:
+        out["single"] = latent_search(G, single, cond, target, z0, head="class", iters=budget, lr=lr, lam=lam,
+                                      steps=steps, cfg=cfg)  # fmt: skip
+    for k in ("start", "sage", "random", "single")[: 3 + (single is not None)]:
         failed, none, judged = classifier_judge_failures(out[k].images, jt, judge)
         out[f"{k}_failed"], out[f"{k}_none"], out[f"{k}_judged"] = failed, none, judged
+    out["wanted"] = names
     return out
 
 
@@ -334,6 +349,7 @@ def explain(
     scale: str = "cpu",
     template: str | None = None,
     judge: Any = None,
+    single: Any = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """Both searches on the same pairs (each of ``combos`` × ``starts`` starting latents), at ``budget``
@@ -343,13 +359,17 @@ def explain(
     ``scale="full"``: ``G`` from :func:`load_generator`, ``ensemble`` and ``judge`` from
     :func:`load_surrogates`, ``combos`` a list of ImageNet class names (prompts ``template``, default
     :data:`FULL_TEMPLATE`), the target the prompted class, the verdict :func:`classifier_judge_failures`;
-    the pair labels are ``"classes"``. The paper's sampler is ``steps=50, cfg=7.5``
+    the pair labels are ``"classes"``.
+
+    ``single`` (optional, both scales): a one-member ensemble; SAGE is then also run against it alone from the
+    same starts (the spec's ablation), as ``"single"`` with its verdicts. ``"wanted"``: the prompted label
+    the verdict is about (the colour at ``"cpu"``, the class at ``"full"``). The paper's sampler is ``steps=50, cfg=7.5``
     (:data:`xattr_nb.models.sd.STEPS`, :data:`~xattr_nb.models.sd.CFG`)."""
     check_choice(scale, ("cpu", "full"), "scale")
     starts = check_int(starts, "starts", low=1)
     seed = check_int(seed, "seed", low=0)
     if scale == "full":
-        return _explain_full(G, ensemble, combos, judge=judge, starts=starts, budget=budget, lr=lr, lam=lam,
+        return _explain_full(G, ensemble, combos, judge=judge, single=single, starts=starts, budget=budget, lr=lr, lam=lam,
                              steps=steps, cfg=cfg, seed=seed, template=template, show_progress=show_progress)  # fmt: skip
     template = CPU_TEMPLATE if template is None else template
     from xattr_nb.worlds import captions as W
@@ -379,4 +399,106 @@ def explain(
     for k in ("start", "sage", "random"):
         failed, none, judged = judge_failures(out[k].images, shapes, colors)
         out[f"{k}_failed"], out[f"{k}_none"], out[f"{k}_judged"] = failed, none, judged
+    if single is not None:
+        out["single"] = latent_search(G, single, cond, target, z0, iters=budget, lr=lr, lam=lam, steps=steps, cfg=cfg)
+        out["single_failed"], out["single_none"], out["single_judged"] = judge_failures(out["single"].images, shapes,
+                                                                                         colors)  # fmt: skip
+    out["wanted"] = colors
     return out
+
+
+def _seen(out: dict[str, Any], key: str) -> tuple[list[str], list[str]]:
+    """What the judge saw per pair: (the label compared with ``out["wanted"]``, a caption of the whole verdict)."""
+    judged = out[f"{key}_judged"]
+    if "shapes" in out:  # the captions world: (shapes, colours) from template_judge
+        js, jc = judged
+        return list(jc), [f"{c} {s}" for s, c in zip(js, jc, strict=True)]
+    return list(judged), list(judged)
+
+
+def failure_modes(out: dict[str, Any], key: str = "sage") -> Counter:
+    """The judge-verified failures of search ``key`` of :func:`explain`'s ``out`` grouped by
+    ``"prompted → judged"`` label (colours at ``scale="cpu"``, ImageNet classes at ``"full"``)."""
+    if f"{key}_failed" not in out:
+        raise InputError(
+            f"`key` must name a search of `out` ({', '.join(k[:-7] for k in out if k.endswith('_failed'))}); got {key!r}"
+        )
+    seen, _ = _seen(out, key)
+    return Counter(f"{out['wanted'][i]} → {seen[i]}" for i in out[f"{key}_failed"].nonzero().flatten().tolist())
+
+
+def failure_captions(out: dict[str, Any], idx: Sequence[int], key: str = "sage") -> list[str]:
+    """Captions ``"prompt\n→ what the judge saw"`` of pairs ``idx`` of search ``key`` (for an image row)."""
+    _, cap = _seen(out, key)
+    if "shapes" in out:
+        return [f"{out['colors'][i]} {out['shapes'][i]}\n→ {cap[i]}" for i in idx]
+    return [f"{out['classes'][i]}\n→ {cap[i]}" for i in idx]
+
+
+@dataclasses.dataclass
+class Setup:
+    """What notebook 23 searches with, at either scale (:func:`setup`)."""
+
+    G: Any  # the generator (TinyT2I, or an SDGenerator)
+    ensemble: Any  # the surrogates searched against
+    single: Any  # the ensemble's first member alone (the ablation)
+    judge: Any  # the verdict: template_judge at "cpu", a held-out ImageNetEnsemble at "full"
+    targets: list  # explain's ``combos``: (shape, colour) pairs, or ImageNet class names
+    accuracy: dict | None  # surrogates' and judge's accuracy on held-out renders ("cpu" only)
+    renders: Any  # the held-out renders (a captions corpus, "cpu" only), the FID proxy's reference
+    judge_held_out: bool  # the judge is not among the classifiers searched against
+    judge_name: str  # what the judge is, in words
+    label: str  # what the search targets: "colour" or "class"
+    members: list  # the surrogates' names, the first being ``single``'s
+
+
+def setup(scale: str = "cpu", *, seed: int = 0, device: str = "cpu", n_train: int = 1500, epochs: int = 3,
+          full_model: str = TDM, full_classifiers: Sequence[str] = ENSEMBLE, full_judge: Sequence[str] = JUDGE,
+          full_classes: Sequence[str] = CLASSES, gradient_checkpointing: bool = True) -> Setup:  # fmt: skip
+    """The generator, surrogates and judge of notebook 23.
+
+    ``scale="cpu"``: TinyT2I from the zoo, surrogates C1 (:class:`~xattr_nb.models.surrogates.SmallCNN`) and C2
+    (:class:`~xattr_nb.models.surrogates.ClipMLP`) trained for ``epochs`` on ``n_train`` renders of the captions
+    world (seeded by ``seed``), the template judge, targets the frequent (shape, colour) combos. ``scale="full"``:
+    ``full_model`` through :func:`load_generator` (``gradient_checkpointing`` for the backward through the
+    sampler), ``full_classifiers`` and the held-out ``full_judge`` through :func:`load_surrogates` over
+    ``full_classes``, which are the targets; the ``full_*`` arguments are ignored at ``"cpu"``."""
+    check_choice(scale, ("cpu", "full"), "scale")
+    seed = check_int(seed, "seed", low=0)
+    if scale == "full":
+        from xattr_nb.models.surrogates import ImageNetEnsemble
+
+        classes = check_texts(full_classes, "full_classes")
+        G = load_generator("full", full=full_model, device=device, gradient_checkpointing=gradient_checkpointing)
+        ens, judge = load_surrogates(classes, ensemble=full_classifiers, judge=full_judge, device=device)
+        held = not any(j is m for j in judge.members for m in ens.members)
+        return Setup(G, ens, ImageNetEnsemble(list(ens.members)[:1], classes), judge, list(classes), None, None, held,
+                     "held-out ImageNet classifiers", "class", [str(n) for n in full_classifiers])  # fmt: skip
+    from xattr_nb.metrics.generation import template_judge
+    from xattr_nb.models.surrogates import ClipMLP, Ensemble, SmallCNN, train_surrogate
+    from xattr_nb.models.t2i_recipes import combo_prompts
+    from xattr_nb.worlds import captions as W
+
+    n_train = check_int(n_train, "n_train", low=1)
+    epochs = check_int(epochs, "epochs", low=1)
+    G = load_generator("cpu", device=device)
+    train = W.corpus(n_train, seed=1000 + seed)
+    test = W.corpus(400, seed=2000 + seed)
+    tr = (train.images.to(device), train.shape_ids.to(device), train.color_ids.to(device))
+    C1 = train_surrogate(SmallCNN().to(device), *tr, epochs=epochs, seed=seed)
+    C2 = train_surrogate(ClipMLP(G.clip).to(device), *tr, epochs=epochs, seed=seed)
+    for m in (C1, C2):
+        m.requires_grad_(False)
+    ens = Ensemble([C1, C2])
+    with torch.no_grad():
+        acc = {name: {h: float((m(test.images.to(device))[h].argmax(1).cpu() == ids).float().mean())
+                      for h, ids in (("shape", test.shape_ids), ("color", test.color_ids))}
+               for name, m in (("C1", C1), ("C2", C2))}  # fmt: skip
+    jshape, jcolor = template_judge(test.images)
+    acc["judge"] = {"shape": sum(j == W.SHAPES[i] for j, i in zip(jshape, test.shape_ids, strict=True)) / len(test),
+                    "color": sum(j == W.COLORS[i] for j, i in zip(jcolor, test.color_ids, strict=True)) / len(test)}  # fmt: skip
+    held = not isinstance(template_judge, torch.nn.Module) and all(
+        isinstance(m, (SmallCNN, ClipMLP)) for m in ens.members
+    )
+    return Setup(G, ens, Ensemble([C1]), template_judge, list(combo_prompts()["frequent"]), acc, test, held,
+                 "non-neural template matching", "colour", ["C1", "C2"])  # fmt: skip
