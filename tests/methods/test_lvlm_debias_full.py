@@ -44,10 +44,9 @@ def _processor(tok, *, patch_size=4):
     )
 
 
-@pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    """A LLaVA stand-in: CLIP tower 16 px / patch 4 (16 image tokens), 2-layer Llama, word vocabulary."""
-    folder = tmp_path_factory.mktemp("tiny_llava")
+def tiny_llava(folder):
+    """Write a LLaVA stand-in to ``folder``: CLIP tower 16 px / patch 4 (16 image tokens), 2-layer Llama,
+    word vocabulary."""
     tok = word_tokenizer(_words(), specials=SPECIALS)
     vision = CLIPVisionConfig(
         hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=4
@@ -76,6 +75,11 @@ def llava_dir(tmp_path_factory):
     LlavaForConditionalGeneration(cfg).save_pretrained(folder)
     _processor(tok).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    return tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
 
 
 def _pope(tmp_path, name="coco_pope_adversarial.json", n_images=3):
@@ -267,3 +271,75 @@ def test_read_image_resizes_and_centre_crops(tmp_path):
     x = read_image(tmp_path / "a.png", 10)  # 20 x 40 -> 10 x 20 -> centre 10 x 10 (columns 5..14 = source 10..29)
     assert x.shape == (3, 10, 10)
     assert torch.allclose(x[:, :, 1:-1], torch.tensor([0.0, 128 / 255, 1.0]).view(3, 1, 1).expand(3, 10, 8), atol=2e-2)
+
+
+def test_pope_sets_fill_the_template_or_read_a_dict(tmp_path):
+    for kind in ("adversarial", "random"):
+        _pope(tmp_path, name=f"coco_pope_{kind}.json")
+    sets = M.pope_sets(tmp_path / "coco_pope_{kind}.json", tmp_path / "val2014", size=16, limit=4)
+    assert list(sets) == ["adversarial", "random"] and all(len(q) == 4 for q in sets.values())
+    assert sets["adversarial"].kinds[1] == "adversarial" and sets["random"].kinds[1] == "random"
+    one = M.pope_sets({"random": tmp_path / "coco_pope_random.json"}, tmp_path / "val2014", kinds=["random"], size=16)
+    assert list(one) == ["random"] and one["random"].answers == [*sets["random"].answers, "yes", "yes"]
+    with pytest.raises(InputError, match="questions"):
+        M.pope_sets(tmp_path / "coco_pope_random.json", tmp_path / "val2014")  # no {kind}
+    with pytest.raises(InputError, match="questions"):
+        M.pope_sets({"random": tmp_path / "coco_pope_random.json"}, tmp_path / "val2014")  # no adversarial file
+    with pytest.raises(InputError, match="kinds"):
+        M.pope_sets(tmp_path / "coco_pope_{kind}.json", tmp_path / "val2014", kinds=["hard"])
+
+
+def test_sampled_answers_map_the_first_token_with_the_models_answer_ids(llava_dir, tmp_path):
+    """Known answer: greedy decoding's first token is the argmax of the image logits; sampled_answers
+    returns the index of the answer word whose token ids (the adapter's, not convert_tokens_to_ids)
+    hold it, and −1 for a token that is no answer."""
+    vlm = load_llava(llava_dir)
+    qa = M.load_pope(*_pope(tmp_path), size=16)
+    first = vlm.next_logits(qa.images, vlm.encode(qa.questions), "image").argmax(1)
+    words = list(dict.fromkeys(vlm.tokenizer.decode([int(i)]).strip() for i in first))
+    got = M.sampled_answers(vlm, qa, words, temperature=0.0)
+    assert got.tolist() == [words.index(vlm.tokenizer.decode([int(i)]).strip()) for i in first]
+    others = [w for w in ("Yes", "No", "cat", "dog", "red") if w not in words]
+    assert M.sampled_answers(vlm, qa, others[:2], temperature=0.0).tolist() == [-1] * len(qa)
+    # top_k = 1 is greedy at any temperature
+    assert torch.equal(M.sampled_answers(vlm, qa, words, temperature=1.0, top_k=1, seed=5), got)
+    with pytest.raises(InputError, match="qa"):
+        M.sampled_answers(vlm, qa.questions, words)
+
+
+def test_sampled_answers_on_the_tiny_vlm_equal_the_notebooks_former_path():
+    """scale='cpu' unchanged: the TinyVLM's first sampled token compared with convert_tokens_to_ids (the
+    notebook's code before sampled_answers) gives the same hits."""
+    from xattr_nb.models.vlm import encode_questions, load_tiny_vlm
+    from xattr_nb.worlds import vqa
+
+    model = load_tiny_vlm()
+    qa = vqa.pope(vqa.images(24, seed=3, spurious_color=0.0, hard=0.3), "adversarial", seed=3)
+    ids, mask = encode_questions(model.tokenizer, qa.questions)
+    out = model.generate(qa.images, ids, attention_mask=mask, temperature=1.0, max_new=1, seed=4, return_ids=True)
+    want = torch.as_tensor([model.tokenizer.convert_tokens_to_ids(a) for a in qa.answers])
+    truth = torch.as_tensor([0 if a == "yes" else 1 for a in qa.answers])
+    pred = M.sampled_answers(model, qa, ("yes", "no"), temperature=1.0, seed=4)
+    assert torch.equal(pred == truth, out[:, 0] == want)
+    cap_ids, cap_mask = encode_questions(model.tokenizer, ["describe the image ."] * 4)
+    caps = M.generate_answers(model, qa.images[:4], ["describe the image ."] * 4, temperature=0.0)
+    assert caps == model.generate(qa.images[:4], cap_ids, attention_mask=cap_mask, temperature=0.0)
+
+
+@pytest.mark.slow
+def test_notebook_runs_at_full_scale_on_the_stand_in(llava_dir, tmp_path):
+    """Notebook 22 top to bottom at scale='full' on the tiny LLaVA and POPE files written here (about 20 s)."""
+    from xattr_nb.cli import run_notebook
+    from xattr_nb.papers import PAPERS
+
+    for kind in ("adversarial", "random"):
+        _pope(tmp_path, name=f"coco_pope_{kind}.json")
+    paper = next(p for p in PAPERS if p.number == 22)
+    params = {"scale": "full", "full_model": str(llava_dir), "pope_questions": str(tmp_path / "coco_pope_{kind}.json"),
+              "pope_images": str(tmp_path / "val2014")}  # fmt: skip
+    res = run_notebook(paper, tmp_path, params, timeout=600)
+    assert res.status == "ok", res.error
+    assert "debias.sweep_spread" in res.records and "debias.pope_adversarial.accuracy.posthoc" in res.records
+    status = {c["name"]: c["status"] for c in res.claims}
+    assert status["prior_colour_none"] == status["colour_split_claims"] == status["vdd_prior_halluc_ratio"]
+    assert status["posthoc_pope_adv_gain"] == status["control_vs_random_cf_pope"] != status["prior_colour_none"]

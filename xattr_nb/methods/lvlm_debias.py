@@ -21,7 +21,9 @@ Scale switch: :func:`load_vlm` gives the zoo TinyVLM (``scale="cpu"``) or LLaVA-
 (``scale="full"``, :class:`xattr_nb.models.llava.LlavaVLM`); :func:`closed_scores` reads either
 through the small :class:`ClosedVLM` protocol (the TinyVLM through a thin wrapper).
 :func:`load_pope` reads the paper's POPE questions (jsonl) and a COCO image folder into the same
-:class:`~xattr_nb.worlds.vqa.QAData` the notebook uses.
+:class:`~xattr_nb.worlds.vqa.QAData` the notebook uses (:func:`pope_sets`: one per negative-sampling
+setting). :func:`generate_answers` and :func:`sampled_answers` decode open-ended answers with either
+model's own ``generate`` (answer token ids from the model's tokenizer, never hard-coded).
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ __all__ = [
     "closed_scores",
     "contrastive_logits",
     "decide",
+    "generate_answers",
     "image_free_spread",
     "load_pope",
     "load_vlm",
     "noised_images",
+    "pope_sets",
+    "sampled_answers",
 ]
 
 #: Decoding arms of :func:`decide`.
@@ -281,6 +286,76 @@ def load_pope(
         hard=torch.zeros(m, dtype=torch.bool),
         attrs=[{"image": r[0], "question_id": r[3]} for r in rows],
     )
+
+
+def pope_sets(
+    questions: str | os.PathLike | dict[str, str | os.PathLike],
+    image_folder: str | os.PathLike,
+    *,
+    kinds: Sequence[str] = ("adversarial", "random"),
+    size: int = 336,
+    limit: int | None = None,
+) -> dict[str, QAData]:
+    """POPE's question sets by negative-sampling setting, each read by :func:`load_pope` over
+    ``image_folder``. ``questions``: a path template with ``{kind}`` (the paper's
+    ``data/POPE/coco/coco_pope_{kind}.json``), filled with each of ``kinds``, or a dict kind -> file."""
+    if isinstance(kinds, str) or not kinds:
+        raise InputError(f"`kinds` must be a non-empty list of POPE settings {POPE_KINDS}")
+    kinds = [check_choice(k, POPE_KINDS, "kinds") for k in kinds]
+    if isinstance(questions, dict):
+        missing = [k for k in kinds if k not in questions]
+        if missing:
+            raise InputError(f"`questions` must name a file for every setting in `kinds`; it lacks {missing}")
+        files = {k: questions[k] for k in kinds}
+    elif isinstance(questions, (str, os.PathLike)) and "{kind}" in os.fspath(questions):
+        files = {k: os.fspath(questions).replace("{kind}", k) for k in kinds}
+    else:
+        raise InputError(
+            "`questions` must be a path template with '{kind}' (e.g. 'data/POPE/coco/coco_pope_{kind}.json') "
+            f"or a dict setting -> file; got {questions!r}"
+        )
+    return {k: load_pope(f, image_folder, size=size, limit=limit) for k, f in files.items()}
+
+
+def generate_answers(
+    model: Any, images: torch.Tensor, questions: Sequence[str], **kwargs: Any
+) -> list[str] | list[list[int]]:
+    """Open-ended answers from either model with its own ``generate``: the TinyVLM
+    (:meth:`~xattr_nb.models.vlm.TinyVLM.generate`, questions left-padded by
+    :func:`~xattr_nb.models.vlm.encode_questions`) or a LlavaVLM
+    (:meth:`~xattr_nb.models.llava.LlavaVLM.generate`). ``kwargs``: ``contrast``, ``contrast_inputs``,
+    ``temperature``, ``top_p``, ``top_k``, ``max_new``, ``seed``, ``return_ids`` (both take them).
+    Returns texts, or with ``return_ids`` the new token ids of each row (a list per row)."""
+    m = _closed(model)
+    if isinstance(m, _TinyClosed):
+        ids, mask = encode_questions(model.tokenizer, questions)
+        out = model.generate(images, ids, attention_mask=mask, **kwargs)
+        return out.tolist() if kwargs.get("return_ids") else out
+    return model.generate(images, questions, **kwargs)
+
+
+def sampled_answers(
+    model: Any,
+    qa: QAData,
+    answers: Sequence[str],
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Decode one answer token per question of ``qa`` (:func:`generate_answers`, ``max_new = 1``)
+    and return ``[M]``: the index in ``answers`` whose token ids (the model's own
+    ``answer_token_ids``: "Yes", "yes", ... for LLaVA) hold the token, −1 when it is no answer."""
+    if not isinstance(qa, QAData):
+        raise InputError(f"`qa` must be a vqa.QAData (vqa.pope / load_pope); got {type(qa).__name__}")
+    groups = _closed(model).answer_token_ids(answers)
+    index = {i: k for k, g in enumerate(groups) for i in g}
+    rows = generate_answers(
+        model, qa.images, qa.questions, temperature=temperature, top_p=top_p, top_k=top_k, max_new=1, seed=seed,
+        return_ids=True,
+    )  # fmt: skip
+    return torch.as_tensor([index.get(r[0], -1) if r else -1 for r in rows], dtype=torch.long)
 
 
 @torch.no_grad()
