@@ -246,6 +246,39 @@ def test_r0_full_training_step_end_to_end(folders):
     assert all(torch.equal(p, q) for p, q in zip(G.unet.parameters(), before, strict=True))
 
 
+def test_r0_setup_full_runs_the_notebooks_steps(folders):
+    """Notebook 24's full-scale path: ``setup`` loads teacher, rewards and a held-out judge, builds the banks;
+    ``explain`` trains one arm with the full rewards and ``evaluate`` scores it: the judge figure is its own
+    accuracy on the captions' classes, the captions-world figures are NaN, dropped by ``finite`` and turned
+    into "not tested" rows by ``claim``."""
+    from xattr_nb.ledger import Ledger
+
+    w = R.setup("full", full_model=folders / "sd", full_clip=folders / "clip", full_classifiers=[folders / "vit"],
+                full_judge=[folders / "judge"], full_classes=CLASSES, n_eval=3, gradient_checkpointing=False)  # fmt: skip
+    assert isinstance(w.G, SDGenerator) and w.accuracy is None and w.judge_independent
+    assert w.bank.captions == ["a photo of a goldfish", "a photo of a tabby"] and w.bank.names == CLASSES
+    assert w.ev.shape_ids.tolist() == [0, 1, 0] and w.ev.names == ["goldfish", "tabby", "goldfish"]
+    assert w.ev.z.shape == (3, w.G.latent_dim) and w.ev.div_groups.tolist() == [0] * 8 + [1] * 8
+    assert R.item_labels(w.ev, [1, 2]) == ["tabby", "goldfish"]
+    ev = R.evaluate(w.G, w.ev, steps=2, seed=0, **w.scorers)
+    x = torch.cat([w.G.sample(w.ev.cond[i : i + 1], w.ev.z[i : i + 1], steps=2, cfg=2.0, seed=i) for i in range(3)])
+    lab = torch.tensor([1, 2, 1])  # the judge's ids of goldfish, tabby, goldfish
+    assert ev["judge_both"] == pytest.approx(float((w.scorers["judge"].predictions(x)[0] == lab).float().mean()))
+    assert ev["r_align"] == pytest.approx(float(w.scorers["reward_fn"](x, w.ev)["align"].mean()), abs=1e-5)
+    assert all(ev[k] != ev[k] for k in ("fid_c2", "fid_pixels", "judge_color")) and ev["diversity"] >= 0
+    assert "fid_c2" not in R.finite({"A": ev})["A"] and "judge_both" in R.finite({"A": ev})["A"]
+    cfg = R.R0Config(steps=2, train_steps=1, batch=2, kappa=(0.5, 1.0))
+    out = R.explain(w.G, w.bank, w.ev, cfg, seed=0, **w.scorers)
+    assert set(out["eval"]) == set(ev) and len(out["log"]) == 1
+    led = Ledger("24_r0", scale="full")
+    R.claim(led, "fid", ev["fid_c2"], text="t", paper="p")
+    R.claim(led, "acc", ev["judge_both"], text="u", display=False)
+    assert [c.status for c in led.rows.values()] == ["not tested here", "measured, not asserted"]
+    with pytest.raises(InputError, match="full_judge"):
+        R.setup("full", full_model=folders / "sd", full_clip=folders / "clip", full_classifiers=[folders / "vit"],
+                full_judge=[folders / "vit"], full_classes=CLASSES)  # fmt: skip
+
+
 def test_cpu_path_unchanged():
     """Values recorded from the cpu code before ``scale="full"`` was wired (commit 69d842a); the same calls
     on the same toy models must give them again (the full-scale glue must not touch the cpu path)."""

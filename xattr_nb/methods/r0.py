@@ -36,8 +36,12 @@ Steps:
 classes), :class:`FullRewards` / :func:`load_rewards` (``R_align`` = CLIP score of a transformers CLIP,
 :data:`REWARD_CLIP`; ``R_attr`` = the log-probability of the caption's class under an ImageNet
 classifier ensemble), passed to :func:`train_r0` as ``reward_fn``. HPS v2.1 is not a transformers
-model and is not wired; :func:`evaluate` (judge, FID proxies) is the captions world's and has no
-full-scale counterpart here. Wired and tested on tiny local stand-ins, not run at paper scale here.
+model and is not wired. :func:`evaluate` at full scale scores with those rewards and a held-out ImageNet
+classifier judge (:data:`FULL_JUDGE`), diversity on the CLIP's image features; its captions-world figures
+(judge shape / colour, FID proxies against renders) are NaN there, and :func:`claim` turns a ledger row on
+one of them into "not tested" (:data:`FULL_ABSENT`). :func:`setup` gives notebook 24 its teacher, banks,
+rewards and judge at either scale (``-p scale full`` runs the notebook on them). Wired and tested on tiny
+local stand-ins, not run at paper scale here.
 
 Written by hand: no installed library trains a few-step generator by reward maximisation with these
 regularisers (diffusers' reward fine-tuning examples are scripts, not a library API).
@@ -59,6 +63,9 @@ from xattr_nb.models.sd import load_t2i as load_generator
 from xattr_nb.runtime import progress
 
 __all__ = [
+    "FULL_ABSENT",
+    "FULL_JUDGE",
+    "FULL_TEMPLATE",
     "REWARD_CLASSIFIERS",
     "REWARD_CLIP",
     "SD_MODEL",
@@ -67,15 +74,20 @@ __all__ = [
     "FullRewards",
     "PromptBank",
     "R0Config",
+    "Setup",
+    "claim",
     "diversity",
     "evaluate",
     "explain",
+    "finite",
+    "item_labels",
     "load_generator",
     "load_rewards",
     "make_bank",
     "make_full_bank",
     "reward_loss",
     "rewards",
+    "setup",
     "specific_captions",
     "teacher_targets",
     "train_r0",
@@ -89,6 +101,13 @@ SD_MODEL = _SD_MODEL
 REWARD_CLIP = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 #: The attribute reward's classifiers at full scale (ImageNet classes named by the captions).
 REWARD_CLASSIFIERS = ("google/vit-base-patch16-224",)
+#: The held-out judge at full scale (never a reward): a larger ImageNet classifier, the judge's stand-in.
+FULL_JUDGE = ("facebook/convnext-large-224",)
+#: The caption of an ImageNet class at full scale.
+FULL_TEMPLATE = "a photo of a {name}"
+#: Why a figure of :func:`evaluate` is NaN at ``scale="full"`` (a ledger row then becomes "not tested").
+FULL_ABSENT = ("needs the captions world's ground truth (the real renders the FID proxies compare with, C2, the "
+               "colour attribute); scale 'full' has none of these here")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +150,7 @@ class PromptBank:
     cond: torch.Tensor
     shape_ids: torch.Tensor
     color_ids: torch.Tensor
+    names: list[str] | None = None  # at scale "full": the ImageNet class each caption names
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -182,13 +202,19 @@ def make_bank(G: Any, data: Any, *, captions: Sequence[str] | None = None, z_see
     with torch.no_grad():
         cond = G.cond(caps)
     base = dict(captions=caps, cond=cond, shape_ids=data.shape_ids.clone(), color_ids=data.color_ids.clone())
+    return _bank(G, base, z_seed, div_prompts, div_repeats, data.images.clone())
+
+
+def _bank(G: Any, base: dict[str, Any], z_seed: int | None, div_prompts: int, div_repeats: int, real: Any):
+    """A :class:`PromptBank` of ``base``, or with ``z_seed`` an :class:`EvalBank` (fixed noise, diversity bank)."""
     if z_seed is None:
         return PromptBank(**base)
     z_seed = check_int(z_seed, "z_seed", low=0)
-    p = check_int(div_prompts, "div_prompts", low=0, high=len(caps))
+    n = len(base["captions"])
+    p = check_int(div_prompts, "div_prompts", low=0, high=n)
     r = check_int(div_repeats, "div_repeats", low=2)
     groups = torch.arange(p).repeat_interleave(r)
-    return EvalBank(**base, z=G.noise(len(caps), z_seed), real=data.images.clone(), div_cond=cond[groups],
+    return EvalBank(**base, z=G.noise(n, z_seed), real=real, div_cond=base["cond"][groups],
                     div_z=G.noise(max(1, p * r), z_seed + 1)[: p * r], div_groups=groups)  # fmt: skip
 
 
@@ -318,7 +344,8 @@ def train_r0(
     log: list[dict[str, float]] = []
     for step in progress(range(cfg_.train_steps), desc="R0 training", disable=not show_progress):
         idx = torch.randint(len(bank), (cfg_.batch,), generator=g)
-        sub = PromptBank([bank.captions[int(i)] for i in idx], bank.cond[idx], bank.shape_ids[idx], bank.color_ids[idx])
+        sub = PromptBank([bank.captions[int(i)] for i in idx], bank.cond[idx], bank.shape_ids[idx], bank.color_ids[idx],
+                         None if bank.names is None else [bank.names[int(i)] for i in idx])  # fmt: skip
         if cfg_.distill > 0.0:
             z, target = targets[0][idx], targets[1][idx]
         else:
@@ -357,20 +384,66 @@ def diversity(feats: torch.Tensor, groups: torch.Tensor) -> float:
     return sum(vals) / len(vals) if vals else 0.0
 
 
+def _rows(bank: PromptBank, sl: slice) -> PromptBank:
+    names = None if bank.names is None else bank.names[sl]
+    return PromptBank(bank.captions[sl], bank.cond[sl], bank.shape_ids[sl], bank.color_ids[sl], names)
+
+
+def _evaluate_full(G, bank, *, steps, reward_fn, judge, eta, cfg, seed, chunk):
+    from xattr_nb.models.surrogates import ImageNetEnsemble
+
+    if not isinstance(reward_fn, FullRewards):
+        raise InputError(
+            f"`reward_fn` must be a FullRewards (load_rewards) at scale='full'; got {type(reward_fn).__name__}"
+        )
+    if not isinstance(judge, ImageNetEnsemble):
+        raise InputError(f"`judge` must be an ImageNetEnsemble held out from the rewards; got {type(judge).__name__}")
+    chunk = check_int(chunk, "chunk", low=1)
+    align, attr, right = [], [], []
+    for i in range(0, len(bank), chunk):
+        sub = _rows(bank, slice(i, i + chunk))
+        x = G.sample(sub.cond, bank.z[i : i + chunk], steps=steps, cfg=cfg, eta=eta, seed=seed + i)
+        r = reward_fn(x, sub)
+        align.append(r["align"].cpu())
+        attr.append(r["attr"].cpu())
+        right.append(~judge.all_wrong(x, sub.shape_ids.to(x.device), judge.HEAD).cpu())
+    nan = float("nan")
+    out = {"r_align": float(torch.cat(align).mean()), "r_attr": float(torch.cat(attr).mean()), "judge_shape": nan,
+           "judge_color": nan, "judge_both": float(torch.cat(right).float().mean()), "judge_none": nan,
+           "fid_c2": nan, "fid_pixels": nan}  # fmt: skip
+    if len(bank.div_groups):
+        feats = [reward_fn.image_features(G.sample(bank.div_cond[i : i + chunk], bank.div_z[i : i + chunk], steps=steps,
+                                                   cfg=cfg, eta=eta, seed=seed + 7 + i)).cpu()
+                 for i in range(0, len(bank.div_groups), chunk)]  # fmt: skip
+        out["diversity"] = diversity(torch.cat(feats), bank.div_groups)
+    return out
+
+
 @torch.no_grad()
 def evaluate(G: Any, bank: EvalBank, *, steps: int, clip: Any, c1: Any, c2: Any, eta: float = 0.0,
-             cfg: float = 2.0, seed: int = 0, pca_dim: int = 32) -> dict[str, float]:  # fmt: skip
+             cfg: float = 2.0, seed: int = 0, pca_dim: int = 32, reward_fn: Any = None, judge: Any = None,
+             chunk: int = 8) -> dict[str, float]:  # fmt: skip
     """Figures of generator ``G`` sampled at ``steps`` on the fixed bank: the training rewards
     (``r_align``, ``r_attr``), the judge's shape / colour / both accuracy and its "none" rate,
     ``fid_c2`` (C2 penultimate features) and ``fid_pixels`` (4×4-average-pooled pixels, 192-d: no network
     involved) against the bank's renders, and
-    ``diversity`` (C2 features, within a caption). ``G`` must be a TinyT2I-like sampler."""
+    ``diversity`` (C2 features, within a caption). ``G`` must be a TinyT2I-like sampler.
+
+    ``scale="full"`` (``reward_fn`` a :class:`FullRewards`, ``judge`` a held-out
+    :class:`~xattr_nb.models.surrogates.ImageNetEnsemble`, ``bank`` from :func:`make_full_bank`; ``clip``, ``c1``,
+    ``c2`` unused): the rewards are ``reward_fn``'s, ``judge_both`` is the share of images where some judge member
+    predicts the caption's class, ``diversity`` is on the CLIP's image features, sampled ``chunk`` at a time;
+    the figures that need the captions world (judge shape / colour / none, both FID proxies) are NaN
+    (:data:`FULL_ABSENT`)."""
     from xattr_nb.metrics.generation import JUDGE_NONE, fid_proxy, template_judge
     from xattr_nb.worlds import captions as W
 
     if not isinstance(bank, EvalBank):
         raise InputError(f"`bank` must be an EvalBank (make_bank with z_seed); got {type(bank).__name__}")
     steps = check_int(steps, "steps", low=1)
+    if reward_fn is not None or judge is not None:
+        return _evaluate_full(G, bank, steps=steps, reward_fn=reward_fn, judge=judge, eta=eta, cfg=cfg, seed=seed,
+                              chunk=chunk)  # fmt: skip
     x = torch.cat([G.sample(bank.cond[i : i + 256], bank.z[i : i + 256], steps=steps, cfg=cfg, eta=eta, seed=seed + i)
                    for i in range(0, len(bank), 256)])  # fmt: skip
     r = rewards(x, bank.cond, bank.shape_ids, bank.color_ids, clip=clip, c1=c1)
@@ -400,19 +473,26 @@ def evaluate(G: Any, bank: EvalBank, *, steps: int, clip: Any, c1: Any, c2: Any,
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def make_full_bank(G: Any, captions: Sequence[str], class_ids: Any) -> PromptBank:
+def make_full_bank(G: Any, captions: Sequence[str], class_ids: Any, *, names: Sequence[str] | None = None,
+                   z_seed: int | None = None, div_prompts: int = 0, div_repeats: int = 8) -> PromptBank:  # fmt: skip
     """A :class:`PromptBank` at ``scale="full"``: ``cond`` the generator's prompt embeddings of ``captions``
     and ``shape_ids`` the index (into the reward ensemble's ``classes``) of the class each caption names;
-    ``color_ids`` are zeros (no colour attribute at full scale)."""
+    ``color_ids`` are zeros (no colour attribute at full scale); ``names`` the class names. With ``z_seed``
+    an :class:`EvalBank` as :func:`make_bank` makes it (fixed noise, diversity bank), without real images
+    (``real`` is None: no FID proxy at full scale)."""
     from xattr_nb.checks import check_texts
 
     caps = check_texts(captions, "captions")
     ids = check_tensor(torch.as_tensor(class_ids), "class_ids", ndim=1, dtype="int", layout="[N] class indices")
     if len(ids) != len(caps):
         raise InputError(f"`class_ids` must hold one class per caption ({len(caps)}); got {len(ids)}")
+    if names is not None and len(check_texts(names, "names")) != len(caps):
+        raise InputError(f"`names` must hold one class name per caption ({len(caps)}); got {len(names)}")
     with torch.no_grad():
         cond = G.cond(caps)
-    return PromptBank(caps, cond, ids.long().clone(), torch.zeros(len(caps), dtype=torch.long))
+    base = dict(captions=caps, cond=cond, shape_ids=ids.long().clone(), color_ids=torch.zeros(len(caps), dtype=torch.long),
+                names=None if names is None else list(names))  # fmt: skip
+    return _bank(G, base, z_seed, div_prompts, div_repeats, None)
 
 
 class FullRewards:
@@ -437,16 +517,21 @@ class FullRewards:
     def _pooled(out: Any) -> torch.Tensor:
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
-    def __call__(self, images: torch.Tensor, batch: PromptBank) -> dict[str, torch.Tensor]:
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, E]``: the CLIP's unit image features of ``images`` ``[B, 3, H, W]`` in ``[0, 1]``."""
         from xattr_nb.models.clip import _preprocess
 
+        x = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, 3, H, W] in [0, 1]")
+        return F.normalize(self._pooled(self.clip.get_image_features(pixel_values=_preprocess(self.clip, x))), dim=-1)
+
+    def __call__(self, images: torch.Tensor, batch: PromptBank) -> dict[str, torch.Tensor]:
         x = check_tensor(images, "images", ndim=4, dtype="float", layout="[B, 3, H, W] in [0, 1]")
         if len(batch) != len(x):
             raise InputError(f"`batch` must hold one caption per image ({len(x)}); got {len(batch)}")
         dev = next(self.clip.parameters()).device
         enc = self.tokenizer(list(batch.captions), padding=True, truncation=True, return_tensors="pt").to(dev)
         txt = F.normalize(self._pooled(self.clip.get_text_features(**enc)), dim=-1)
-        img = F.normalize(self._pooled(self.clip.get_image_features(pixel_values=_preprocess(self.clip, x))), dim=-1)
+        img = self.image_features(x)
         rows = torch.arange(len(x), device=x.device)
         attr = self.ensemble.logprob(x, self.ensemble.HEAD)[rows, batch.shape_ids.to(x.device)]
         return {"align": (img * txt).sum(-1).to(x.device), "attr": attr}
@@ -472,9 +557,11 @@ def load_rewards(classes: Sequence[str], *, clip: str = REWARD_CLIP, classifiers
 
 
 def explain(teacher: Any, bank: PromptBank, eval_bank: EvalBank, cfg_: R0Config | None = None, *, clip: Any, c1: Any,
-            c2: Any, seed: int = 0, targets: Any = None, show_progress: bool = False) -> dict[str, Any]:  # fmt: skip
+            c2: Any, seed: int = 0, targets: Any = None, show_progress: bool = False, reward_fn: Any = None,
+            judge: Any = None) -> dict[str, Any]:  # fmt: skip
     """Train one arm (default: R0, :class:`R0Config`) from ``teacher`` on ``bank`` and evaluate it on
-    ``eval_bank`` at its own step count and test-time η: ``{"model", "log", "eval", "config"}``."""
+    ``eval_bank`` at its own step count and test-time η: ``{"model", "log", "eval", "config"}``.
+    ``reward_fn``, ``judge``: the full-scale rewards and held-out judge (:func:`setup`'s ``scorers``)."""
     if not isinstance(bank, PromptBank) or len(bank) == 0:
         raise InputError("`bank` must be a non-empty PromptBank (from make_bank)")
     if not isinstance(eval_bank, EvalBank):
@@ -483,6 +570,127 @@ def explain(teacher: Any, bank: PromptBank, eval_bank: EvalBank, cfg_: R0Config 
         raise InputError(f"`teacher` must be a TinyT2I (load_generator('cpu')); got {type(teacher).__name__}")
     cfg_ = R0Config() if cfg_ is None else cfg_
     student, log = train_r0(teacher, bank, cfg_, clip=clip, c1=c1, seed=seed, targets=targets,
-                            show_progress=show_progress)  # fmt: skip
-    ev = evaluate(student, eval_bank, steps=cfg_.steps, clip=clip, c1=c1, c2=c2, eta=cfg_.eta, cfg=cfg_.cfg, seed=seed)
+                            show_progress=show_progress, reward_fn=reward_fn)  # fmt: skip
+    ev = evaluate(student, eval_bank, steps=cfg_.steps, clip=clip, c1=c1, c2=c2, eta=cfg_.eta, cfg=cfg_.cfg, seed=seed,
+                  reward_fn=reward_fn, judge=judge)  # fmt: skip
     return {"model": student, "log": log, "eval": ev, "config": cfg_}
+
+
+# ----------------------------------------------------------------------------------------------- notebook 24
+
+
+@dataclasses.dataclass
+class Setup:
+    """What notebook 24 trains and evaluates with, at either scale (:func:`setup`)."""
+
+    G: Any  # the teacher (TinyT2I, or an SDGenerator)
+    bank: PromptBank  # training captions
+    ev: EvalBank  # held-out (caption, noise) pairs
+    scorers: dict  # the keyword arguments of explain / evaluate: clip, c1, c2, reward_fn, judge
+    accuracy: dict | None  # classifiers' and judge's accuracy on the evaluation renders ("cpu" only)
+    judge_independent: bool  # the judge shares nothing with the rewards
+    judge_text: str  # that sanity row's text
+
+
+def setup(scale: str = "cpu", *, seed: int = 0, device: str = "cpu", n_train: int = 3000, epochs: int = 4,
+          n_eval: int = 512, full_model: str = SD_MODEL, full_clip: str = REWARD_CLIP,
+          full_classifiers: Sequence[str] = REWARD_CLASSIFIERS, full_judge: Sequence[str] = FULL_JUDGE,
+          full_classes: Sequence[str] = ("goldfish", "tabby", "golden retriever", "tench"),
+          gradient_checkpointing: bool = True) -> Setup:  # fmt: skip
+    """The teacher, training and evaluation banks, rewards and judge of notebook 24.
+
+    ``scale="cpu"``: TinyT2I; C1 (the reward R_attr) and C2 (evaluation) trained for ``epochs`` on ``n_train``
+    renders of the captions world (seeded by ``seed``); 2048 training captions and ``n_eval`` evaluation
+    captions naming shape and colour (:func:`specific_captions`); the template judge. ``scale="full"``:
+    ``full_model`` through :func:`load_generator`, :func:`load_rewards` (``full_clip``, ``full_classifiers``),
+    the held-out judge ``full_judge`` (refused if it names a reward classifier), captions
+    :data:`FULL_TEMPLATE` of ``full_classes`` (the training bank one per class, the evaluation bank
+    ``n_eval`` cycling over them, diversity over every class); ``full_*`` are ignored at ``"cpu"``."""
+    import sys
+
+    from xattr_nb.checks import check_choice, check_texts
+
+    check_choice(scale, ("cpu", "full"), "scale")
+    seed = check_int(seed, "seed", low=0)
+    n_eval = check_int(n_eval, "n_eval", low=1)
+    if scale == "full":
+        from xattr_nb.models.surrogates import load_imagenet_ensemble
+
+        classes = check_texts(full_classes, "full_classes")
+        if isinstance(full_judge, str) or isinstance(full_classifiers, str):
+            raise InputError("`full_judge` and `full_classifiers` must be lists of classifier names or folders")
+        shared = {str(n) for n in full_judge} & {str(n) for n in full_classifiers}
+        if shared:
+            raise InputError(f"`full_judge` must not contain a reward classifier; shared: {sorted(shared)}")
+        G = load_generator("full", full=full_model, device=device, gradient_checkpointing=gradient_checkpointing)
+        rew = load_rewards(classes, clip=full_clip, classifiers=full_classifiers, device=device)
+        judge = load_imagenet_ensemble(full_judge, classes, device=device, arg="full_judge")
+        caps = [FULL_TEMPLATE.format(name=c) for c in classes]
+        ids = list(range(len(classes)))
+        bank = make_full_bank(G, caps, ids, names=classes)
+        pick = [i % len(classes) for i in range(n_eval)]
+        ev = make_full_bank(G, [caps[i] for i in pick], pick, names=[classes[i] for i in pick], z_seed=5000 + seed,
+                            div_prompts=min(len(classes), n_eval))  # fmt: skip
+        scorers = {"clip": None, "c1": None, "c2": None, "reward_fn": rew, "judge": judge}
+        independent = not any(j is m for j in judge.members for m in rew.ensemble.members)
+        return Setup(G, bank, ev, scorers, None, independent,
+                     "the judge is a held-out ImageNet classifier, not a reward classifier or the reward CLIP")  # fmt: skip
+    from xattr_nb.metrics.generation import template_judge
+    from xattr_nb.models.surrogates import ClipMLP, SmallCNN, train_surrogate
+    from xattr_nb.worlds import captions as W
+
+    n_train = check_int(n_train, "n_train", low=1)
+    epochs = check_int(epochs, "epochs", low=1)
+    G = load_generator("cpu", device=device)
+    train = W.corpus(n_train, seed=1000 + seed)
+    tr = (train.images.to(device), train.shape_ids.to(device), train.color_ids.to(device))
+    C1 = train_surrogate(SmallCNN().to(device), *tr, epochs=epochs, seed=seed)
+    C2 = train_surrogate(ClipMLP(G.clip).to(device), *tr, epochs=epochs, seed=seed + 1)
+    for m in (C1, C2):
+        m.requires_grad_(False)
+    d_train = W.corpus(2048, seed=3000 + seed)
+    bank = make_bank(G, d_train, captions=specific_captions(d_train, seed=3000 + seed))
+    d_eval = W.corpus(n_eval, seed=4000 + seed)
+    ev = make_bank(G, d_eval, captions=specific_captions(d_eval, seed=4000 + seed), z_seed=5000 + seed, div_prompts=32)
+    with torch.no_grad():
+        acc = {name: {h: float((m(ev.real.to(device))[h].argmax(1).cpu() == ids).float().mean())
+                      for h, ids in (("shape", ev.shape_ids), ("color", ev.color_ids))}
+               for name, m in (("C1 (reward)", C1), ("C2 (eval)", C2))}  # fmt: skip
+    js, jc = template_judge(ev.real)
+    acc["judge (eval)"] = {"shape": sum(j == W.SHAPES[i] for j, i in zip(js, ev.shape_ids, strict=True)) / n_eval,
+                           "color": sum(j == W.COLORS[i] for j, i in zip(jc, ev.color_ids, strict=True)) / n_eval}  # fmt: skip
+    independent = not isinstance(template_judge, torch.nn.Module) and not any(
+        isinstance(v, torch.nn.Module) for v in vars(sys.modules[template_judge.__module__]).values())  # fmt: skip
+    return Setup(G, bank, ev, {"clip": G.clip, "c1": C1, "c2": C2, "reward_fn": None, "judge": None}, acc,
+                 independent, "the judge is a plain function with no learnt parameter (template matching), not C1, "
+                 "C2 or TinyCLIP")  # fmt: skip
+
+
+def item_labels(bank: PromptBank, idx: Sequence[int]) -> list[str]:
+    """Short labels of rows ``idx`` of ``bank``: ``"colour shape"`` in the captions world, the class name at full scale."""
+    if bank.names is not None:
+        return [bank.names[i] for i in idx]
+    from xattr_nb.worlds import captions as W
+
+    return [f"{W.COLORS[bank.color_ids[i]]} {W.SHAPES[bank.shape_ids[i]]}" for i in idx]
+
+
+def finite(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``table`` (rows of figures, e.g. :func:`evaluate`'s per arm) without its NaN figures (those
+    :func:`evaluate` has only in the captions world), for ``record_table``."""
+    import math
+
+    return {
+        k: {m: v for m, v in row.items() if not (isinstance(v, float) and math.isnan(v))} for k, row in table.items()
+    }
+
+
+def claim(led: Any, name: str, value: float, **kw: Any) -> None:
+    """``led.claim(name, value, **kw)``, or, when ``value`` is NaN (a figure :func:`evaluate` has only in the
+    captions world), ``led.not_tested`` with the same ``text`` and ``paper`` and the reason :data:`FULL_ABSENT`."""
+    import math
+
+    if isinstance(value, float) and math.isnan(value):
+        led.not_tested(name, text=kw["text"], paper=kw.get("paper", ""), why=FULL_ABSENT)
+    else:
+        led.claim(name, value, **kw)
