@@ -163,10 +163,14 @@ def train_tiny_vlm(seed: int, **overrides: Any) -> tuple[TinyVLM, dict[str, Any]
     t0 = time.perf_counter()
     seed_everything(seed)
     clip_entry = {e.name: e for e in zoo.entries()}.get("tiny_clip")
-    from xattr_nb.models.clip import load_clip
+    from xattr_nb.models.clip import load_clip, stem_name
 
     clip = load_clip().model
-    model = tiny_vlm(vision_layer=int(k["vision_layer"]), projector_hidden=int(k["projector_hidden"]))
+    model = tiny_vlm(
+        vision_layer=int(k["vision_layer"]),
+        projector_hidden=int(k["projector_hidden"]),
+        vision_stem=stem_name(clip.vision_model),
+    )
     model.vision.load_state_dict(clip.vision_model.state_dict())
     tok = vlm_tokenizer()
     data = vqa.images(
