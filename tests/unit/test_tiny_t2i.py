@@ -141,7 +141,7 @@ def test_bad_inputs_name_the_argument(gen):
 
 
 def _scratch_zoo(tmp_path, world_version):
-    clip_entry = zoo.save("tiny_clip", tiny_clip(), config=TINY_CLIP_CONFIG,
+    clip_entry = zoo.save("tiny_clip", tiny_clip(stem="hybrid"), config=TINY_CLIP_CONFIG,
                           metrics={"world_version": W.world_version()}, root=tmp_path)  # fmt: skip
     net = TinyT2INet(**ARCH)
     entry = zoo.save("tiny_t2i", net, config=TINY_T2I_CONFIG,

@@ -12,6 +12,7 @@ import torch
 from xattr_nb.checks import InputError
 from xattr_nb.models import vlm as M
 from xattr_nb.models import zoo
+from xattr_nb.models.vlm_recipes import TRAIN
 from xattr_nb.worlds import captions as W
 from xattr_nb.worlds import vqa as V
 
@@ -21,7 +22,7 @@ QUESTIONS = ["what shape is this ?", "is there a red star ?", "describe the imag
 @pytest.fixture(scope="module")
 def small():
     torch.manual_seed(0)
-    model = M.tiny_vlm()
+    model = M.tiny_vlm(vision_stem=TRAIN["vision_stem"])  # the shipped recipe's tower, so it saves as "tiny_vlm"
     with torch.no_grad():  # larger weights than GPT-2's init, so logits are far from ties
         for p in (*model.lm.parameters(), *model.projector.parameters()):
             p.normal_(0, 0.4)

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
+from xattr_nb.checks import InputError
 from xattr_nb.models import zoo
 from xattr_nb.models.vlm import TinyVLM, encode_qa, encode_questions, tiny_vlm, vlm_tokenizer
 from xattr_nb.runtime import progress, seed_everything
@@ -62,10 +63,11 @@ __all__ = ["TINY_VLM_CONFIG", "TRAIN", "evaluate_tiny_vlm", "train_tiny_vlm"]
 #: ``text_only`` are part of the model: paper 22 studies the prior they plant).
 TRAIN: dict[str, Any] = {"n_images": 8000, "spurious_color": 0.8, "yes_rate": 0.7, "text_only": 0.2,
                          "hard": 0.3, "visibility": 0.2, "steps": 1200, "batch_size": 128, "lr": 3e-3,
-                         "weight_decay": 0.01, "warmup": 100, "vision_layer": -1, "projector_hidden": 128}  # fmt: skip
+                         "weight_decay": 0.01, "warmup": 100, "vision_layer": -1, "projector_hidden": 128,
+                         "vision_stem": "hybrid"}  # fmt: skip
 
 TINY_VLM_CONFIG: dict[str, Any] = tiny_vlm(
-    vision_layer=TRAIN["vision_layer"], projector_hidden=TRAIN["projector_hidden"]
+    vision_layer=TRAIN["vision_layer"], projector_hidden=TRAIN["projector_hidden"], vision_stem=TRAIN["vision_stem"]
 ).arch_config
 
 
@@ -166,10 +168,12 @@ def train_tiny_vlm(seed: int, **overrides: Any) -> tuple[TinyVLM, dict[str, Any]
     from xattr_nb.models.clip import load_clip, stem_name
 
     clip = load_clip().model
+    if stem_name(clip.vision_model) != k["vision_stem"]:
+        raise InputError(
+            f"the zoo's tiny_clip has a {stem_name(clip.vision_model)!r} stem, the recipe expects {k['vision_stem']!r}"
+        )
     model = tiny_vlm(
-        vision_layer=int(k["vision_layer"]),
-        projector_hidden=int(k["projector_hidden"]),
-        vision_stem=stem_name(clip.vision_model),
+        vision_layer=int(k["vision_layer"]), projector_hidden=int(k["projector_hidden"]), vision_stem=k["vision_stem"]
     )
     model.vision.load_state_dict(clip.vision_model.state_dict())
     tok = vlm_tokenizer()
