@@ -65,6 +65,7 @@ __all__ = [
     "slic_regions",
     "subset_keep",
     "target_scores",
+    "widest_activation",
 ]
 
 DEFAULT_MAX_BYTES = 256 * 2**20
@@ -791,7 +792,7 @@ def masked_outputs(
         # The first few masks are real work and the measurement: the widest activation per row sizes the rest
         # by the device budget (all masks at once ran 2.7x the best chunking of the shapes_cnn on this CPU).
         start = min(n, _PROBE_ROWS)
-        with _widest_activation() as widest:
+        with widest_activation() as widest:
             outs.append(run(keep[:start]))
         rows = rows_per_chunk(max(per, widest[0] // start), device=x.device, total=n)
         step = max(1, min(rows, max_bytes // max(1, per)))
@@ -806,15 +807,22 @@ _PROBE_ROWS = 8
 
 
 @contextmanager
-def _widest_activation() -> Iterator[list[int]]:
-    """Yield ``[bytes]``: the largest tensor any ``nn.Module`` returns inside the block (a global
-    forward hook, so the callable under it may wrap any model; the model's own hooks still count its
-    forwards as usual, and no extra forward runs)."""
+def widest_activation(*, kept: bool = False) -> Iterator[list[int]]:
+    """Yield ``[bytes]``: the largest tensor any ``nn.Module`` returns inside the block, or with
+    ``kept=True`` the sum of the leaf modules' outputs (what a backward keeps). A global forward hook,
+    so the callable under it may wrap any model; the model's own hooks still count its forwards as
+    usual, and no extra forward runs. A module called through ``.forward`` (not ``__call__``) is not
+    seen itself, only its submodules."""
     widest = [0]
 
-    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):
-            widest[0] = max(widest[0], out.numel() * out.element_size())
+    def hook(m: nn.Module, _a: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        size = out.numel() * out.element_size()
+        if not kept:
+            widest[0] = max(widest[0], size)
+        elif next(m.children(), None) is None:  # leaves only: a block's output is its last layer's
+            widest[0] += size
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:

@@ -266,3 +266,19 @@ def test_masked_outputs_sizes_chunks_from_the_widest_activation_and_gives_the_sa
     # the first 8 masks measure the widest activation ([64, 16, 16] floats a row), the rest follow the budget
     assert sizes[0] == 8 and sum(sizes) == 50 and max(sizes[1:]) == min(42, budget_rows)
     assert len(sizes) == 1 + -(-42 // min(42, budget_rows))
+
+
+def test_widest_activation_measures_the_widest_output_or_what_a_backward_keeps():
+    from xattr_nb.kernels import widest_activation
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x = torch.zeros(3, 4)
+    with widest_activation() as widest:
+        net(x)
+    assert widest == [3 * 8 * 4]  # the [3, 8] float32 hidden layer; the Sequential's [3, 2] output is smaller
+    with widest_activation(kept=True) as kept:
+        net(x)
+    assert kept == [3 * (8 + 8 + 2) * 4]  # the three leaves' outputs; the Sequential itself is not a leaf
+    with widest_activation() as after:
+        pass
+    assert after == [0]  # the hook is gone outside its block

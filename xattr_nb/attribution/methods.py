@@ -46,7 +46,7 @@ from torch import nn
 from xattr_nb.attribution.registry import MethodSpec, list_methods, lookup_method, register_method
 from xattr_nb.attribution.result import Attribution
 from xattr_nb.checks import InputError, check_choice, check_int, check_placement, check_target, check_tensor
-from xattr_nb.kernels import count_passes, rows_per_chunk
+from xattr_nb.kernels import count_passes, rows_per_chunk, widest_activation
 from xattr_nb.models.io import check_model, check_token_inputs, eval_mode, logits_of
 
 __all__ = [
@@ -224,27 +224,14 @@ def _opt_batch(internal_batch_size: Any) -> int | None:
 def _widest_row_bytes(model: nn.Module, row: torch.Tensor, *, kept: bool = False) -> int:
     """Bytes of the widest output of any submodule when one input row ``row`` ``[1, ...]`` goes
     through ``model`` (``kept=True``: the sum of the leaf modules' outputs, what a backward keeps), measured
-    by one forward with hooks (for models without a transformer config, whose widths
-    :func:`~xattr_nb.kernels.activation_row_bytes` reads); at least the row's own bytes.
-    The forward calls ``model.forward``, so hooks on the model itself (cost counters) do not count it."""
-    widest = [row.numel() * row.element_size()]
-
-    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):
-            size = out.numel() * out.element_size()
-            widest[0] = widest[0] + size if kept else max(widest[0], size)
-
-    # kept: the leaves only, so a block's output is not counted again as its last layer's
-    mods = [m for m in model.modules() if m is not model and (not kept or next(m.children(), None) is None)]
-    handles = [m.register_forward_hook(hook) for m in mods]
-    try:
+    by one forward under :func:`~xattr_nb.kernels.widest_activation` (for models without a transformer
+    config, whose widths :func:`~xattr_nb.kernels.activation_row_bytes` reads); at least the row's own bytes."""
+    base = row.numel() * row.element_size()
+    with widest_activation(kept=kept) as widest:
         # `forward`, not `__call__`: the model's own hooks (count_passes) do not see this measurement
-        out = model.forward(row)
-        hook(model, None, logits_of(out))
-    finally:
-        for h in handles:
-            h.remove()
-    return int(widest[0])
+        out = logits_of(model.forward(row))
+    out_bytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
+    return int(base + widest[0] + out_bytes if kept else max(base, widest[0], out_bytes))
 
 
 def _to_kind(raw: torch.Tensor, kind: str, reduce: str = "sum") -> torch.Tensor:
