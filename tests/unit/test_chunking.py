@@ -21,6 +21,7 @@ from xattr_nb.kernels import (
     length_groups,
     masked_outputs,
     rows_per_chunk,
+    widest_activation,
 )
 from xattr_nb.models.text import tiny_gpt2
 
@@ -269,8 +270,6 @@ def test_masked_outputs_sizes_chunks_from_the_widest_activation_and_gives_the_sa
 
 
 def test_widest_activation_measures_the_widest_output_or_what_a_backward_keeps():
-    from xattr_nb.kernels import widest_activation
-
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     x = torch.zeros(3, 4)
     with widest_activation() as widest:
