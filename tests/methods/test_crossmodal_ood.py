@@ -173,13 +173,15 @@ def test_bad_inputs_name_the_argument():
 # ----------------------------------------------------------------------------------------------- training
 
 
-def test_finetune_is_paired_and_leaves_the_model_alone():
+@pytest.mark.parametrize("stem", ["patch", "hybrid"])  # hybrid: a channel shuffle in train mode, from the RNG
+def test_finetune_is_paired_and_leaves_the_model_alone(stem):
     torch.manual_seed(0)
-    model, tok = C.tiny_clip(), C.clip_tokenizer()
+    model, tok = C.tiny_clip(stem=stem), C.clip_tokenizer()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.rand(16, 3, 32, 32), torch.arange(16) % 4
     cls = ["circle", "star", "heart", "cross"]
     a = M.finetune(model, tok, x, y, cls, lam=0.0, epochs=2, batch_size=8, lr=1e-3, warmup=1, seed=3)
+    torch.rand(5)  # the global RNG moves between the arms, as in the notebook
     b = M.finetune(model, tok, x, y, cls, lam=0.5, epochs=2, batch_size=8, lr=1e-3, warmup=1, seed=3)
     assert len(a.history) == 4
     assert a.history["flyp"][0] == pytest.approx(b.history["flyp"][0], abs=1e-6)  # same first batch

@@ -313,23 +313,32 @@ def finetune(
     rows = []
     bar = progress(range(epochs * n_batches), desc=f"fine-tune λ={lam:g}", disable=not show_progress)
     order = None
-    for step in bar:
-        if step % n_batches == 0:
-            order = torch.randperm(len(x), generator=gen)
-        idx = order[(step % n_batches) * batch_size : (step % n_batches + 1) * batch_size]
-        yb = y[idx].to(dev)
-        u = C.encode_image(net, x[idx].to(dev))
-        v = C.encode_text(net, ids[yb], mask[yb])
-        loss, parts = flyp_cma_loss(u, v, net.logit_scale, lam=lam)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            net.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
-        rows.append(
-            {"step": step, "loss": float(loss.detach()), **parts, "logit_scale": float(net.logit_scale.detach().exp())}
-        )
+    # train-mode randomness inside the model (HybridStem's channel shuffle) draws from the global RNG: fork it and
+    # seed it with `seed`, so that two arms that differ only in `lam` see the same shuffles too (paired arms)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        for step in bar:
+            if step % n_batches == 0:
+                order = torch.randperm(len(x), generator=gen)
+            idx = order[(step % n_batches) * batch_size : (step % n_batches + 1) * batch_size]
+            yb = y[idx].to(dev)
+            u = C.encode_image(net, x[idx].to(dev))
+            v = C.encode_text(net, ids[yb], mask[yb])
+            loss, parts = flyp_cma_loss(u, v, net.logit_scale, lam=lam)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                net.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+            rows.append(
+                {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    **parts,
+                    "logit_scale": float(net.logit_scale.detach().exp()),
+                }
+            )
     return FineTuned(net.eval(), pd.DataFrame(rows), lam)
 
 
