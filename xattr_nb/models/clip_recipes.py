@@ -9,17 +9,20 @@ redrawn from the 12 templates every epoch, AdamW, linear warm-up then cosine dec
 made of two halves pure in one attribute (hard negatives: with uniform batches colour alone separated
 most captions and a plain ViT learnt no shape in 300-400 steps).
 
-- ``tiny_clip`` (papers 22–24; TinyT2I conditions on its text tower, TinyVLM copies its image tower):
-  a :class:`~xattr_nb.models.clip.HybridStem`, 1600 steps on colour-pure halves (:data:`TRAIN`), then
-  1200 on halves alternately shape-pure and colour-pure, epoch by epoch (:data:`TRAIN_STAGE2`). After
-  stage 1 it reads shape (zero-shot 0.85) but colour only at about 0.4: within colour-pure halves
-  colour separates few captions. Shape-pure halves make colour the hard negative; from scratch they
-  slowed shape (0.13 at step 600 against 0.49), so they come second.
-- ``tiny_clip_conv`` (papers 20–21): a :class:`~xattr_nb.models.clip.ConvStem` (batch norm), 1600
-  steps on colour-pure halves: zero-shot shape 0.87, but colour about 0.16 (8-way, chance 0.125):
-  batch statistics over colour-pure halves subtract the colour, and its text tower ends up colour-blind
-  (the colour words' embeddings have cosine 0.9998), so continuing it with a colour path did not
-  bring colour back (0.19 after 600 more steps).
+- ``tiny_clip`` (papers 20–24; TinyT2I conditions on its text tower, TinyVLM copies its image tower):
+  a :class:`~xattr_nb.models.clip.HybridStem` (its conv path sees the colour channels shuffled in
+  training, so colour has to pass through the linear projection; without the shuffle the model leant
+  on batch-relative colour: 0.50 colour, 0.76 shape at step 1400), 1600 steps on colour-pure halves
+  (:data:`TRAIN`), then 1200 on halves alternately shape-pure and colour-pure, epoch by epoch
+  (:data:`TRAIN_STAGE2`). After stage 1 it reads shape (zero-shot 0.85) but colour only at about 0.4:
+  within colour-pure halves colour separates few captions. Shape-pure halves make colour the hard
+  negative; from scratch they slowed shape (0.13 at step 600 against 0.49), so they come second.
+- ``tiny_clip_conv`` (the ablation behind ``tiny_clip``'s design; no notebook uses it): a
+  :class:`~xattr_nb.models.clip.ConvStem` (batch norm), 1600 steps on colour-pure halves: zero-shot
+  shape 0.87, but colour about 0.16 (8-way, chance 0.125): batch statistics over colour-pure halves
+  subtract the colour, and its text tower ends up colour-blind (the colour words' embeddings have
+  cosine 0.9998), so continuing it with a colour path did not bring colour back (0.19 after 600 more
+  steps).
 - The earlier plain-ViT ``tiny_clip`` (CLIP's linear 8×8 patch projection, 3200 steps) read colour
   (0.98) but hardly shape (0.30); it was replaced.
 
