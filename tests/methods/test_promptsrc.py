@@ -266,11 +266,11 @@ def test_full_scale_path_on_a_saved_stand_in(tmp_path, clip):
         P.load_full(tmp_path / "nowhere", model=saved)
 
 
-def test_conv_stem_foundation_stays_frozen_and_takes_visual_prompts(task):
-    """The notebook's foundation (``tiny_clip_conv``) has batch norm in its stem: training prompts must
+def test_hybrid_stem_foundation_stays_frozen_and_takes_visual_prompts(task):
+    """The notebook's foundation (``tiny_clip``, a hybrid stem) has batch norm in its stem: training prompts must
     not move its running statistics or weights, and visual prompts must reach its image tower."""
     torch.manual_seed(0)
-    m, tok = tiny_clip(stem="conv"), clip_tokenizer()
+    m, tok = tiny_clip(stem="hybrid"), clip_tokenizer()
     m.train()  # a caller's stray train mode: train_prompts must still freeze the batch statistics
     before = {k: v.clone() for k, v in m.state_dict().items()}
     assert any("running_mean" in k for k in before)
