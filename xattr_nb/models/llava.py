@@ -50,7 +50,7 @@ import torch
 from transformers import LogitsProcessor
 
 from xattr_nb.checks import InputError, check_choice, check_float, check_int, check_tensor, check_texts
-from xattr_nb.models.vlm import apply_contrast, contrast_branches
+from xattr_nb.models.vlm import apply_contrast, contrast_branches, sampling_config
 from xattr_nb.runtime import pick_device
 
 __all__ = ["LLAVA_MODEL", "LLAVA_V1_PROMPT", "MODES", "LlavaPrompts", "LlavaVLM", "load_llava"]
@@ -241,7 +241,7 @@ class LlavaVLM:
         modes (VDD) or a tensor of images (VCD), each run with its own KV cache (:class:`_LlavaContrast`).
         Returns the answers as text, or the new token ids per row (up to EOS) with ``return_ids``.
         """
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import LogitsProcessorList
 
         qs = check_texts(questions, "questions")
         x = self._check_images(images, len(qs))
@@ -256,18 +256,8 @@ class LlavaVLM:
             )
         if isinstance(contrast_inputs, torch.Tensor):
             contrast_inputs = self._check_images(contrast_inputs, len(qs), "contrast_inputs")
-        sample = temperature > 0
         tok = self.tokenizer
-        cfg = GenerationConfig(
-            max_new_tokens=max_new,
-            do_sample=sample,
-            temperature=temperature if sample else 1.0,
-            top_k=top_k if sample and top_k > 0 else None,
-            top_p=top_p if sample and top_p < 1.0 else None,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=self.pad_id,
-            bos_token_id=tok.bos_token_id,
-        )
+        cfg = sampling_config(tok, max_new, temperature, top_k, top_p, pad_id=self.pad_id)
         out: list[list[int]] = []
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:

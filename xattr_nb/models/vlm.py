@@ -64,6 +64,7 @@ __all__ = [
     "encode_qa",
     "encode_questions",
     "load_tiny_vlm",
+    "sampling_config",
     "tiny_vlm",
     "vlm_tokenizer",
 ]
@@ -396,17 +397,7 @@ class TinyVLM(nn.Module):
         procs = LogitsProcessorList()
         if contrast is not None:
             procs.append(ContrastProcessor(self, question_ids, attention_mask, contrast, contrast_inputs))
-        sample = temperature > 0
-        cfg = GenerationConfig(
-            max_new_tokens=max_new,
-            do_sample=sample,
-            temperature=temperature if sample else 1.0,
-            top_k=top_k if sample and top_k > 0 else None,
-            top_p=top_p if sample and top_p < 1.0 else None,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id,
-        )
+        cfg = sampling_config(tok, max_new, temperature, top_k, top_p, pad_id=tok.pad_token_id)
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(check_int(seed, "seed", low=0))
@@ -422,6 +413,24 @@ class TinyVLM(nn.Module):
                 row = row[: row.index(tok.eos_token_id)]
             texts.append(tok.decode([i for i in row if i != tok.pad_token_id]))
         return texts
+
+
+def sampling_config(
+    tokenizer: Any, max_new: int, temperature: float, top_k: int, top_p: float, *, pad_id: int | None
+) -> GenerationConfig:
+    """The ``GenerationConfig`` of a VLM's ``generate``: greedy at ``temperature = 0``, else sampling with
+    ``top_k`` (0: off) and ``top_p`` (1: off)."""
+    sample = temperature > 0
+    return GenerationConfig(
+        max_new_tokens=max_new,
+        do_sample=sample,
+        temperature=temperature if sample else 1.0,
+        top_k=top_k if sample and top_k > 0 else None,
+        top_p=top_p if sample and top_p < 1.0 else None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
 
 
 def contrast_branches(inputs: str | Sequence[str] | torch.Tensor) -> list[tuple[str, torch.Tensor | None]]:
